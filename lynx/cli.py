@@ -1,0 +1,192 @@
+"""The ``lynx`` command line: one sub-command per stage of the pipeline.
+
+Errors a user can cause (unknown model, bad split, out-of-range layer, ...) are printed as
+one line on stderr with exit code 2, never as a traceback. A stage that is not built yet
+says so in one line and exits 1 — it never prints made-up output.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
+organism_app = typer.Typer(no_args_is_help=True, help="The bundled model organism: its data, its training, its figures.")
+app.add_typer(organism_app, name="organism")
+err = Console(stderr=True)
+out = Console()
+
+
+class UserError(Exception):
+    """An error the user can fix; shown as one line."""
+
+
+def friendly(fn):
+    """Turn user-facing exceptions into one clear line and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (UserError, ValueError, FileNotFoundError, KeyError) as e:
+            msg = str(e).strip("'\"") or type(e).__name__
+            err.print(f"[bold red]error:[/] {msg}", highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _not_implemented(stage: str) -> None:
+    err.print(f"lynx {stage}: not implemented yet", highlight=False)
+    raise typer.Exit(1)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def collect() -> None:
+    """Roll out a model, force exits at cue tokens, write labelled hidden states."""
+    _not_implemented("collect")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train() -> None:
+    """Train the exit probe on collected cue points."""
+    _not_implemented("train")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def calibrate() -> None:
+    """Calibrate probe scores into a guarantee chosen by alpha."""
+    _not_implemented("calibrate")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def run() -> None:
+    """Generate with calibrated early exit."""
+    _not_implemented("run")
+
+
+@app.command(name="eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def eval_() -> None:
+    """Compare lynx with baselines on a benchmark."""
+    _not_implemented("eval")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def demo() -> None:
+    """The whole pipeline on the bundled organism, in minutes on a CPU."""
+    _not_implemented("demo")
+
+
+@organism_app.command("data")
+@friendly
+def organism_data(
+    split: str = typer.Option("test", help="train | calibration | test | transfer"),
+    n: int = typer.Option(5, min=1, help="number of problems"),
+    seed: int = typer.Option(0),
+    traces: bool = typer.Option(False, help="also write a scripted training trace per problem"),
+    output: Path | None = typer.Option(None, "--out", help="write JSONL here instead of stdout"),
+) -> None:
+    """Print (or write as JSONL) problems of an organism split, optionally with scripted traces."""
+    import random
+
+    from lynx.organism.problems import sample_problems
+    from lynx.organism.traces import write_assistant
+
+    rng = random.Random(seed)
+    rows = []
+    for p in sample_problems(split, n, seed=seed):
+        rec = p.to_record() | {"split": split}
+        if traces:
+            rec["trace"] = write_assistant(p, rng)
+        rows.append(json.dumps(rec))
+    if output is None:
+        sys.stdout.write("\n".join(rows) + "\n")
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text("\n".join(rows) + "\n")
+        err.print(f"wrote {len(rows)} problems to {output}")
+
+
+@organism_app.command("train")
+@friendly
+def organism_train(
+    output: Path = typer.Option(Path("runs/organism"), "--out", help="checkpoint folder to write"),
+    seed: int = typer.Option(0),
+    scripted_steps: int = typer.Option(None, help="stage-1 optimiser steps (default: the shipped recipe)"),
+    onpolicy_steps: int = typer.Option(None, help="stage-2 optimiser steps (default: the shipped recipe)"),
+    max_minutes: float = typer.Option(45.0, help="hard time budget for both stages"),
+    install: bool = typer.Option(False, help="also copy the result over the bundled checkpoint"),
+) -> None:
+    """Train the organism from scratch (deterministic from --seed; ~30-40 min on 2 CPU cores)."""
+    import shutil
+
+    from lynx.models import ORGANISM_DIR
+    from lynx.organism.train import OrganismTrainConfig, train_organism
+
+    cfg = OrganismTrainConfig(seed=seed, max_seconds=max_minutes * 60)
+    if scripted_steps is not None:
+        cfg.scripted_steps = scripted_steps
+    if onpolicy_steps is not None:
+        cfg.onpolicy_steps = onpolicy_steps
+    path = train_organism(output, cfg)
+    if install:
+        shutil.copytree(path, ORGANISM_DIR, dirs_exist_ok=True)
+        err.print(f"installed into {ORGANISM_DIR}")
+
+
+@organism_app.command("info")
+@friendly
+def organism_info(
+    model: str = typer.Option("organism", help="model to measure (the bundled organism by default)"),
+    n_problems: int = typer.Option(500, min=20),
+    temperature: float = typer.Option(0.6, min=0.0),
+    top_p: float = typer.Option(0.95, min=0.0, max=1.0),
+    seed: int = typer.Option(0),
+    split: str = typer.Option("test"),
+    as_json: bool = typer.Option(False, "--json", help="print the figures as one JSON object"),
+) -> None:
+    """Measure the organism: accuracy, thinking length, cues, safe exits, oracle saving, probe signal."""
+    from lynx.organism.info import measure
+
+    figs = measure(model=model, n_problems=n_problems, temperature=temperature, top_p=top_p, seed=seed, split=split)
+    if as_json:
+        sys.stdout.write(json.dumps(figs) + "\n")
+        return
+    out.print(render_info(figs))
+
+
+def render_info(figs: dict) -> Table:
+    from lynx.organism.card import REQUIREMENTS
+
+    t = Table(title=f"organism on {figs['n_problems']} {figs['split']} problems, T={figs['temperature']}")
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    t.add_column("required")
+    for key, (lo, hi, label) in REQUIREMENTS.items():
+        v = figs[key]
+        ok = (lo is None or v >= lo) and (hi is None or v <= hi)
+        t.add_row(label, f"{v:.3f}", f"[{'green' if ok else 'red'}]{_range(lo, hi)}[/]")
+    p = figs["probe"]
+    for name in ("all", "after_answer"):
+        t.add_row(f"probe AUC / phase-baseline AUC ({name} cues, n={p[name]['n_cues']})", f"{p[name]['probe_auc']:.3f} / {p[name]['baseline_auc']:.3f}", "")
+    t.add_row("cues before / after the first stated answer, per trace", f"{figs['cues_before_answer_per_trace']:.2f} / {figs['cues_after_answer_per_trace']:.2f}", "both > 0")
+    t.add_row("seconds", f"{figs['seconds']:.0f}", "")
+    return t
+
+
+def _range(lo, hi) -> str:
+    if lo is None and hi is None:
+        return ""
+    if lo is not None and hi is not None:
+        return f"{lo} .. {hi}"
+    return f">= {lo}" if lo is not None else f"<= {hi}"
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,119 @@
+"""Cue detection on token ids: where a reasoning model says "wait", "hmm", "alternatively".
+
+The rule is the same offline (collection, replay) and online (inside an engine's decode
+loop), because the online hook cannot take back a cue it has already emitted:
+
+* a **decision token** is the token that completes a cue word: the decoded text of the
+  last few tokens ends with the word (any casing) followed only by non-letters
+  (``"Wait,"``, ``" hmm"``, ``"Alternatively"``), and the word is not preceded by a letter
+  (so ``"awaiting"`` never matches);
+* a cue only counts **inside the thinking span**: after the model's ``<think>`` (generated
+  or pre-filled by the chat template) and before ``</think>``;
+* what the *next* token will be is unknown online, so a token ``" wait"`` that a later
+  ``"ing"`` turns into "waiting" still counts; tokenizers with whole-word tokens (Qwen,
+  Llama, the organism) make this rare, and both engines agree on it.
+
+Matching is cheap enough for a decode loop: a token can only complete a cue if its own
+text ends with a non-empty suffix of a cue word (plus non-letters); only those tokens pay
+for a small decode of the window before them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+DEFAULT_CUES = ("wait", "hmm", "alternatively")
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
+_WINDOW = 8  # tokens of left context decoded to match multi-token cue words
+
+
+class NoThinkingMarkers(ValueError):
+    """The tokenizer has no <think>/</think> tokens, so there is no thinking span to exit."""
+
+
+@dataclass(frozen=True)
+class Cue:
+    """One decision point: ``position`` indexes the decision token in the full sequence."""
+
+    position: int
+    word: str  # the cue word, lower-cased
+    text: str  # the decision token's own text, e.g. "Wait,"
+
+
+@dataclass
+class CueMatcher:
+    """Finds cue decision tokens for one tokenizer; build once, reuse everywhere."""
+
+    tokenizer: object
+    cues: tuple[str, ...] = DEFAULT_CUES
+    think_open_id: int = field(init=False)
+    think_close_id: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        words = tuple(sorted({c.strip().lower() for c in self.cues if c.strip()}))
+        if not words or not all(re.fullmatch(r"[a-z]+", w) for w in words):
+            raise ValueError(f"cue words must be non-empty letters-only words, got {list(self.cues)!r}")
+        self.cues = words
+        vocab = self.tokenizer.get_vocab()
+        if THINK_OPEN not in vocab or THINK_CLOSE not in vocab:
+            raise NoThinkingMarkers(
+                f"tokenizer has no {THINK_OPEN}/{THINK_CLOSE} tokens: lynx needs a reasoning model with a thinking span"
+            )
+        self.think_open_id = vocab[THINK_OPEN]
+        self.think_close_id = vocab[THINK_CLOSE]
+        self._pattern = re.compile(r"(?<![A-Za-z])(" + "|".join(words) + r")[^A-Za-z]*$", re.IGNORECASE)
+        suffixes = {w[i:] for w in words for i in range(len(w))}
+        tail = re.compile(r"([A-Za-z]+)[^A-Za-z]*$")
+        self._final_ids: set[int] = set()
+        for tid in range(len(self.tokenizer)):
+            m = tail.search(self._text(tid))
+            if m and m.group(1).lower() in suffixes:
+                self._final_ids.add(tid)
+
+    def _text(self, tid: int) -> str:
+        return self.tokenizer.decode([tid], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    @property
+    def candidate_ids(self) -> frozenset[int]:
+        """Token ids that can complete a cue (the only ones an engine hook must look at)."""
+        return frozenset(self._final_ids)
+
+    def match_at(self, ids: list[int], i: int) -> Cue | None:
+        """The cue completed by token ``ids[i]``, ignoring the thinking span."""
+        if ids[i] not in self._final_ids:
+            return None
+        lo = max(0, i - _WINDOW)
+        window = self.tokenizer.decode(ids[lo : i + 1], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        own = self._text(ids[i])
+        m = self._pattern.search(window)
+        # the word must end inside the decision token, not in an earlier token
+        if m is None or len(window) - m.end(1) >= len(own):
+            return None
+        return Cue(position=i, word=m.group(1).lower(), text=own)
+
+    def thinking_open(self, ids: list[int], upto: int) -> bool:
+        """Is the thinking span open just after token ``ids[upto]``?"""
+        for j in range(upto, -1, -1):
+            if ids[j] == self.think_close_id:
+                return False
+            if ids[j] == self.think_open_id:
+                return True
+        return False
+
+    def find(self, ids: list[int], start: int = 0) -> list[Cue]:
+        """All cues in ``ids[start:]`` that lie inside a thinking span."""
+        out: list[Cue] = []
+        open_ = self.thinking_open(ids, start - 1) if start > 0 else False
+        for i in range(start, len(ids)):
+            tid = ids[i]
+            if tid == self.think_open_id:
+                open_ = True
+            elif tid == self.think_close_id:
+                open_ = False
+            elif open_ and tid in self._final_ids:
+                cue = self.match_at(ids, i)
+                if cue is not None:
+                    out.append(cue)
+        return out

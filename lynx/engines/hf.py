@@ -1,0 +1,108 @@
+"""The transformers engine: batched sampling, greedy forced answers, hidden states.
+
+Runs on CPU (the organism, tests) or a GPU (real models). Prompts are left-padded so a
+batch decodes in lock-step; every function takes and returns plain token-id lists, so the
+rest of lynx never depends on transformers' tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _chunks(n: int, size: int) -> Iterator[range]:
+    for i in range(0, n, size):
+        yield range(i, min(n, i + size))
+
+
+def _left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for r, s in enumerate(seqs):
+        ids[r, width - len(s) :] = torch.tensor(s, dtype=torch.long)
+        mask[r, width - len(s) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _trim(row: list[int], stop_ids: set[int], pad_id: int) -> list[int]:
+    out = []
+    for t in row:
+        out.append(t)
+        if t in stop_ids:
+            break
+    while out and out[-1] == pad_id and pad_id not in stop_ids:
+        out.pop()
+    return out
+
+
+@torch.inference_mode()
+def generate(
+    model,
+    tokenizer,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 64,
+    stop_ids: Sequence[int] | None = None,
+    on_batch=None,
+) -> list[list[int]]:
+    """Continue each prompt (token ids); returns only the new tokens, ending at a stop id.
+
+    ``temperature == 0`` is greedy. Sampling is seeded per batch, so a run is reproducible
+    for a fixed batch size.
+    """
+    stops = set(stop_ids) if stop_ids is not None else {tokenizer.eos_token_id}
+    pad = tokenizer.pad_token_id
+    out: list[list[int]] = []
+    for b, idx in enumerate(_chunks(len(prompts), batch_size)):
+        ids, mask = _left_pad([prompts[i] for i in idx], pad, _device(model))
+        torch.manual_seed(seed * 1_000_003 + b)
+        kwargs = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 else dict(do_sample=False)
+        gen = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=sorted(stops),
+            pad_token_id=pad,
+            **kwargs,
+        )
+        for row in gen[:, ids.shape[1] :].tolist():
+            out.append(_trim(row, stops, pad))
+        if on_batch is not None:
+            on_batch(len(idx))
+    return out
+
+
+@torch.inference_mode()
+def hidden_states_at(
+    model, sequences: Sequence[Sequence[int]], positions: Sequence[Sequence[int]], layers: Sequence[int], batch_size: int = 16
+) -> list[np.ndarray]:
+    """Hidden states of ``sequences[i]`` at ``positions[i]`` for each of ``layers``.
+
+    Returns, per sequence, an array ``(len(positions[i]), len(layers), hidden)`` in float32.
+    Layer indices follow transformers' ``hidden_states`` tuple: 0 is the embedding output,
+    ``L`` (= number of layers) is the last layer *after* the final norm.
+    """
+    out: list[np.ndarray] = []
+    pad = model.config.pad_token_id or 0
+    for idx in _chunks(len(sequences), batch_size):
+        seqs = [sequences[i] for i in idx]
+        ids, mask = _left_pad(seqs, pad, _device(model))
+        hs = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        stacked = torch.stack([hs[layer] for layer in layers], dim=2)  # (B, T, n_layers, H)
+        for r, i in enumerate(idx):
+            offset = ids.shape[1] - len(sequences[i])
+            pos = torch.tensor([p + offset for p in positions[i]], dtype=torch.long, device=stacked.device)
+            out.append(stacked[r, pos].float().cpu().numpy())
+    return out

@@ -1,0 +1,85 @@
+"""Resolving a model name to weights: the bundled organism, a local folder, or a hub id.
+
+``organism`` is the tiny reasoning model shipped inside the package (no download); any
+other value goes through transformers' normal loading, so a real user's
+``Qwen/Qwen3-1.7B`` or ``/models/r1-distill`` takes exactly the same path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+ORGANISM_NAME = "organism"
+ORGANISM_DIR = Path(__file__).parent / "organism" / "checkpoint"
+
+
+class ModelNotFound(ValueError):
+    """Raised with a one-line message when a model id cannot be resolved."""
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What a model id resolved to: the path/id transformers and vLLM load, and its identity."""
+
+    name: str  # as the user gave it
+    path: str  # folder or hub id handed to transformers / vLLM
+
+    @property
+    def is_organism(self) -> bool:
+        return self.name == ORGANISM_NAME
+
+
+def resolve_model(name: str) -> ModelRef:
+    if name == ORGANISM_NAME:
+        if not (ORGANISM_DIR / "model.safetensors").exists():
+            raise ModelNotFound(f"the bundled organism is missing from {ORGANISM_DIR}; reinstall lynx or run `lynx organism train`")
+        return ModelRef(name, str(ORGANISM_DIR))
+    p = Path(name).expanduser()
+    if p.exists():
+        if not (p / "config.json").exists():
+            raise ModelNotFound(f"{p} has no config.json: not a transformers model folder")
+        return ModelRef(name, str(p.resolve()))
+    if name.count("/") == 1 and not name.startswith((".", "/")):
+        return ModelRef(name, name)  # a hub id: transformers/vLLM resolve (and cache) it
+    raise ModelNotFound(f"unknown model {name!r}: use 'organism', a local model folder, or a hub id like Qwen/Qwen3-1.7B")
+
+
+def model_fingerprint(ref: ModelRef) -> str:
+    """A hash of the model's config and weights index, recorded in every artifact.
+
+    For a local folder it covers config.json and the weight files' names and sizes (cheap
+    and changes whenever the weights do); for the organism it is its recorded sha256.
+    """
+    p = Path(ref.path)
+    h = hashlib.sha256()
+    if not p.exists():
+        h.update(ref.path.encode())
+        return h.hexdigest()[:16]
+    h.update((p / "config.json").read_bytes())
+    for f in sorted(p.glob("*.safetensors")) + sorted(p.glob("*.bin")):
+        h.update(f"{f.name}:{f.stat().st_size}".encode())
+    if ref.is_organism:
+        h.update(json.dumps(json.loads((p / "organism.json").read_text())["sha256"], sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def load_hf(ref: ModelRef, dtype: str = "float32"):
+    """(model, tokenizer) through transformers, eval mode, on CPU unless CUDA is there."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(ref.path)
+        model = AutoModelForCausalLM.from_pretrained(ref.path, dtype=getattr(torch, dtype))
+    except OSError as e:
+        raise ModelNotFound(f"cannot load model {ref.name!r}: {str(e).splitlines()[0]}") from None
+    model.eval()
+    if torch.cuda.is_available():
+        model.to("cuda")
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return model, tok

@@ -1,0 +1,119 @@
+"""Scripted reasoning traces for training the organism (stage 1 of its training).
+
+A trace imitates what matters in DeepSeek-R1 / Qwen3 thinking for early exit:
+
+* step-by-step work, one ``a op d = r.`` line per step, where carry steps are sometimes
+  wrong (the "forgot the carry" slip, ``ERROR_RATE``);
+* a cue (``Wait,``) that follows a wrong step far more often than a right one and is
+  immediately followed by the verdict (``yes`` / ``no``) and, after ``no``, a correction —
+  so the hidden state of the cue token has to encode whether the work so far is right;
+* ``So the answer is N.`` followed by overthinking: ``Hmm,`` + a full recomputation, then
+  often ``Alternatively,`` + another one, before ``</think>``; a recheck sometimes copies
+  an earlier slip (confirmation bias), so some traces end wrong;
+* the answer section ``Final answer: \\boxed{N}``.
+
+One dominant cue word per context (``Wait,`` mid-work, ``Hmm,`` after the first answer,
+``Alternatively,`` after a confirmed recheck) keeps cues alive under greedy decoding; rare
+variants (``wait,`` on the same line, ``hmm,``) exercise case- and space-insensitive cue
+matching.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from lynx.organism.problems import Problem, Step
+
+ERROR_RATE = 0.3  # P(forgot carry) on a carry step of the main work
+CUE_AFTER_ERROR = 0.5  # P(Wait) right after a slip ...
+CUE_AFTER_RIGHT = 0.15  # ... and after a right step
+FIRST_CHECK = 0.9  # P(Hmm-check) once an answer is stated
+SECOND_CHECK = 0.6  # P(Alternatively-check) after a confirmed check
+THIRD_CHECK = 0.25
+CONFIRMATION_BIAS = 0.45  # P(a check "confirms" a wrong answer by copying the slipped chain)
+NO_THINK_RATE = 0.05  # traces trained with thinking switched off (direct answer)
+
+ANSWER_PREFIX = "Final answer: \\boxed{"
+
+
+def step_text(step: Step, result: int) -> str:
+    return f"{step.before} {step.op} {step.operand} = {result}"
+
+
+@dataclass
+class _Line:
+    step: Step
+    written: int
+
+    @property
+    def right(self) -> bool:
+        return self.written == self.step.after
+
+
+def _chain_text(lines: list[_Line]) -> str:
+    return ", ".join(step_text(l.step, l.written) for l in lines)
+
+
+def _work_line(step: Step, written: int, rng: random.Random) -> tuple[str, _Line]:
+    """One line of work, with the mid-work cue and verdict that may follow it."""
+    line = _Line(step, written)
+    text = step_text(step, written) + "."
+    if rng.random() < (CUE_AFTER_RIGHT if line.right else CUE_AFTER_ERROR):
+        cue = "\nWait," if rng.random() < 0.8 else " wait,"
+        text += f"{cue} {'yes' if line.right else 'no'}: {step_text(step, step.after)}."
+        line = _Line(step, step.after)  # after a cue the work continues from the right value
+    return text + "\n", line
+
+
+def write_thinking(
+    problem: Problem, rng: random.Random, prefix: str = "", done: list[_Line] | None = None
+) -> tuple[str, int]:
+    """Return (thinking text without the ``<think>`` tags, final stated answer).
+
+    Mid-work cues judge the step just written (a local check); cues after an answer judge
+    the answer itself (a global check that must notice any uncorrected slip above it).
+    ``prefix``/``done`` continue a trace whose first ``len(done)`` steps are already written
+    (the on-policy stage continues the model's own traces this way).
+    """
+    out: list[str] = [prefix]
+    work: list[_Line] = list(done or [])
+    value = work[-1].written if work else problem.start
+    for op, d in problem.ops[len(work) :]:
+        step = Step(value, op, d)
+        written = step.forgot_carry if step.carries and rng.random() < ERROR_RATE else step.after
+        text, line = _work_line(step, written, rng)
+        out.append(text)
+        work.append(line)
+        value = line.written
+    answer = value
+    out.append(f"So the answer is {answer}.\n")
+
+    checks, biased, p_next = 0, False, FIRST_CHECK
+    while checks < 4 and rng.random() < p_next:
+        cue = ("Hmm," if rng.random() < 0.85 else "hmm,") if checks == 0 else ("Alternatively," if checks == 1 else "Wait,")
+        wrong = answer != problem.answer
+        if wrong and not biased and rng.random() >= CONFIRMATION_BIAS:
+            first = next(i for i, l in enumerate(work) if not l.right)
+            redo = [_Line(s, s.after) for s in problem.steps()[first:]]
+            work = work[:first] + redo
+            answer = redo[-1].written
+            out.append(f"{cue} no: {_chain_text(redo)}. So the answer is {answer}.\n")
+            p_next = FIRST_CHECK
+        else:
+            biased = biased or wrong
+            if not wrong:
+                work = [_Line(s, s.after) for s in problem.steps()]
+            again = "again" if checks == 0 else "once more"
+            out.append(f"{cue} yes. Let me check {again}: {_chain_text(work)}. So the answer is {answer}.\n")
+            p_next = SECOND_CHECK if checks == 0 else THIRD_CHECK
+        checks += 1
+    return "".join(out), answer
+
+
+def write_assistant(problem: Problem, rng: random.Random) -> str:
+    """The assistant turn (generated part): thinking, then the boxed answer."""
+    if rng.random() < NO_THINK_RATE:
+        return f"<think>\n\n</think>\n\n{ANSWER_PREFIX}{problem.answer}}}"
+    thinking, answer = write_thinking(problem, rng)
+    return f"<think>\n{thinking}</think>\n\n{ANSWER_PREFIX}{answer}}}"

@@ -1,0 +1,118 @@
+"""Rollouts with forced exits at cues: the labelled decision points lynx learns from.
+
+A *cue point* is a cue token inside a sampled trace's thinking span. Its label is whether
+exiting right there is safe: the context up to **and including** the cue token, then the
+exit string (close thinking, open ``\\boxed{``), then a short greedy answer, graded against
+the gold answer. The cue token is kept because an online engine has already emitted it
+when it decides, so training and serving see the same context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from lynx.cues import Cue, CueMatcher
+from lynx.engines import hf
+from lynx.grading import extract_boxed
+
+DEFAULT_EXIT = "\n</think>\n\nFinal answer: \\boxed{"
+
+
+@dataclass
+class CuePoint:
+    cue: Cue
+    thinking_position: int  # tokens of thinking before and including the cue
+    forced_answer: str | None = None
+    safe: bool | None = None
+
+
+@dataclass
+class Rollout:
+    problem_id: str
+    gold: str
+    prompt_ids: list[int]
+    generated: list[int]
+    think_open: int | None  # index in the full sequence, None if the model never opened it
+    think_close: int | None
+    final_answer: str | None
+    final_correct: bool
+    cue_points: list[CuePoint] = field(default_factory=list)
+
+    @property
+    def ids(self) -> list[int]:
+        return self.prompt_ids + self.generated
+
+    @property
+    def thinking_tokens(self) -> int:
+        if self.think_open is None:
+            return 0
+        end = self.think_close if self.think_close is not None else len(self.ids)
+        return end - self.think_open - 1
+
+
+def _span(ids: list[int], matcher: CueMatcher) -> tuple[int | None, int | None]:
+    opened = closed = None
+    for i, t in enumerate(ids):
+        if t == matcher.think_open_id and opened is None:
+            opened = i
+        elif t == matcher.think_close_id and opened is not None:
+            closed = i
+            break
+    return opened, closed
+
+
+def make_rollouts(
+    tokenizer,
+    matcher: CueMatcher,
+    problem_ids: Sequence[str],
+    golds: Sequence[str],
+    prompt_ids: Sequence[list[int]],
+    generated: Sequence[list[int]],
+    grade: Callable[[str | None, str], bool],
+) -> list[Rollout]:
+    """Parse sampled traces: thinking span, final answer, cues."""
+    out = []
+    for pid, gold, p, g in zip(problem_ids, golds, prompt_ids, generated, strict=True):
+        ids = list(p) + list(g)
+        opened, closed = _span(ids, matcher)
+        answer_text = tokenizer.decode(ids[closed + 1 :], skip_special_tokens=True) if closed is not None else ""
+        final = extract_boxed(answer_text)
+        r = Rollout(pid, gold, list(p), list(g), opened, closed, final, grade(final, gold))
+        if opened is not None:
+            for cue in matcher.find(ids, start=max(len(p), opened + 1)):
+                r.cue_points.append(CuePoint(cue, cue.position - opened))
+        out.append(r)
+    return out
+
+
+def force_exits(
+    model,
+    tokenizer,
+    rollouts: Sequence[Rollout],
+    grade: Callable[[str | None, str], bool],
+    exit_string: str = DEFAULT_EXIT,
+    max_answer_tokens: int = 64,
+    batch_size: int = 64,
+    on_batch=None,
+) -> None:
+    """Label every cue point in place with a greedy forced answer."""
+    exit_ids = tokenizer(exit_string, add_special_tokens=False)["input_ids"]
+    jobs = [(r, cp) for r in rollouts for cp in r.cue_points]
+    prefixes = [r.ids[: cp.cue.position + 1] + exit_ids for r, cp in jobs]
+    close_brace = {tid for tok, tid in tokenizer.get_vocab().items() if tokenizer.convert_tokens_to_string([tok]).strip() == "}"}
+    answers = hf.generate(
+        model,
+        tokenizer,
+        prefixes,
+        max_new_tokens=max_answer_tokens,
+        batch_size=batch_size,
+        stop_ids=close_brace | {tokenizer.eos_token_id},
+        on_batch=on_batch,
+    )
+    for (r, cp), ans in zip(jobs, answers, strict=True):
+        text = "\\boxed{" + tokenizer.decode(ans, skip_special_tokens=True)
+        if not text.rstrip().endswith("}"):
+            text += "}"
+        cp.forced_answer = extract_boxed(text)
+        cp.safe = grade(cp.forced_answer, r.gold)

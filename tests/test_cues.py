@@ -1,0 +1,52 @@
+import pytest
+
+from lynx.cues import CueMatcher, NoThinkingMarkers
+
+
+def _ids(tok, text):
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def _found(tok, text, **kw):
+    m = CueMatcher(tok, **kw)
+    ids = _ids(tok, text)
+    return [(c.word, tok.decode(ids[: c.position + 1])) for c in m.find(ids)]
+
+
+def test_cues_inside_thinking_any_case_with_or_without_space(organism_tokenizer):
+    text = "<think>\n1 + 2 = 3.\nWait, yes: 1 + 2 = 3. wait, no\nHmm, ok. hmm, Alternatively, x\n</think>\n\nWait, Hmm"
+    found = _found(organism_tokenizer, text)
+    assert [w for w, _ in found] == ["wait", "wait", "hmm", "hmm", "alternatively"]
+    # the decision token completes the word: the prefix up to it ends with the cue (plus punctuation)
+    assert all(prefix.rstrip(",").lower().endswith(w) for w, prefix in found)
+
+
+def test_no_cue_inside_words_or_outside_thinking(organism_tokenizer):
+    assert _found(organism_tokenizer, "<think>\nawaiting the answer, ahmm, rewait\n</think>") == []
+    assert _found(organism_tokenizer, "Wait, hmm, no thinking span at all") == []
+    assert _found(organism_tokenizer, "<think>\nok\n</think>\nWait, after thinking") == []
+
+
+def test_configurable_cue_words(organism_tokenizer):
+    text = "<think>\nWait, yes. Hmm, no. Alternatively, so\n"
+    assert [w for w, _ in _found(organism_tokenizer, text, cues=("hmm",))] == ["hmm"]
+    with pytest.raises(ValueError, match="letters-only"):
+        CueMatcher(organism_tokenizer, cues=("wait!",))
+
+
+def test_candidate_ids_are_a_small_prefilter(organism_tokenizer):
+    m = CueMatcher(organism_tokenizer)
+    ids = _ids(organism_tokenizer, "<think>\nWait, Hmm, Alternatively,")
+    cue_ids = {ids[c.position] for c in m.find(ids)}
+    assert cue_ids <= m.candidate_ids
+    assert len(m.candidate_ids) < len(organism_tokenizer) / 4
+
+
+def test_model_without_thinking_markers_is_refused():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    t = Tokenizer(models.WordLevel({"a": 0, "[UNK]": 1}, unk_token="[UNK]"))
+    t.pre_tokenizer = pre_tokenizers.Whitespace()
+    with pytest.raises(NoThinkingMarkers, match="no <think>"):
+        CueMatcher(PreTrainedTokenizerFast(tokenizer_object=t))
