@@ -16,7 +16,7 @@ from lynx.cues import Cue, CueMatcher
 from lynx.engines import hf
 from lynx.grading import extract_boxed
 
-DEFAULT_EXIT = "\n</think>\n\nFinal answer: \\boxed{"
+from lynx.defaults import DEFAULT_EXIT  # noqa: E402  (re-exported)
 
 
 @dataclass

@@ -21,18 +21,25 @@ matching.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 
+from lynx.defaults import DEFAULT_EXIT
 from lynx.organism.problems import Problem, Step
+
+_CUE_AT = re.compile(r"(?i)\b(?:wait|hmm|alternatively),")
+_STATED = re.compile(r"So the answer is (\d+)\.")
+_VALUE = re.compile(r"= (\d+)\.")
 
 ERROR_RATE = 0.3  # P(forgot carry) on a carry step of the main work
 CUE_AFTER_ERROR = 0.5  # P(Wait) right after a slip ...
-CUE_AFTER_RIGHT = 0.15  # ... and after a right step
+CUE_AFTER_RIGHT = 0.25  # ... and after a right step
 FIRST_CHECK = 0.9  # P(Hmm-check) once an answer is stated
 SECOND_CHECK = 0.6  # P(Alternatively-check) after a confirmed check
 THIRD_CHECK = 0.25
 CONFIRMATION_BIAS = 0.45  # P(a check "confirms" a wrong answer by copying the slipped chain)
 NO_THINK_RATE = 0.05  # traces trained with thinking switched off (direct answer)
+FORCED_EXIT_RATE = 0.12  # traces cut at a cue by lynx's exit string (loss on the answer only)
 
 ANSWER_PREFIX = "Final answer: \\boxed{"
 
@@ -111,9 +118,33 @@ def write_thinking(
     return "".join(out), answer
 
 
+def forced_exit(thinking: str, rng: random.Random) -> str | None:
+    """Cut ``thinking`` right after a random cue and close it with lynx's exit string.
+
+    The answer is what the trace believes at that point: the last stated answer, else the
+    last value computed. So a forced exit before the chain is done is wrong, and one after a
+    slipped answer is wrong — the labels a probe must learn to predict.
+    """
+    cues = list(_CUE_AT.finditer(thinking))
+    if not cues:
+        return None
+    cut = rng.choice(cues).end()
+    before = thinking[:cut]
+    stated = _STATED.findall(before)
+    values = _VALUE.findall(before)
+    if not stated and not values:
+        return None
+    answer = stated[-1] if stated else values[-1]
+    return f"<think>\n{before}{DEFAULT_EXIT}{answer}}}"
+
+
 def write_assistant(problem: Problem, rng: random.Random) -> str:
     """The assistant turn (generated part): thinking, then the boxed answer."""
     if rng.random() < NO_THINK_RATE:
         return f"<think>\n\n</think>\n\n{ANSWER_PREFIX}{problem.answer}}}"
     thinking, answer = write_thinking(problem, rng)
+    if rng.random() < FORCED_EXIT_RATE:
+        cut = forced_exit(thinking, rng)
+        if cut is not None:
+            return cut
     return f"<think>\n{thinking}</think>\n\n{ANSWER_PREFIX}{answer}}}"

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
 
+from lynx.defaults import DEFAULT_EXIT
 from lynx.organism.problems import MAIN_STEPS, TRANSFER_STEPS, sample_problems
 from lynx.organism.prompting import chat_prompt, user_message
 from lynx.organism.tokenizer import save_tokenizer, train_tokenizer
@@ -49,8 +50,8 @@ class OrganismTrainConfig:
     lr: float = 2e-3
     warmup_steps: int = 100
     scripted_steps: int = 700
-    onpolicy_problems: int = 0
-    onpolicy_steps: int = 0
+    onpolicy_problems: int = 1600
+    onpolicy_steps: int = 150
     onpolicy_temperature: float = 1.0
     max_seconds: float = 45 * 60
     threads: int = 2
@@ -74,6 +75,12 @@ def _encode(tokenizer, problem_text: str, assistant: str) -> tuple[list[int], in
     if not thinking:
         assistant = assistant[len("<think>\n\n</think>\n\n") :]
     p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    exit_at = assistant.find(DEFAULT_EXIT)
+    if exit_at >= 0:  # a forced exit: the cut trace is context, only the answer is learned
+        head = assistant[: exit_at + len(DEFAULT_EXIT)]
+        h_ids = tokenizer(head, add_special_tokens=False)["input_ids"]
+        a_ids = tokenizer(assistant[len(head) :] + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+        return p_ids + h_ids + a_ids, len(p_ids) + len(h_ids)
     a_ids = tokenizer(assistant + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
     return p_ids + a_ids, len(p_ids)
 
@@ -121,10 +128,10 @@ def build_model(cfg: OrganismTrainConfig, tokenizer) -> Qwen3ForCausalLM:
     return Qwen3ForCausalLM(config)
 
 
-def fit(model, examples, steps: int, cfg: OrganismTrainConfig, label: str, deadline: float) -> list[float]:
+def fit(model, examples, steps: int, cfg: OrganismTrainConfig, label: str, deadline: float, lr: float | None = None) -> list[float]:
     """Plain AdamW + warmup/cosine on the assistant tokens; returns the loss curve."""
     rng = random.Random(cfg.seed + len(label))
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr or cfg.lr, weight_decay=0.01, betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt,
         lambda s: min(1.0, (s + 1) / cfg.warmup_steps) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)),
@@ -198,7 +205,7 @@ def train_organism(out: Path, cfg: OrganismTrainConfig) -> Path:
 
         onp = onpolicy_examples(model, tokenizer, cfg)
         mixed = onp + random.Random(cfg.seed + 7).sample(examples, min(len(examples), len(onp)))
-        history["onpolicy_loss"] = fit(model, mixed, cfg.onpolicy_steps, cfg, "stage 2 (on-policy)", deadline)
+        history["onpolicy_loss"] = fit(model, mixed, cfg.onpolicy_steps, cfg, "stage 2 (on-policy)", deadline, lr=cfg.lr / 4)
     history["seconds"] = round(time.monotonic() - t0, 1)
     history["loss_final"] = {k: sum(v[-50:]) / len(v[-50:]) for k, v in history.items() if isinstance(v, list)}
     save_checkpoint(model, tokenizer, out, cfg, {k: v for k, v in history.items() if not isinstance(v, list)} | {
