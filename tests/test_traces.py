@@ -4,7 +4,6 @@ import re
 from lynx.organism.problems import sample_problems
 from lynx.organism.traces import write_assistant
 
-WORK = re.compile(r"^(\d+) ([+-]) (\d+) = (\d+)\.")
 CUE = re.compile(r"(?i)\b(wait|hmm|alternatively), (yes|no)")
 
 
@@ -14,36 +13,45 @@ def _traces(n=600, seed=0):
     return [(p, write_assistant(p, rng)) for p in ps]
 
 
-def test_trace_format_and_boxed_answer_matches_last_statement():
+def test_trace_format_and_boxed_answer_matches_the_trace_belief():
+    kinds = {"full": 0, "forced": 0, "no_think": 0}
     for p, t in _traces():
         assert t.startswith("<think>\n") and "\n</think>\n\nFinal answer: \\boxed{" in t
         thinking, answer = t.split("</think>")
         boxed = re.search(r"\\boxed\{(\d+)\}$", answer).group(1)
         stated = re.findall(r"So the answer is (\d+)\.", thinking)
-        if stated:
+        if thinking == "<think>\n\n":
+            kinds["no_think"] += 1
+        elif re.search(r"(?i)(wait|hmm|alternatively),\n$", thinking):  # cut by lynx's exit string
+            kinds["forced"] += 1
+            assert boxed == (stated[-1] if stated else re.findall(r"= (\d+)\.", thinking)[-1])
+        else:
+            kinds["full"] += 1
             assert stated[-1] == boxed
-        else:  # the no-thinking variant answers directly
-            assert thinking == "<think>\n\n"
+    assert kinds["forced"] > 30 and kinds["no_think"] > 10 and kinds["full"] > 400
+
+
+STEP = re.compile(r"(?m)^(\d+) ([+-]) (\d+) = (\d+)\.(?:(?: wait,|\nWait,) (yes|no):)?")
 
 
 def test_mid_work_verdicts_are_right_and_some_traces_end_wrong():
-    wrong_end = cued_slips = slips = 0
+    wrong_end = cued_slips = slips = n = 0
     for p, t in _traces():
-        thinking = t.split("</think>")[0]
-        for line in thinking.split("\n"):
-            m = WORK.match(line)
-            if not m or "answer" in line:
-                continue
+        thinking, answer = t.split("</think>")
+        if thinking == "<think>\n\n" or re.search(r",\n$", thinking):
+            continue  # no-think and forced-exit variants
+        work = thinking.split("So the answer is")[0]
+        for m in STEP.finditer(work):
             a, op, d, r = int(m[1]), m[2], int(m[3]), int(m[4])
             right = r == (a + d if op == "+" else a - d)
             slips += not right
-            v = re.search(r"wait, (yes|no): ", line, re.I)
-            if v:
-                assert (v[1] == "yes") == right
+            if m[5]:
+                assert (m[5] == "yes") == right
                 cued_slips += not right
         wrong_end += not t.endswith(f"{{{p.answer}}}")
+        n += 1
     assert slips > 100 and 0.3 < cued_slips / slips < 0.8
-    assert 0.05 < wrong_end / 600 < 0.3
+    assert 0.05 < wrong_end / n < 0.3
 
 
 def test_all_cue_words_and_variants_occur():

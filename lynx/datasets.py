@@ -1,0 +1,133 @@
+"""Problem sets by name, whatever their source's field names.
+
+``organism:<split>[:N]`` is the bundled organism's problems; a path to a ``.jsonl`` /
+``.json`` / ``.parquet`` file (or a folder holding one) is read locally; anything of the
+form ``owner/name`` is a Hugging Face hub dataset (needs the optional ``datasets``
+package and network access). Every record becomes a :class:`Record` (id, question, gold
+answer, answer kind), so later stages never see the source's field names.
+
+Field names are detected (``problem``/``question``, ``answer``/``Answer``/``answerKey``)
+and can be forced with ``question_field`` / ``answer_field``. Multiple-choice sets whose
+options live in a ``choices`` field (CommonsenseQA) get the options appended to the
+question as ``A. ...`` lines, the way GPQA's records already carry them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Record:
+    id: str
+    question: str
+    answer: str
+    kind: str  # "integer" (organism), "math", "choice"
+
+
+DEFAULT_ORGANISM_SIZE = {"train": 2000, "calibration": 1000, "test": 500, "transfer": 500}
+QUESTION_FIELDS = ("problem", "question", "Problem", "Question", "prompt")
+ANSWER_FIELDS = ("answer", "Answer", "answerKey", "final_answer", "gold")
+_LETTER = re.compile(r"^\(?([A-J])\)?$")
+
+
+def _organism(spec: str, n: int | None, seed: int) -> list[Record]:
+    from lynx.organism.problems import sample_problems
+
+    parts = spec.split(":")
+    split = parts[1]
+    if len(parts) > 2:
+        try:
+            n = int(parts[2])
+        except ValueError:
+            raise ValueError(f"bad organism dataset {spec!r}: the size after the split must be an integer") from None
+    if split not in DEFAULT_ORGANISM_SIZE:
+        raise ValueError(f"unknown organism split {split!r}; choose one of {', '.join(DEFAULT_ORGANISM_SIZE)}")
+    problems = sample_problems(split, n or DEFAULT_ORGANISM_SIZE[split], seed=seed)
+    return [Record(p.problem_id, p.text, str(p.answer), "integer") for p in problems]
+
+
+def _read_rows(path: Path) -> list[dict]:
+    if path.is_dir():
+        files = sorted([*path.glob("*.jsonl"), *path.glob("*.parquet"), *path.glob("*.json")])
+        if not files:
+            raise ValueError(f"no .jsonl/.json/.parquet file in {path}")
+        path = files[0]
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    text = path.read_text()
+    if path.suffix == ".json" and text.lstrip().startswith("["):
+        return json.loads(text)
+    rows = []
+    for i, line in enumerate(text.split("\n"), 1):  # not splitlines(): U+2028 may sit inside strings
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{i}: not valid JSON ({e.msg})") from None
+    return rows
+
+
+def _pick(row: dict, names: tuple[str, ...], forced: str | None, what: str, where: str) -> object:
+    if forced is not None:
+        if forced not in row:
+            raise ValueError(f"{where}: no field {forced!r} (fields: {', '.join(row)})")
+        return row[forced]
+    for name in names:
+        if name in row and row[name] not in (None, ""):
+            return row[name]
+    raise ValueError(f"{where}: no {what} field among {', '.join(names)} (fields: {', '.join(row)}); pass the field name")
+
+
+def _format_answer(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def to_record(row: dict, index: int, question_field: str | None = None, answer_field: str | None = None, where: str = "record") -> Record:
+    """One source row -> Record (field detection, choices, answer kind)."""
+    question = str(_pick(row, QUESTION_FIELDS, question_field, "question", where)).strip()
+    answer = _format_answer(_pick(row, ANSWER_FIELDS, answer_field, "answer", where))
+    choices = row.get("choices")
+    if isinstance(choices, dict) and "label" in choices and "text" in choices:
+        question += "\n" + "\n".join(f"{lab}. {txt}" for lab, txt in zip(choices["label"], choices["text"]))
+    letter = _LETTER.match(answer)
+    is_choice = bool(letter) and (choices is not None or "options" in row or re.search(r"(?m)^\(?A[.)]", question))
+    rid = str(row.get("id") or row.get("unique_id") or row.get("idx") or index)
+    return Record(rid, question, letter.group(1) if is_choice else answer, "choice" if is_choice else "math")
+
+
+def load(
+    spec: str,
+    n: int | None = None,
+    seed: int = 0,
+    question_field: str | None = None,
+    answer_field: str | None = None,
+    split: str = "test",
+) -> list[Record]:
+    """Resolve ``spec`` to records (the first ``n`` of them if given)."""
+    if spec.startswith("organism:"):
+        return _organism(spec, n, seed)
+    path = Path(spec).expanduser()
+    if path.exists():
+        rows = _read_rows(path)
+        where = str(path)
+    elif re.fullmatch(r"[\w.-]+/[\w.-]+", spec):
+        try:
+            import datasets as hf_datasets
+        except ImportError:
+            raise ValueError(f"{spec!r} looks like a hub dataset, but the 'datasets' package is not installed (pip install datasets)") from None
+        rows = list(hf_datasets.load_dataset(spec, split=split))
+        where = spec
+    else:
+        raise ValueError(f"unknown dataset {spec!r}: use organism:train|calibration|test|transfer, a local .jsonl/.parquet file, or a hub id")
+    if not rows:
+        raise ValueError(f"dataset {where} is empty")
+    records = [to_record(r, i, question_field, answer_field, f"{where} row {i}") for i, r in enumerate(rows)]
+    return records[:n] if n else records

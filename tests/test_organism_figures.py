@@ -1,0 +1,31 @@
+"""The organism is a fit test subject: every figure issue #2 requires, measured afresh."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from lynx.cli import app
+from lynx.organism.card import REQUIREMENTS, meets_requirements
+
+JSON_KEYS = {"accuracy", "mean_thinking_tokens", "cues_per_trace", "safe_cue_fraction", "oracle_saving", "probe_auc_margin", "n_problems"}
+
+
+@pytest.fixture(scope="module")
+def figures():
+    r = CliRunner().invoke(app, ["organism", "info", "--json", "--n-problems", "500"])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+@pytest.mark.slow
+def test_info_json_has_the_documented_keys(figures):
+    assert JSON_KEYS <= set(figures)
+    assert figures["n_problems"] == 500 and figures["temperature"] == 0.6
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", [*REQUIREMENTS, "cues_on_both_sides"])
+def test_required_figure_is_in_range(figures, key):
+    ok = meets_requirements(figures)
+    assert ok[key], f"{key} = {figures.get(key)} outside {REQUIREMENTS.get(key)}: {json.dumps(figures['probe'])}"
