@@ -72,14 +72,15 @@ def onpolicy_examples(model, tokenizer, cfg) -> list[tuple[list[int], int]]:
     prompts = [tokenizer(chat_prompt(tokenizer, p.text), add_special_tokens=False)["input_ids"] for p in problems]
     gens = hf.generate(model, tokenizer, prompts, max_new_tokens=140, temperature=cfg.onpolicy_temperature, top_p=1.0, seed=cfg.seed + 5, batch_size=64)
     rng = random.Random(cfg.seed + 11)
-    out, slips = [], 0
+    out, slips, off_format = [], 0, 0
     for p, g in zip(problems, gens, strict=True):
         text = tokenizer.decode(g, skip_special_tokens=False)
         if not text.startswith("<think>\n"):
-            continue
+            off_format += 1  # nothing of the model's to keep: the script writes the whole trace
+            text = "<think>\n"
         thinking = text[len("<think>\n") :].split("So the answer", 1)[0]
         assistant, slipped = rewrite(p, thinking, rng)
         slips += slipped
         out.append(_encode(tokenizer, p.text, assistant))
-    console.print(f"on-policy: {len(out)} traces, {slips} with the model's own slip ({slips / max(1, len(out)):.0%})")
+    console.print(f"on-policy: {len(out)} traces, {slips} with the model's own slip ({slips / max(1, len(out)):.0%}), {off_format} off-format")
     return out

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, Qwen3Config, Qwen3ForCausalLM
 
 from lynx.defaults import DEFAULT_EXIT
 from lynx.organism.problems import MAIN_STEPS, TRANSFER_STEPS, sample_problems
@@ -87,6 +87,8 @@ def _encode(tokenizer, problem_text: str, assistant: str) -> tuple[list[int], in
 
 def _batches(examples: list[tuple[list[int], int]], batch_size: int, rng: random.Random, pad_id: int):
     """Endless length-grouped batches (less padding, same data distribution)."""
+    if not examples:
+        raise ValueError("no training examples")
     while True:
         order = list(range(len(examples)))
         rng.shuffle(order)
@@ -193,7 +195,8 @@ def train_organism(out: Path, cfg: OrganismTrainConfig) -> Path:
     problems = _lm_problems(cfg)
     texts = [(p.text, write_assistant(p, rng)) for p in problems]
     console.print(f"scripted corpus: {len(texts)} traces (no-think share {NO_THINK_RATE:.0%})")
-    tokenizer = train_tokenizer([chat_prompt_free(t, a) for t, a in texts], vocab_size=cfg.vocab_size)
+    save_tokenizer(train_tokenizer([chat_prompt_free(t, a) for t, a in texts], vocab_size=cfg.vocab_size), out)
+    tokenizer = AutoTokenizer.from_pretrained(str(out))  # train and serve with the saved tokenizer
     examples = [_encode(tokenizer, t, a) for t, a in texts]
     mean_len = sum(len(e[0]) for e in examples) / len(examples)
     console.print(f"tokenizer: {len(tokenizer)} tokens; mean sequence {mean_len:.0f} tokens")
@@ -203,6 +206,9 @@ def train_organism(out: Path, cfg: OrganismTrainConfig) -> Path:
     if cfg.onpolicy_steps > 0 and cfg.onpolicy_problems > 0:
         from lynx.organism.onpolicy import onpolicy_examples
 
+        stage1 = out.parent / f"{out.name}-stage1"
+        model.save_pretrained(str(stage1))  # kept so stage 2 can be re-run without stage 1
+        model = AutoModelForCausalLM.from_pretrained(str(stage1)).eval()
         onp = onpolicy_examples(model, tokenizer, cfg)
         mixed = onp + random.Random(cfg.seed + 7).sample(examples, min(len(examples), len(onp)))
         history["onpolicy_loss"] = fit(model, mixed, cfg.onpolicy_steps, cfg, "stage 2 (on-policy)", deadline, lr=cfg.lr / 4)
