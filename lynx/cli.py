@@ -16,6 +16,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from lynx.cues import DEFAULT_CUES
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
 organism_app = typer.Typer(no_args_is_help=True, help="The bundled model organism: its data, its training, its figures.")
 app.add_typer(organism_app, name="organism")
@@ -47,10 +49,45 @@ def _not_implemented(stage: str) -> None:
     raise typer.Exit(1)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def collect() -> None:
-    """Roll out a model, force exits at cue tokens, write labelled hidden states."""
-    _not_implemented("collect")
+@app.command()
+@friendly
+def collect(
+    model: str = typer.Option(..., help="'organism', a local model folder, or a hub id"),
+    dataset: str = typer.Option(..., help="organism:<split>[:N], a .jsonl/.parquet file, or a hub id"),
+    output: Path = typer.Option(..., "--out", help="output folder (resumed if it already holds this collection)"),
+    layers: str = typer.Option(None, help="e.g. '9,16,last' (default: LYNX's depth-based choice)"),
+    cues: str = typer.Option(",".join(DEFAULT_CUES), help="comma-separated cue words"),
+    engine: str = typer.Option("hf", help="hf | vllm"),
+    n_problems: int = typer.Option(None, min=1, help="first N problems of the dataset"),
+    samples_per_problem: int = typer.Option(1, min=1),
+    max_new_tokens: int = typer.Option(1024, min=1),
+    temperature: float = typer.Option(0.6, min=0.0),
+    top_p: float = typer.Option(0.95, min=0.0, max=1.0),
+    seed: int = typer.Option(0),
+    exit_string: str = typer.Option(None, help="appended after a cue to force an exit (default closes thinking and opens \\boxed{)"),
+    answer_tokens: int = typer.Option(64, min=1, help="greedy tokens for a forced answer"),
+    shard_size: int = typer.Option(64, min=1, help="problems per Parquet shard"),
+    batch_size: int = typer.Option(64, min=1),
+    question_field: str = typer.Option(None),
+    answer_field: str = typer.Option(None),
+    as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
+) -> None:
+    """Roll out a model, force exits at cue tokens, write labelled hidden states (resumable)."""
+    from lynx.collect.pipeline import CollectConfig, collect as run_collect, summary_table
+    from lynx.defaults import DEFAULT_EXIT
+
+    cfg = CollectConfig(
+        model=model, dataset=dataset, out=output, layers=layers, cues=tuple(c.strip() for c in cues.split(",")),
+        engine=engine, n_problems=n_problems, samples_per_problem=samples_per_problem, max_new_tokens=max_new_tokens,
+        temperature=temperature, top_p=top_p, seed=seed, exit_string=exit_string or DEFAULT_EXIT,
+        answer_tokens=answer_tokens, shard_size=shard_size, batch_size=batch_size, question_field=question_field,
+        answer_field=answer_field,
+    )
+    summary = run_collect(cfg)
+    if as_json:
+        sys.stdout.write(json.dumps(summary) + "\n")
+    else:
+        out.print(summary_table(summary))
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

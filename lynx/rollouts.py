@@ -25,6 +25,7 @@ class CuePoint:
     thinking_position: int  # tokens of thinking before and including the cue
     forced_answer: str | None = None
     safe: bool | None = None
+    features: object = None  # (n_layers, hidden) hidden states of the cue token, once read
 
 
 @dataclass
@@ -86,6 +87,15 @@ def make_rollouts(
     return out
 
 
+def parse_forced_answer(tokenizer, answer_ids: Sequence[int]) -> str | None:
+    """The answer a forced exit produced: the content of the ``\\boxed{`` the exit string opened.
+
+    The exit string ends inside ``\\boxed{``, so the greedy continuation must close the brace;
+    one that does not within the token budget is no answer (None, graded wrong).
+    """
+    return extract_boxed("\\boxed{" + tokenizer.decode(list(answer_ids), skip_special_tokens=True))
+
+
 def force_exits(
     model,
     tokenizer,
@@ -111,8 +121,5 @@ def force_exits(
         on_batch=on_batch,
     )
     for (r, cp), ans in zip(jobs, answers, strict=True):
-        text = "\\boxed{" + tokenizer.decode(ans, skip_special_tokens=True)
-        if not text.rstrip().endswith("}"):
-            text += "}"
-        cp.forced_answer = extract_boxed(text)
+        cp.forced_answer = parse_forced_answer(tokenizer, ans)
         cp.safe = grade(cp.forced_answer, r.gold)

@@ -8,7 +8,7 @@ from lynx.cli import app
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("stage", ["collect", "train", "calibrate", "run", "eval", "demo"])
+@pytest.mark.parametrize("stage", ["train", "calibrate", "run", "eval", "demo"])
 def test_unbuilt_stages_say_so_and_fail(stage):
     r = runner.invoke(app, [stage, "--model", "organism"])
     assert r.exit_code == 1

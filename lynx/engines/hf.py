@@ -106,3 +106,69 @@ def hidden_states_at(
             pos = torch.tensor([p + offset for p in positions[i]], dtype=torch.long, device=stacked.device)
             out.append(stacked[r, pos].float().cpu().numpy())
     return out
+
+
+@torch.inference_mode()
+def cue_states_and_exits(
+    model,
+    sequences: Sequence[Sequence[int]],
+    cue_positions: Sequence[Sequence[int]],
+    layers: Sequence[int],
+    exit_ids: Sequence[int],
+    *,
+    max_answer_tokens: int,
+    stop_ids: set[int],
+    pad_id: int,
+) -> tuple[list[np.ndarray], list[list[list[int]]]]:
+    """Hidden states at cue tokens and a greedy forced answer after each cue, in one pass.
+
+    One forward over the traces (cut after their last cue) yields both the hidden states
+    and the KV cache; every cue's forced exit then continues *from that cache*: rows are
+    the cache's batch entries repeated once per cue, with the attention mask closing every
+    position after the row's cue. So the prefix is never re-encoded, and forced exits of
+    all traces in the batch decode together.
+
+    Returns (per trace: ``(n_cues, n_layers, hidden)`` float32, per trace and cue: answer ids).
+    """
+    device = _device(model)
+    cut = [list(s[: max(p) + 1]) for s, p in zip(sequences, cue_positions, strict=True)]
+    ids, mask = _left_pad(cut, pad_id, device)
+    width = ids.shape[1]
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, output_hidden_states=True)
+    stacked = torch.stack([out.hidden_states[layer] for layer in layers], dim=2)
+    states: list[np.ndarray] = []
+    rows, row_cut = [], []
+    for b, (s, ps) in enumerate(zip(cut, cue_positions)):
+        offset = width - len(s)
+        states.append(stacked[b, [p + offset for p in ps]].float().cpu().numpy())
+        for p in ps:
+            rows.append(b)
+            row_cut.append(p + offset)
+    cache = out.past_key_values
+    cache.reorder_cache(torch.tensor(rows, device=device))
+    n = len(rows)
+    row_cut_t = torch.tensor(row_cut, device=device)
+    prefix_mask = mask[rows] * (torch.arange(width, device=device)[None, :] <= row_cut_t[:, None])
+    next_pos = pos[rows, row_cut_t] + 1
+    feed = torch.tensor([list(exit_ids)] * n, dtype=torch.long, device=device)
+    feed_pos = next_pos[:, None] + torch.arange(feed.shape[1], device=device)[None, :]
+    attn = torch.cat([prefix_mask, torch.ones_like(feed)], dim=1)
+    answers: list[list[int]] = [[] for _ in range(n)]
+    done = torch.zeros(n, dtype=torch.bool, device=device)
+    for _ in range(max_answer_tokens):
+        logits = model(input_ids=feed, attention_mask=attn, position_ids=feed_pos, past_key_values=cache, use_cache=True).logits[:, -1]
+        tok = logits.argmax(-1)
+        for r in torch.nonzero(~done).flatten().tolist():
+            answers[r].append(int(tok[r]))
+            if int(tok[r]) in stop_ids:
+                done[r] = True
+        if bool(done.all()):
+            break
+        feed = tok[:, None]
+        feed_pos = feed_pos[:, -1:] + 1
+        attn = torch.cat([attn, torch.ones((n, 1), dtype=attn.dtype, device=device)], dim=1)
+    per_trace: list[list[list[int]]] = [[] for _ in cut]
+    for r, b in enumerate(rows):
+        per_trace[b].append(answers[r])
+    return states, per_trace

@@ -1,0 +1,230 @@
+"""``lynx collect``: rollouts -> cue points -> forced exits -> labelled Parquet shards.
+
+Per shard of problems: sample ``K`` rollouts per problem with the model's chat template
+(thinking on), find cue tokens inside the thinking span, then — in one pass per batch of
+traces — read the cue tokens' hidden states and force an exit at every cue from the
+rollout's own KV cache (context up to and including the cue, then the exit string, then a
+greedy answer), grade it against the gold answer, and write the shard. Shards are seeded
+by index, so a resumed run produces exactly the rows an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from lynx import __version__
+from lynx.collect.manifest import check_compatible, tokenizer_hash, write_manifest
+from lynx.collect.shards import completed_shards, read_folder, write_shard
+from lynx.cues import DEFAULT_CUES, CueMatcher
+from lynx.datasets import load as load_dataset
+from lynx.defaults import DEFAULT_EXIT, TEMPERATURE, TOP_P
+from lynx.engines import hf
+from lynx.grading import grader_for
+from lynx.layers import parse_layers
+from lynx.models import load_hf, model_fingerprint, resolve_model
+from lynx.organism.prompting import INSTRUCTION
+from lynx.rollouts import make_rollouts, parse_forced_answer
+
+console = Console(stderr=True)
+
+
+@dataclass
+class CollectConfig:
+    model: str
+    dataset: str
+    out: Path
+    layers: str | None = None
+    cues: tuple[str, ...] = DEFAULT_CUES
+    engine: str = "hf"
+    n_problems: int | None = None
+    samples_per_problem: int = 1
+    max_new_tokens: int = 1024
+    temperature: float = TEMPERATURE
+    top_p: float = TOP_P
+    seed: int = 0
+    exit_string: str = DEFAULT_EXIT
+    answer_tokens: int = 64
+    shard_size: int = 64
+    batch_size: int = 64
+    question_field: str | None = None
+    answer_field: str | None = None
+    prompt_suffix: str = INSTRUCTION
+    timings: dict = field(default_factory=dict)
+
+
+class NoCuesFound(ValueError):
+    """The model produced no cue inside its thinking span."""
+
+
+def _prompt(tok, question: str, suffix: str) -> list[int]:
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": question + suffix}], tokenize=False, add_generation_prompt=True, enable_thinking=True
+    )
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def _stop_ids(tok) -> set[int]:
+    close = {tid for t, tid in tok.get_vocab().items() if tok.convert_tokens_to_string([t]).strip() == "}"}
+    return close | {tok.eos_token_id}
+
+
+def _tables(rollouts, sample_ids, layers, hidden: int) -> tuple[pa.Table, pa.Table]:
+    cue_cols: dict[str, list] = {k: [] for k in (
+        "problem_id", "sample_id", "cue_index", "token_position", "thinking_position", "cue_text", "cue_word",
+        "label", "forced_answer", "final_answer", "gold", "final_correct", "thinking_tokens_total")}
+    feats: dict[int, list] = {layer: [] for layer in layers}
+    trace_cols: dict[str, list] = {k: [] for k in (
+        "problem_id", "sample_id", "n_cues", "final_answer", "final_correct", "gold", "thinking_tokens_total",
+        "generated_tokens", "closed_thinking")}
+    for r, sid in zip(rollouts, sample_ids, strict=True):
+        for k, cp in enumerate(r.cue_points):
+            for name, value in (
+                ("problem_id", r.problem_id), ("sample_id", sid), ("cue_index", k), ("token_position", cp.cue.position),
+                ("thinking_position", cp.thinking_position), ("cue_text", cp.cue.text), ("cue_word", cp.cue.word),
+                ("label", int(cp.safe)), ("forced_answer", cp.forced_answer), ("final_answer", r.final_answer),
+                ("gold", r.gold), ("final_correct", r.final_correct), ("thinking_tokens_total", r.thinking_tokens),
+            ):
+                cue_cols[name].append(value)
+            for j, layer in enumerate(layers):
+                feats[layer].append(cp.features[j])
+        for name, value in (
+            ("problem_id", r.problem_id), ("sample_id", sid), ("n_cues", len(r.cue_points)), ("final_answer", r.final_answer),
+            ("final_correct", r.final_correct), ("gold", r.gold), ("thinking_tokens_total", r.thinking_tokens),
+            ("generated_tokens", len(r.generated)), ("closed_thinking", r.think_close is not None),
+        ):
+            trace_cols[name].append(value)
+    cues = pa.table(cue_cols | {"label": pa.array(cue_cols["label"], pa.int8())})
+    for layer in layers:
+        flat = np.asarray(feats[layer], dtype=np.float32).reshape(-1)
+        cues = cues.append_column(f"features_l{layer}", pa.FixedSizeListArray.from_arrays(pa.array(flat), hidden))
+    return cues, pa.table(trace_cols)
+
+
+def collect(cfg: CollectConfig) -> dict:
+    """Run (or resume) a collection; returns the summary it prints."""
+    if cfg.engine not in ("hf", "vllm"):
+        raise ValueError(f"unknown engine {cfg.engine!r}: use hf or vllm")
+    if cfg.engine == "vllm":
+        raise ValueError("--engine vllm for collect is not implemented yet; use --engine hf")
+    if cfg.samples_per_problem < 1 or cfg.max_new_tokens < 1 or cfg.answer_tokens < 1:
+        raise ValueError("--samples-per-problem, --max-new-tokens and --answer-tokens must be >= 1")
+    ref = resolve_model(cfg.model)
+    records = load_dataset(cfg.dataset, n=cfg.n_problems, seed=cfg.seed, question_field=cfg.question_field, answer_field=cfg.answer_field)
+    model, tok = load_hf(ref)
+    matcher = CueMatcher(tok, cues=cfg.cues)
+    layers = parse_layers(cfg.layers, model.config.num_hidden_layers)
+    manifest = {
+        "lynx_version": __version__, "model": cfg.model, "model_path": ref.path, "model_fingerprint": model_fingerprint(ref),
+        "tokenizer_hash": tokenizer_hash(tok), "num_layers": model.config.num_hidden_layers, "hidden_size": model.config.hidden_size,
+        "layers": list(layers), "cues": list(matcher.cues), "exit_string": cfg.exit_string,
+        "sampling": {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed},
+        "samples_per_problem": cfg.samples_per_problem, "answer_tokens": cfg.answer_tokens, "dataset": cfg.dataset,
+        "n_problems": len(records), "shard_size": cfg.shard_size, "engine": cfg.engine,
+        "question_field": cfg.question_field, "answer_field": cfg.answer_field, "prompt_suffix": cfg.prompt_suffix,
+    }
+    out = Path(cfg.out)
+    if (out / "manifest.json").exists():
+        check_compatible(out, manifest)
+    elif out.exists() and any(out.iterdir()):
+        raise ValueError(f"output folder {out} is not empty and has no manifest.json; refusing to write into it")
+    write_manifest(out, manifest)
+    done = completed_shards(out)
+    n_shards = (len(records) + cfg.shard_size - 1) // cfg.shard_size
+    todo = [i for i in range(n_shards) if i not in done]
+    if done:
+        console.print(f"resuming: {len(done)} of {n_shards} shards already complete")
+    exit_ids = tok(cfg.exit_string, add_special_tokens=False)["input_ids"]
+    stops = _stop_ids(tok)
+    t_gen = t_label = 0.0
+    cols = [TextColumn("[bold]collect"), BarColumn(), MofNCompleteColumn(), TextColumn("rollouts  {task.fields[rate]:.1f}/s  cues {task.fields[cues]}"), TimeElapsedColumn()]
+    n_total = sum(min(cfg.shard_size, len(records) - i * cfg.shard_size) for i in todo) * cfg.samples_per_problem
+    with Progress(*cols, console=console) as bar:
+        task = bar.add_task("collect", total=n_total, rate=0.0, cues=0)
+        n_cues = 0
+        t0 = time.monotonic()
+        for index in todo:
+            chunk = records[index * cfg.shard_size : (index + 1) * cfg.shard_size]
+            jobs = [(rec, k) for rec in chunk for k in range(cfg.samples_per_problem)]
+            prompts = [_prompt(tok, rec.question, cfg.prompt_suffix) for rec, _ in jobs]
+            t = time.monotonic()
+            gens = hf.generate(model, tok, prompts, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                               top_p=cfg.top_p, seed=cfg.seed * 1_000_003 + index, batch_size=cfg.batch_size)
+            t_gen += time.monotonic() - t
+            t = time.monotonic()
+            rollouts = []
+            for kind in {rec.kind for rec, _ in jobs}:
+                sel = [i for i, (rec, _) in enumerate(jobs) if rec.kind == kind]
+                part = make_rollouts(tok, matcher, [jobs[i][0].id for i in sel], [jobs[i][0].answer for i in sel],
+                                     [prompts[i] for i in sel], [gens[i] for i in sel], grader_for(kind))
+                rollouts += list(zip(sel, part))
+            rollouts = [r for _, r in sorted(rollouts, key=lambda x: x[0])]
+            _label(model, tok, rollouts, [rec.kind for rec, _ in jobs], layers, exit_ids, stops, cfg)
+            t_label += time.monotonic() - t
+            cues, traces = _tables(rollouts, [k for _, k in jobs], layers, model.config.hidden_size)
+            write_shard(out, index, cues, traces)
+            n_cues += cues.num_rows
+            bar.update(task, advance=len(jobs), cues=n_cues, rate=bar.tasks[0].completed / max(1e-9, time.monotonic() - t0))
+    summary = summarize(out)
+    if todo:
+        summary["generation_seconds"] = round(t_gen, 1)
+        summary["labelling_seconds"] = round(t_label, 1)
+        summary["collection_vs_generation"] = round((t_gen + t_label) / max(t_gen, 1e-9), 3)
+    if summary["cues"] == 0:
+        raise NoCuesFound(f"no cues found in {summary['rollouts']} rollouts of {cfg.model}: check --cues and --max-new-tokens")
+    return summary
+
+
+def _label(model, tok, rollouts, kinds, layers, exit_ids, stops, cfg: CollectConfig) -> None:
+    """Hidden states + forced exits for every cue point, in batches of traces."""
+    with_cues = [i for i, r in enumerate(rollouts) if r.cue_points]
+    for start in range(0, len(with_cues), max(1, cfg.batch_size // 4)):
+        idx = with_cues[start : start + max(1, cfg.batch_size // 4)]
+        states, answers = hf.cue_states_and_exits(
+            model, [rollouts[i].ids for i in idx], [[cp.cue.position for cp in rollouts[i].cue_points] for i in idx],
+            layers, exit_ids, max_answer_tokens=cfg.answer_tokens, stop_ids=stops, pad_id=tok.pad_token_id,
+        )
+        for i, st, ans in zip(idx, states, answers, strict=True):
+            grade = grader_for(kinds[i])
+            r = rollouts[i]
+            for cp, feat, a in zip(r.cue_points, st, ans, strict=True):
+                cp.forced_answer = parse_forced_answer(tok, a)
+                cp.safe = grade(cp.forced_answer, r.gold)
+                cp.features = feat
+
+
+def summarize(out: Path) -> dict:
+    cues = read_folder(out, "cues")
+    traces = read_folder(out, "traces")
+    labels = np.asarray(cues.column("label").to_pylist(), dtype=float)
+    return {
+        "problems": len(set(traces.column("problem_id").to_pylist())),
+        "rollouts": traces.num_rows,
+        "cues": cues.num_rows,
+        "cues_per_rollout": cues.num_rows / max(1, traces.num_rows),
+        "safe_share": float(labels.mean()) if len(labels) else float("nan"),
+        "full_cot_accuracy": float(np.mean(traces.column("final_correct").to_pylist())),
+        "mean_thinking_tokens": float(np.mean(traces.column("thinking_tokens_total").to_pylist())),
+        "out": str(out),
+    }
+
+
+def summary_table(summary: dict) -> Table:
+    t = Table(title=f"lynx collect -> {summary['out']}")
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    for key, value in summary.items():
+        if key != "out":
+            t.add_row(key.replace("_", " "), f"{value:.3f}" if isinstance(value, float) else str(value))
+    return t
+
+
+def config_dict(cfg: CollectConfig) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
