@@ -59,3 +59,15 @@ def test_all_cue_words_and_variants_occur():
     words = {m[1] for m in CUE.finditer(text)}
     assert {"Wait", "wait", "Hmm", "hmm", "Alternatively"} <= words
     assert " wait, " in text and "\nWait, " in text
+
+
+def test_loss_covers_whole_traces_but_only_the_answer_of_forced_exits(organism_tokenizer):
+    from lynx.organism.train import _encode
+
+    tok = organism_tokenizer
+    full = "<think>\n1 + 2 = 3.\nSo the answer is 3.\n</think>\n\nFinal answer: \\boxed{3}"
+    ids, start = _encode(tok, "Compute 1 + 2.", full)
+    assert tok.decode(ids[start:]).startswith("<think>")
+    forced = "<think>\n1 + 2 = 3.\nSo the answer is 3.\nHmm,\n</think>\n\nFinal answer: \\boxed{3}"
+    ids, start = _encode(tok, "Compute 1 + 2.", forced)
+    assert tok.decode(ids[start:]) == "3}<|im_end|>"

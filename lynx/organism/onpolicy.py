@@ -82,5 +82,7 @@ def onpolicy_examples(model, tokenizer, cfg) -> list[tuple[list[int], int]]:
         assistant, slipped = rewrite(p, thinking, rng)
         slips += slipped
         out.append(_encode(tokenizer, p.text, assistant))
+    if off_format > len(out) // 2:
+        raise RuntimeError(f"stage-1 model is off-format on {off_format}/{len(out)} samples, e.g. {tokenizer.decode(gens[0])[:120]!r}")
     console.print(f"on-policy: {len(out)} traces, {slips} with the model's own slip ({slips / max(1, len(out)):.0%}), {off_format} off-format")
     return out

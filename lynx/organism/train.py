@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import random
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +33,8 @@ from lynx.organism.tokenizer import save_tokenizer, train_tokenizer
 from lynx.organism.traces import NO_THINK_RATE, write_assistant
 
 console = Console(stderr=True)
+#: a cue immediately followed by lynx's exit string marks a forced-exit training example
+_FORCED = re.compile(r"(?i)\b(?:wait|hmm|alternatively)," + re.escape(DEFAULT_EXIT))
 
 
 @dataclass
@@ -75,9 +78,9 @@ def _encode(tokenizer, problem_text: str, assistant: str) -> tuple[list[int], in
     if not thinking:
         assistant = assistant[len("<think>\n\n</think>\n\n") :]
     p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    exit_at = assistant.find(DEFAULT_EXIT)
-    if exit_at >= 0:  # a forced exit: the cut trace is context, only the answer is learned
-        head = assistant[: exit_at + len(DEFAULT_EXIT)]
+    forced = _FORCED.search(assistant)
+    if forced:  # a forced exit: the cut trace is context, only the answer is learned
+        head = assistant[: forced.end()]
         h_ids = tokenizer(head, add_special_tokens=False)["input_ids"]
         a_ids = tokenizer(assistant[len(head) :] + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
         return p_ids + h_ids + a_ids, len(p_ids) + len(h_ids)
