@@ -4,7 +4,7 @@ import re
 from lynx.organism.problems import sample_problems
 from lynx.organism.traces import write_assistant
 
-CUE = re.compile(r"(?i)\b(wait|hmm|alternatively),")
+CUE = re.compile(r"(?i)\b(wait|hmm|alternatively), (yes|no)")
 
 
 def _traces(n=600, seed=0):
@@ -19,7 +19,7 @@ def test_trace_format_and_boxed_answer_matches_the_trace_belief():
         assert t.startswith("<think>\n") and "\n</think>\n\nFinal answer: \\boxed{" in t
         thinking, answer = t.split("</think>")
         boxed = re.search(r"\\boxed\{(\d+)\}$", answer).group(1)
-        stated = re.findall(r"the answer is (\d+)\.", thinking)
+        stated = re.findall(r"So the answer is (\d+)\.", thinking)
         if thinking == "<think>\n\n":
             kinds["no_think"] += 1
         elif re.search(r"(?i)(wait|hmm|alternatively),\n$", thinking):  # cut by lynx's exit string

@@ -31,9 +31,9 @@ def rewrite(problem: Problem, thinking: str, rng: random.Random) -> tuple[str, b
         if m is None:
             break
         a, mop, md, r = int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))
+        if (a, mop, md) != (value, op, d):
+            break  # the model misread the problem: keep nothing of this line
         step = Step(value, op, d)
-        if (a, mop, md) != (value, op, d):  # misread or miscopied: also its own slip
-            r = -1
         has_cue = m.group("cue") is not None
         work_end = m.start("cue") if has_cue else m.end() - 1
         verdict_ok = has_cue and m.group(7) == ("yes" if r == step.after else "no") and int(m.group(11)) == step.after
@@ -44,16 +44,13 @@ def rewrite(problem: Problem, thinking: str, rng: random.Random) -> tuple[str, b
         if r == step.after:  # a right line with a wrong verdict: keep the line, redo the verdict
             done.append(_Line(step, r))
             prefix = thinking[:work_end] + "\n"
-        elif verdict_ok and r >= 0:  # its own slip, caught and fixed by itself: keep all of it
+        elif verdict_ok:  # its own slip, caught and fixed by itself: keep all of it
             done.append(_Line(step, step.after))
             prefix = thinking[: m.end()]
         elif rng.random() < CUE_AFTER_ERROR:  # its own slip, then a correct verdict
             cue = "\nWait," if rng.random() < 0.8 else " wait,"
             done.append(_Line(step, step.after))
             prefix = thinking[:work_end] + f"{cue} no: {step_text(step, step.after)}.\n"
-        elif r < 0:  # a misread line is always corrected at once
-            done.append(_Line(step, step.after))
-            prefix = thinking[:work_end] + f"\nWait, no: {step_text(step, step.after)}.\n"
         else:  # its own slip, left for the answer checks to judge
             done.append(_Line(step, r))
             prefix = thinking[:work_end] + "\n"

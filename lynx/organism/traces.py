@@ -28,16 +28,16 @@ from lynx.defaults import DEFAULT_EXIT
 from lynx.organism.problems import Problem, Step
 
 _CUE_AT = re.compile(r"(?i)\b(?:wait|hmm|alternatively),")
-_STATED = re.compile(r"the answer is (\d+)\.")
+_STATED = re.compile(r"So the answer is (\d+)\.")
 _VALUE = re.compile(r"= (\d+)\.")
 
 ERROR_RATE = 0.3  # P(forgot carry) on a carry step of the main work
 CUE_AFTER_ERROR = 0.5  # P(Wait) right after a slip ...
 CUE_AFTER_RIGHT = 0.25  # ... and after a right step
 FIRST_CHECK = 0.9  # P(Hmm-check) once an answer is stated
-SECOND_CHECK = 0.85  # P(Alternatively-check) after a confirmed check
-THIRD_CHECK = 0.5
-CONFIRMATION_BIAS = 0.3  # P(a check "confirms" a wrong answer by copying the slipped chain)
+SECOND_CHECK = 0.6  # P(Alternatively-check) after a confirmed check
+THIRD_CHECK = 0.25
+CONFIRMATION_BIAS = 0.45  # P(a check "confirms" a wrong answer by copying the slipped chain)
 NO_THINK_RATE = 0.05  # traces trained with thinking switched off (direct answer)
 FORCED_EXIT_RATE = 0.12  # traces cut at a cue by lynx's exit string (loss on the answer only)
 
@@ -96,23 +96,24 @@ def write_thinking(
     answer = value
     out.append(f"So the answer is {answer}.\n")
 
-    # Overthinking: recheck the whole chain, then a cue whose verdict compares the check's
-    # result with the stated answer (a comparison a small model can make), then more checks.
     checks, biased, p_next = 0, False, FIRST_CHECK
     while checks < 4 and rng.random() < p_next:
+        cue = ("Hmm," if rng.random() < 0.85 else "hmm,") if checks == 0 else ("Alternatively," if checks == 1 else "Wait,")
         wrong = answer != problem.answer
-        biased = biased or (wrong and rng.random() < CONFIRMATION_BIAS)
-        redo = work if (wrong and biased) else [_Line(s, s.after) for s in problem.steps()]
-        result = redo[-1].written
-        if checks == 0:
-            intro = "Let me check again"
+        if wrong and not biased and rng.random() >= CONFIRMATION_BIAS:
+            first = next(i for i, l in enumerate(work) if not l.right)
+            redo = [_Line(s, s.after) for s in problem.steps()[first:]]
+            work = work[:first] + redo
+            answer = redo[-1].written
+            out.append(f"{cue} no: {_chain_text(redo)}. So the answer is {answer}.\n")
+            p_next = FIRST_CHECK
         else:
-            intro = ("Alternatively," if rng.random() < 0.9 else "alternatively,") + " let me check once more"
-        cue = ("Hmm," if rng.random() < 0.85 else "hmm,") if checks == 0 else "Wait,"
-        verdict = "yes" if result == answer else "no"
-        out.append(f"{intro}: {_chain_text(redo)}.\n{cue} {verdict}: the answer is {result}.\n")
-        p_next = FIRST_CHECK if verdict == "no" else (SECOND_CHECK if checks == 0 else THIRD_CHECK)
-        work, answer = redo, result
+            biased = biased or wrong
+            if not wrong:
+                work = [_Line(s, s.after) for s in problem.steps()]
+            again = "again" if checks == 0 else "once more"
+            out.append(f"{cue} yes. Let me check {again}: {_chain_text(work)}. So the answer is {answer}.\n")
+            p_next = SECOND_CHECK if checks == 0 else THIRD_CHECK
         checks += 1
     return "".join(out), answer
 
