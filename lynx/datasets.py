@@ -118,6 +118,8 @@ def load(
     if path.exists():
         rows = _read_rows(path)
         where = str(path)
+    elif spec.startswith(("/", ".", "~")) or spec.endswith((".jsonl", ".json", ".parquet")):
+        raise FileNotFoundError(f"dataset file not found: {spec}")
     elif re.fullmatch(r"[\w.-]+/[\w.-]+", spec):
         try:
             import datasets as hf_datasets

@@ -18,6 +18,8 @@ def test_bad_dataset_specs_are_clear():
         load("organism:test:many")
     with pytest.raises(ValueError, match="unknown dataset"):
         load("gsm9k")
+    with pytest.raises(FileNotFoundError, match="dataset file not found: /nowhere/x.jsonl"):
+        load("/nowhere/x.jsonl")
 
 
 BENCHMARKS = {
