@@ -87,6 +87,12 @@ def make_rollouts(
     return out
 
 
+def answer_stop_ids(tokenizer) -> set[int]:
+    """Tokens that end a forced answer: the closing brace of ``\\boxed{`` or end of turn."""
+    close = {tid for tok, tid in tokenizer.get_vocab().items() if tokenizer.convert_tokens_to_string([tok]).strip() == "}"}
+    return close | {tokenizer.eos_token_id}
+
+
 def parse_forced_answer(tokenizer, answer_ids: Sequence[int]) -> str | None:
     """The answer a forced exit produced: the content of the ``\\boxed{`` the exit string opened.
 
@@ -110,14 +116,13 @@ def force_exits(
     exit_ids = tokenizer(exit_string, add_special_tokens=False)["input_ids"]
     jobs = [(r, cp) for r in rollouts for cp in r.cue_points]
     prefixes = [r.ids[: cp.cue.position + 1] + exit_ids for r, cp in jobs]
-    close_brace = {tid for tok, tid in tokenizer.get_vocab().items() if tokenizer.convert_tokens_to_string([tok]).strip() == "}"}
     answers = hf.generate(
         model,
         tokenizer,
         prefixes,
         max_new_tokens=max_answer_tokens,
         batch_size=batch_size,
-        stop_ids=close_brace | {tokenizer.eos_token_id},
+        stop_ids=answer_stop_ids(tokenizer),
         on_batch=on_batch,
     )
     for (r, cp), ans in zip(jobs, answers, strict=True):

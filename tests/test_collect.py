@@ -1,10 +1,8 @@
 """lynx collect on the organism: rows, manifest, resume, refusal, and prefix reuse."""
 
 import json
-import os
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -84,7 +82,7 @@ def test_prefix_reuse_matches_reencoding(organism):
     from lynx.grading import grade_integer
     from lynx.organism.problems import sample_problems
     from lynx.organism.prompting import chat_prompt
-    from lynx.rollouts import force_exits, make_rollouts
+    from lynx.rollouts import answer_stop_ids, force_exits, make_rollouts
 
     model, tok = organism
     ps = sample_problems("test", 12, seed=4)
@@ -93,7 +91,7 @@ def test_prefix_reuse_matches_reencoding(organism):
     rs = [r for r in make_rollouts(tok, CueMatcher(tok), [p.problem_id for p in ps], [str(p.answer) for p in ps], prompts, gens, grade_integer) if r.cue_points]
     assert rs
     exit_ids = tok(DEFAULT_EXIT, add_special_tokens=False)["input_ids"]
-    stops = {tok.eos_token_id} | {i for t, i in tok.get_vocab().items() if tok.convert_tokens_to_string([t]).strip() == "}"}
+    stops = answer_stop_ids(tok)
     states, answers = hf.cue_states_and_exits(model, [r.ids for r in rs], [[c.cue.position for c in r.cue_points] for r in rs],
                                               (1, 2, 4), exit_ids, max_answer_tokens=16, stop_ids=stops, pad_id=tok.pad_token_id)
     ref_states = hf.hidden_states_at(model, [r.ids for r in rs], [[c.cue.position for c in r.cue_points] for r in rs], (1, 2, 4))

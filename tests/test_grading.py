@@ -24,7 +24,6 @@ def test_math_equivalence_and_choice():
 def test_math500_reference_solutions_grade_as_their_answers(capsys):
     """Agreement of boxed-extraction + math-verify with MATH-500's own answers (expect >= 98%)."""
     from conftest import SHARED
-    from lynx.datasets import load
     from lynx.grading import grade_math
 
     import json

@@ -10,6 +10,10 @@ from lynx.organism.problems import sample_problems
 from lynx.organism.prompting import chat_prompt
 
 
+def _prompts(tok, n, seed):
+    return [tok(chat_prompt(tok, p.text), add_special_tokens=False)["input_ids"] for p in sample_problems("test", n, seed=seed)]
+
+
 @pytest.fixture(scope="module")
 def llm():
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # engine in-process: no spawn in pytest
@@ -24,8 +28,7 @@ def test_greedy_output_is_identical_in_transformers_and_vllm(organism, llm):
     from lynx.engines.vllm import generate_ids
 
     model, tok = organism
-    problems = sample_problems("test", 8, seed=11)
-    prompts = [tok(chat_prompt(tok, p.text), add_special_tokens=False)["input_ids"] for p in problems]
+    prompts = _prompts(tok, 8, seed=11)
     ours = hf.generate(model, tok, prompts, max_new_tokens=512)
     theirs = generate_ids(llm, prompts, max_new_tokens=512)
     assert theirs == ours
@@ -40,8 +43,7 @@ def test_vllm_sampling_produces_cues(organism, llm):
     from lynx.engines.vllm import generate_ids
 
     _, tok = organism
-    problems = sample_problems("test", 64, seed=12)
-    prompts = [tok(chat_prompt(tok, p.text), add_special_tokens=False)["input_ids"] for p in problems]
+    prompts = _prompts(tok, 64, seed=12)
     outs = generate_ids(llm, prompts, max_new_tokens=768, temperature=0.6, top_p=0.95, seed=0)
     matcher = CueMatcher(tok)
     cues = sum(len(matcher.find(p + o, start=len(p))) for p, o in zip(prompts, outs))

@@ -31,7 +31,7 @@ from lynx.grading import grader_for
 from lynx.layers import parse_layers
 from lynx.models import load_hf, model_fingerprint, resolve_model
 from lynx.organism.prompting import INSTRUCTION
-from lynx.rollouts import make_rollouts, parse_forced_answer
+from lynx.rollouts import answer_stop_ids, make_rollouts, parse_forced_answer
 
 console = Console(stderr=True)
 
@@ -69,11 +69,6 @@ def _prompt(tok, question: str, suffix: str) -> list[int]:
         [{"role": "user", "content": question + suffix}], tokenize=False, add_generation_prompt=True, enable_thinking=True
     )
     return tok(text, add_special_tokens=False)["input_ids"]
-
-
-def _stop_ids(tok) -> set[int]:
-    close = {tid for t, tid in tok.get_vocab().items() if tok.convert_tokens_to_string([t]).strip() == "}"}
-    return close | {tok.eos_token_id}
 
 
 def _tables(rollouts, sample_ids, layers, hidden: int) -> tuple[pa.Table, pa.Table]:
@@ -142,7 +137,7 @@ def collect(cfg: CollectConfig) -> dict:
     if done:
         console.print(f"resuming: {len(done)} of {n_shards} shards already complete")
     exit_ids = tok(cfg.exit_string, add_special_tokens=False)["input_ids"]
-    stops = _stop_ids(tok)
+    stops = answer_stop_ids(tok)
     t_gen = t_label = 0.0
     cols = [TextColumn("[bold]collect"), BarColumn(), MofNCompleteColumn(), TextColumn("rollouts  {task.fields[rate]:.1f}/s  cues {task.fields[cues]}"), TimeElapsedColumn()]
     n_total = sum(min(cfg.shard_size, len(records) - i * cfg.shard_size) for i in todo) * cfg.samples_per_problem
