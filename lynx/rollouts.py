@@ -70,11 +70,11 @@ def make_rollouts(
     golds: Sequence[str],
     prompt_ids: Sequence[list[int]],
     generated: Sequence[list[int]],
-    grade: Callable[[str | None, str], bool],
+    graders: Sequence[Callable[[str | None, str], bool]],
 ) -> list[Rollout]:
-    """Parse sampled traces: thinking span, final answer, cues."""
+    """Parse sampled traces: thinking span, final answer (graded by its problem's grader), cues."""
     out = []
-    for pid, gold, p, g in zip(problem_ids, golds, prompt_ids, generated, strict=True):
+    for pid, gold, p, g, grade in zip(problem_ids, golds, prompt_ids, generated, graders, strict=True):
         ids = list(p) + list(g)
         opened, closed = _span(ids, matcher)
         answer_text = tokenizer.decode(ids[closed + 1 :], skip_special_tokens=True) if closed is not None else ""

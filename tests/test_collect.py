@@ -88,7 +88,7 @@ def test_prefix_reuse_matches_reencoding(organism):
     ps = sample_problems("test", 12, seed=4)
     prompts = [tok(chat_prompt(tok, p.text), add_special_tokens=False)["input_ids"] for p in ps]
     gens = hf.generate(model, tok, prompts, max_new_tokens=400, temperature=0.6, top_p=0.95, seed=1)
-    rs = [r for r in make_rollouts(tok, CueMatcher(tok), [p.problem_id for p in ps], [str(p.answer) for p in ps], prompts, gens, grade_integer) if r.cue_points]
+    rs = [r for r in make_rollouts(tok, CueMatcher(tok), [p.problem_id for p in ps], [str(p.answer) for p in ps], prompts, gens, [grade_integer] * len(ps)) if r.cue_points]
     assert rs
     exit_ids = tok(DEFAULT_EXIT, add_special_tokens=False)["input_ids"]
     stops = answer_stop_ids(tok)

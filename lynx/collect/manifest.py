@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 MANIFEST = "manifest.json"
-#: fields that define the rows; anything else (timings, versions) may differ on resume
+#: fields that define the rows; anything else (versions, paths) may differ on resume
 IDENTITY = (
     "model_fingerprint", "tokenizer_hash", "layers", "cues", "exit_string", "sampling",
     "samples_per_problem", "answer_tokens", "dataset", "n_problems", "shard_size", "engine",
@@ -29,11 +29,6 @@ def tokenizer_hash(tokenizer) -> str:
     h = hashlib.sha256(json.dumps(vocab).encode())
     h.update((tokenizer.chat_template or "").encode() if isinstance(tokenizer.chat_template, str) else b"")
     return h.hexdigest()[:16]
-
-
-def manifest_hash(manifest: dict) -> str:
-    """A short hash of the identity fields (recorded by probes trained on the data)."""
-    return hashlib.sha256(json.dumps({k: manifest.get(k) for k in IDENTITY}, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def read_manifest(folder: Path) -> dict:

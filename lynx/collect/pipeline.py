@@ -11,7 +11,7 @@ by index, so a resumed run produces exactly the rows an uninterrupted one would.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,7 @@ from lynx.engines import hf
 from lynx.grading import grader_for
 from lynx.layers import parse_layers
 from lynx.models import load_hf, model_fingerprint, resolve_model
-from lynx.organism.prompting import INSTRUCTION
+from lynx.organism.prompting import INSTRUCTION, chat_prompt
 from lynx.rollouts import answer_stop_ids, make_rollouts, parse_forced_answer
 
 console = Console(stderr=True)
@@ -57,18 +57,10 @@ class CollectConfig:
     question_field: str | None = None
     answer_field: str | None = None
     prompt_suffix: str = INSTRUCTION
-    timings: dict = field(default_factory=dict)
 
 
 class NoCuesFound(ValueError):
     """The model produced no cue inside its thinking span."""
-
-
-def _prompt(tok, question: str, suffix: str) -> list[int]:
-    text = tok.apply_chat_template(
-        [{"role": "user", "content": question + suffix}], tokenize=False, add_generation_prompt=True, enable_thinking=True
-    )
-    return tok(text, add_special_tokens=False)["input_ids"]
 
 
 def _tables(rollouts, sample_ids, layers, hidden: int) -> tuple[pa.Table, pa.Table]:
@@ -148,19 +140,14 @@ def collect(cfg: CollectConfig) -> dict:
         for index in todo:
             chunk = records[index * cfg.shard_size : (index + 1) * cfg.shard_size]
             jobs = [(rec, k) for rec in chunk for k in range(cfg.samples_per_problem)]
-            prompts = [_prompt(tok, rec.question, cfg.prompt_suffix) for rec, _ in jobs]
+            prompts = [tok(chat_prompt(tok, rec.question, suffix=cfg.prompt_suffix), add_special_tokens=False)["input_ids"] for rec, _ in jobs]
             t = time.monotonic()
             gens = hf.generate(model, tok, prompts, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                                top_p=cfg.top_p, seed=cfg.seed * 1_000_003 + index, batch_size=cfg.batch_size)
             t_gen += time.monotonic() - t
             t = time.monotonic()
-            rollouts = []
-            for kind in {rec.kind for rec, _ in jobs}:
-                sel = [i for i, (rec, _) in enumerate(jobs) if rec.kind == kind]
-                part = make_rollouts(tok, matcher, [jobs[i][0].id for i in sel], [jobs[i][0].answer for i in sel],
-                                     [prompts[i] for i in sel], [gens[i] for i in sel], grader_for(kind))
-                rollouts += list(zip(sel, part))
-            rollouts = [r for _, r in sorted(rollouts, key=lambda x: x[0])]
+            rollouts = make_rollouts(tok, matcher, [rec.id for rec, _ in jobs], [rec.answer for rec, _ in jobs], prompts, gens,
+                                     [grader_for(rec.kind) for rec, _ in jobs])
             _label(model, tok, rollouts, [rec.kind for rec, _ in jobs], layers, exit_ids, stops, cfg)
             t_label += time.monotonic() - t
             cues, traces = _tables(rollouts, [k for _, k in jobs], layers, model.config.hidden_size)
@@ -180,8 +167,9 @@ def collect(cfg: CollectConfig) -> dict:
 def _label(model, tok, rollouts, kinds, layers, exit_ids, stops, cfg: CollectConfig) -> None:
     """Hidden states + forced exits for every cue point, in batches of traces."""
     with_cues = [i for i, r in enumerate(rollouts) if r.cue_points]
-    for start in range(0, len(with_cues), max(1, cfg.batch_size // 4)):
-        idx = with_cues[start : start + max(1, cfg.batch_size // 4)]
+    step = max(1, cfg.batch_size // 4)  # traces per pass: each expands to one row per cue
+    for start in range(0, len(with_cues), step):
+        idx = with_cues[start : start + step]
         states, answers = hf.cue_states_and_exits(
             model, [rollouts[i].ids for i in idx], [[cp.cue.position for cp in rollouts[i].cue_points] for i in idx],
             layers, exit_ids, max_answer_tokens=cfg.answer_tokens, stop_ids=stops, pad_id=tok.pad_token_id,
@@ -220,6 +208,3 @@ def summary_table(summary: dict) -> Table:
             t.add_row(key.replace("_", " "), f"{value:.3f}" if isinstance(value, float) else str(value))
     return t
 
-
-def config_dict(cfg: CollectConfig) -> dict:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
