@@ -90,16 +90,84 @@ def collect(
         out.print(summary_table(summary))
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def train() -> None:
-    """Train the exit probe on collected cue points."""
-    _not_implemented("train")
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"{what} must be comma-separated numbers, got {text!r}") from None
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def calibrate() -> None:
-    """Calibrate probe scores into a guarantee chosen by alpha."""
-    _not_implemented("calibrate")
+@app.command()
+@friendly
+def train(
+    data: Path = typer.Option(..., help="a lynx collect folder"),
+    output: Path = typer.Option(..., "--out", help="probe folder to write (e.g. probes/<name>)"),
+    hidden: str = typer.Option("256,64", help="MLP hidden layer sizes"),
+    learning_rate: float = typer.Option(1e-3, min=0.0),
+    l2: float = typer.Option(1e-4, min=0.0),
+    max_epochs: int = typer.Option(200, min=1),
+    patience: int = typer.Option(10, min=1),
+    test_fraction: float = typer.Option(0.2, min=0.0, max=0.9, help="share of problems held out for the report"),
+    val_fraction: float = typer.Option(0.15, min=0.0, max=0.9, help="share of problems for early stopping"),
+    balanced: bool = typer.Option(True, help="class-balanced loss"),
+    seed: int = typer.Option(0),
+    as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON"),
+) -> None:
+    """Train the probe (StandardScaler + MLP) on cue points, split by problem; write probe.safetensors + probe.json."""
+    from lynx.probe.train import ProbeTrainConfig, train_probe
+
+    sizes = tuple(int(x) for x in _floats(hidden, "--hidden"))
+    if not sizes or any(s < 1 for s in sizes):
+        raise UserError(f"--hidden needs positive layer sizes, got {hidden!r}")
+    cfg = ProbeTrainConfig(hidden_layer_sizes=sizes, learning_rate=learning_rate, l2=l2, max_epochs=max_epochs, patience=patience,
+                           test_fraction=test_fraction, val_fraction=val_fraction, class_balanced=balanced, seed=seed)
+    meta = train_probe(data, output, cfg)
+    if as_json:
+        print(json.dumps(meta["metrics"]))
+        return
+    table = Table(title=f"probe for {meta['model']} -> {output}")
+    for col in ("split", "problems", "cues", "AUC", "accuracy", "Brier", "ECE"):
+        table.add_column(col)
+    for name, m in meta["metrics"].items():
+        table.add_row(name, str(m["n_problems"]), str(m["n_cues"]), f"{m['auc']:.3f}", f"{m['accuracy']:.3f}", f"{m['brier']:.3f}", f"{m['ece']:.3f}")
+    out.print(table)
+    out.print(f"model card: {output / 'README.md'}; reliability diagram: {output / 'reliability.png'}")
+
+
+@app.command()
+@friendly
+def calibrate(
+    probe: Path = typer.Option(..., help="probe folder from lynx train"),
+    data: Path = typer.Option(..., help="lynx collect folder on problems disjoint from the probe's training data"),
+    alphas: str = typer.Option("0.05,0.1,0.2", help="risk levels to report (any alpha can be used later)"),
+    mode: str = typer.Option("per-problem", help="per-problem (default) | per-cue (paper-faithful)"),
+    method: str = typer.Option("crc", help="per-problem procedure: crc (expected risk) | ltt (high probability, see --delta)"),
+    risk: str = typer.Option("premature", help="premature: exit turned a right answer wrong | unsafe-exit: exit answer wrong"),
+    delta: float = typer.Option(0.1, help="ltt: allowed probability that the guarantee fails"),
+    n_splits: int = typer.Option(100, min=1, help="half splits for the held-out estimate in the report"),
+    as_json: bool = typer.Option(False, "--json", help="print the report rows as JSON"),
+) -> None:
+    """Calibrate a probe: store per-trace scores in the probe folder and report thresholds per alpha."""
+    import math
+
+    from lynx.calibrate.pipeline import calibrate as run_calibrate
+
+    rows = run_calibrate(probe, data, _floats(alphas, "--alphas"), mode=mode, method=method, risk=risk, delta=delta, n_splits=n_splits)
+    if as_json:
+        print(json.dumps([r | {"threshold": None if math.isinf(r["threshold"]) else r["threshold"]} for r in rows]))
+        return
+    table = Table(title=f"calibration of {probe}")
+    for col in ("alpha", "mode", "method", "threshold", "exit rate", "saving", "risk", "held-out risk", "held-out saving"):
+        table.add_column(col)
+    for r in rows:
+        name = r["mode"] + (" *" if r["default"] else "")
+        table.add_row(f"{r['alpha']:g}", name, r["method"] or "-", "never" if math.isinf(r["threshold"]) else f"{r['threshold']:.4f}",
+                      f"{r['exit_rate']:.3f}", f"{r['saving']:.1%}", f"{r['risk']:.3f}", f"{r['held_out_risk']:.3f}", f"{r['held_out_saving']:.1%}")
+    out.print(table)
+    for r in rows:
+        if r["default"]:
+            out.print(f"alpha={r['alpha']:g}: {r['promise']}")
+    out.print(f"report: {probe / 'calibration_report.md'} (plots risk_vs_alpha.png, savings_vs_alpha.png)")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

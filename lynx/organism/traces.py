@@ -34,10 +34,10 @@ _VALUE = re.compile(r"= (\d+)\.")
 ERROR_RATE = 0.3  # P(forgot carry) on a carry step of the main work
 CUE_AFTER_ERROR = 0.5  # P(Wait) right after a slip ...
 CUE_AFTER_RIGHT = 0.25  # ... and after a right step
-FIRST_CHECK = 0.9  # P(Hmm-check) once an answer is stated
-SECOND_CHECK = 0.6  # P(Alternatively-check) after a confirmed check
-THIRD_CHECK = 0.25
-CONFIRMATION_BIAS = 0.45  # P(a check "confirms" a wrong answer by copying the slipped chain)
+FIRST_CHECK = 0.85  # P(a recheck) once an answer is stated or corrected
+SECOND_CHECK = 0.8  # P(another recheck) after the first one confirmed the answer (overthinking)
+THIRD_CHECK = 0.5  # ... and after later confirmations
+CONFIRMATION_BIAS = 0.3  # P(a recheck of a wrong answer is hasty: copies the slip and "confirms" it)
 NO_THINK_RATE = 0.05  # traces trained with thinking switched off (direct answer)
 FORCED_EXIT_RATE = 0.12  # traces cut at a cue by lynx's exit string (loss on the answer only)
 
@@ -73,6 +73,24 @@ def _work_line(step: Step, written: int, rng: random.Random) -> tuple[str, _Line
     return text + "\n", line
 
 
+#: how each recheck after the answer opens; the first opens without a cue, later ones with
+#: the dominant cue of their context (overthinking after a confirmed answer)
+_CHECK_INTRO = ("Let me check again", "Hmm, let me check once more", "Alternatively, check it another time", "Hmm, one more time")
+
+
+def _check_step(step: Step, careful: bool, written: int | None = None) -> str:
+    """One step of a recheck. A careful recheck spells out the units of a carry step
+    (``47 + 8: 7 + 8 = 15, so 55``), which is what makes it catch a forgotten carry; a
+    hasty one copies the line as first written."""
+    if not careful:
+        return step_text(step, step.after if written is None else written)
+    if not step.carries:
+        return step_text(step, step.after)
+    units = step.before % 10
+    inner = f"{units} + {step.operand} = {units + step.operand}" if step.op == "+" else f"{units + 10} - {step.operand} = {units + 10 - step.operand}"
+    return f"{step.before} {step.op} {step.operand}: {inner}, so {step.after}"
+
+
 def write_thinking(
     problem: Problem, rng: random.Random, prefix: str = "", done: list[_Line] | None = None
 ) -> tuple[str, int]:
@@ -98,22 +116,23 @@ def write_thinking(
 
     checks, biased, p_next = 0, False, FIRST_CHECK
     while checks < 4 and rng.random() < p_next:
-        cue = ("Hmm," if rng.random() < 0.85 else "hmm,") if checks == 0 else ("Alternatively," if checks == 1 else "Wait,")
         wrong = answer != problem.answer
-        if wrong and not biased and rng.random() >= CONFIRMATION_BIAS:
-            first = next(i for i, l in enumerate(work) if not l.right)
-            redo = [_Line(s, s.after) for s in problem.steps()[first:]]
-            work = work[:first] + redo
-            answer = redo[-1].written
-            out.append(f"{cue} no: {_chain_text(redo)}. So the answer is {answer}.\n")
-            p_next = FIRST_CHECK
-        else:
-            biased = biased or wrong
-            if not wrong:
-                work = [_Line(s, s.after) for s in problem.steps()]
-            again = "again" if checks == 0 else "once more"
-            out.append(f"{cue} yes. Let me check {again}: {_chain_text(work)}. So the answer is {answer}.\n")
+        if wrong and (biased or rng.random() < CONFIRMATION_BIAS):
+            biased = True  # a hasty recheck: the slipped lines are copied, not recomputed
+            lines = [_check_step(l.step, careful=l.right and checks == 0, written=l.written) for l in work]
+            result = answer
+        else:  # the first recheck is careful; later ones (overthinking) are quick copies
+            work = [_Line(s, s.after) for s in problem.steps()]
+            lines = [_check_step(s, careful=checks == 0) for s in problem.steps()]
+            result = problem.answer
+        out.append(f"{_CHECK_INTRO[min(checks, 3)]}: {'; '.join(lines)}; that gives {result}.\n")
+        cue = "Wait," if rng.random() < 0.85 else "wait,"
+        if result == answer:
+            out.append(f"{cue} yes.\n")
             p_next = SECOND_CHECK if checks == 0 else THIRD_CHECK
+        else:
+            out.append(f"{cue} no: {result} is not {answer}. So the answer is {result}.\n")
+            answer, p_next = result, FIRST_CHECK
         checks += 1
     return "".join(out), answer
 

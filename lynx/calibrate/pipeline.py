@@ -1,0 +1,69 @@
+"""``lynx calibrate``: score a disjoint collect folder with the probe and store the calibration.
+
+It refuses, with one clear line, what would make the guarantee meaningless: data from
+another model (or other layers / cues / exit string), problems the probe was trained on,
+data with a single class, and alpha outside (0, 1).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lynx.calibrate.procedures import METHODS, MODES, check_alpha
+from lynx.calibrate.policy import RISKS
+from lynx.calibrate.report import write_report
+from lynx.calibrate.store import Calibration, traces_from_rows
+from lynx.collect.shards import read_folder
+from lynx.probe.artifact import load_probe
+from lynx.probe.data import load_cue_data, manifest_hash
+from lynx.probe.train import TRAIN_PROBLEMS
+
+
+class OverlapError(ValueError):
+    """Calibration problems that the probe was trained on."""
+
+
+def check_matches(probe_meta: dict, manifest: dict, data_dir) -> None:
+    for key, what in (("layers", "layers"), ("cues", "cue words"), ("exit_string", "exit string")):
+        if probe_meta.get(key) != manifest.get(key):
+            raise ValueError(f"the data in {data_dir} was collected with other {what} ({manifest.get(key)!r}) than the probe ({probe_meta.get(key)!r})")
+
+
+def calibrate(probe_dir: Path | str, data_dir: Path | str, alphas=(0.05, 0.1, 0.2), mode: str = "per-problem",
+              method: str = "crc", risk: str = "premature", delta: float = 0.1, n_splits: int = 100) -> list[dict]:
+    probe_dir = Path(probe_dir)
+    alphas = [check_alpha(a) for a in alphas]
+    if mode not in MODES or method not in METHODS or risk not in RISKS:
+        raise ValueError(f"mode must be one of {MODES}, method one of {METHODS}, risk one of {tuple(RISKS)}")
+    if not 0 < delta < 1:
+        raise ValueError(f"delta must be strictly between 0 and 1, got {delta}")
+    probe = load_probe(probe_dir)
+    data = load_cue_data(data_dir)
+    probe.check_model(data.manifest["model_fingerprint"], f"the model of the data in {data_dir} ({data.manifest['model']!r})")
+    check_matches(probe.meta, data.manifest, data_dir)
+    trained = probe_dir / TRAIN_PROBLEMS
+    if trained.exists():
+        overlap = sorted(set(json.loads(trained.read_text())) & set(map(str, data.problems)))
+        if overlap:
+            raise OverlapError(f"{len(overlap)} calibration problems were used to train the probe (e.g. {overlap[0]!r}); calibrate on disjoint problems")
+    if len(np.unique(data.label)) < 2:
+        raise ValueError(f"calibration data in {data_dir} has only {'safe' if data.label[0] else 'unsafe'} cue points; it needs both")
+    with torch.no_grad():
+        scores = probe(torch.from_numpy(data.features)).double().numpy()
+    cues = {"problem_id": data.problem_id, "sample_id": data.sample_id, "cue_index": data.cue_index,
+            "score": scores, "label": data.label, "thinking_position": data.thinking_position}
+    traces = read_folder(Path(data_dir), "traces").to_pydict()
+    cal = Calibration(traces_from_rows(cues, traces), {
+        "mode": mode, "method": method, "risk": risk, "delta": delta,
+        "model": probe.meta["model"], "model_fingerprint": probe.meta["model_fingerprint"],
+        "data": {"folder": str(data_dir), "dataset": data.manifest["dataset"], "manifest_hash": manifest_hash(data.manifest),
+                 "sampling": data.manifest["sampling"]},
+        "n_problems": int(len(data.problems)), "n_traces": len(traces["problem_id"]), "n_cues": len(data),
+        "safe_share": float(data.label.mean()), "full_cot_accuracy": float(np.mean(traces["final_correct"])),
+    })
+    cal.save(probe_dir)
+    return write_report(cal, probe_dir, alphas, n_splits=n_splits)

@@ -1,0 +1,143 @@
+"""The calibration report: per alpha, the threshold, what it does on calibration data, an
+out-of-sample estimate by repeated half splits, and the promise in plain words; plus plots.
+
+Why the half-split estimate: in-sample figures of a threshold chosen on the same data are
+optimistic; re-calibrating on one half and measuring on the other (many times) shows what a
+user should expect on new problems, next to the line the guarantee promises.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from lynx.calibrate.procedures import crc_index, ltt_index, per_cue_threshold
+from lynx.calibrate.store import Calibration, guarantee_text
+
+SETTINGS = (("per-problem", "crc"), ("per-problem", "ltt"), ("per-cue", None))
+PLOT_ALPHAS = np.round(np.arange(0.02, 0.305, 0.02), 3)
+
+
+def _grid_index(grid: np.ndarray, t: float) -> int:
+    """Index of the grid threshold that behaves like ``t`` (last grid value >= t)."""
+    return int(np.searchsorted(-grid, -t, side="right") - 1)
+
+
+class Evaluator:
+    """Outcomes of the exit policy on any subset of calibration traces, at any grid index."""
+
+    def __init__(self, cal: Calibration, risk: str):
+        self.cal, self.risk = cal, risk
+        t = cal.traces
+        self.grid, exits = cal.grid, cal.exits
+        exited = exits >= 0
+        self.used = np.where(exited, t.position[np.maximum(exits, 0)], t.total[:, None]).astype(float)
+        self.exited = exited
+        self.problem_ids, self.trace_problem = t.problems()
+        self.plosses = cal.losses(risk)
+        self.cue_trace = np.repeat(np.arange(t.n_traces), np.diff(t.offsets))
+
+    def index(self, mode: str, method: str | None, alpha: float, delta: float, problems: np.ndarray) -> int | None:
+        if mode == "per-cue":
+            sel = np.isin(self.cue_trace, np.flatnonzero(np.isin(self.trace_problem, problems)))
+            t = per_cue_threshold(self.cal.traces.score[sel], self.cal.traces.label[sel], alpha)
+            return _grid_index(self.grid, t) if math.isfinite(t) else None
+        losses = self.plosses[problems]
+        return crc_index(losses, alpha) if method == "crc" else ltt_index(losses, alpha, delta)
+
+    def outcome(self, idx: int | None, problems: np.ndarray) -> dict:
+        idx = 0 if idx is None else idx
+        tr = np.isin(self.trace_problem, problems)
+        return {
+            "risk": float(self.plosses[problems, idx].mean()),
+            "saving": float(1.0 - self.used[tr, idx].sum() / max(1.0, self.cal.traces.total[tr].sum())),
+            "exit_rate": float(self.exited[tr, idx].mean()),
+        }
+
+
+def held_out(cal: Calibration, alphas, risk: str, delta: float, n_splits: int = 100, seed: int = 0) -> dict:
+    """Mean held-out risk and saving per setting and alpha over random half splits of problems."""
+    ev = Evaluator(cal, risk)
+    n = len(ev.problem_ids)
+    rng = np.random.default_rng(seed)
+    res = {s: {a: {"risk": [], "saving": []} for a in alphas} for s in SETTINGS}
+    for _ in range(n_splits):
+        perm = rng.permutation(n)
+        a_half, b_half = perm[: n // 2], perm[n // 2 :]
+        for s in SETTINGS:
+            for a in alphas:
+                o = ev.outcome(ev.index(s[0], s[1], a, delta, a_half), b_half)
+                res[s][a]["risk"].append(o["risk"])
+                res[s][a]["saving"].append(o["saving"])
+    return {s: {a: {k: float(np.mean(v)) for k, v in d.items()} for a, d in per.items()} for s, per in res.items()}
+
+
+def write_report(cal: Calibration, folder: Path, alphas: list[float], n_splits: int = 100) -> list[dict]:
+    """Write ``calibration_report.md`` and the plots; return one row per alpha (default settings)."""
+    meta = cal.meta
+    risk, delta = meta["risk"], meta["delta"]
+    ev = Evaluator(cal, risk)
+    allp = np.arange(len(ev.problem_ids))
+    est = held_out(cal, sorted(set(alphas) | set(PLOT_ALPHAS.tolist())), risk, delta, n_splits)
+    rows = []
+    for a in alphas:
+        for mode, method in SETTINGS:
+            d = cal.threshold(a, mode=mode, method=method)
+            o = ev.outcome(ev.index(mode, method, a, delta, allp), allp)
+            h = est[(mode, method)][a]
+            rows.append({
+                "alpha": a, "mode": mode, "method": method, "threshold": d.threshold, "attainable": d.attainable,
+                "exit_rate": o["exit_rate"], "saving": o["saving"], "risk": o["risk"],
+                "held_out_risk": h["risk"], "held_out_saving": h["saving"], "promise": d.promise,
+                "default": mode == meta["mode"] and (mode == "per-cue" or method == meta["method"]),
+            })
+    _plots(est, folder, risk)
+    fmt = lambda t: "never exit" if math.isinf(t) else f"{t:.4f}"  # noqa: E731
+    lines = [
+        f"# Calibration report: `{meta['model']}`", "",
+        f"Calibration data: `{meta['data']['dataset']}` ({meta['data']['folder']}), {meta['n_problems']} problems, "
+        f"{meta['n_traces']} traces, {meta['n_cues']} cue points ({meta['safe_share']:.1%} safe). "
+        f"Full-CoT accuracy {meta['full_cot_accuracy']:.3f}.", "",
+        f"Default guarantee: **{meta['mode']}**" + (f", method **{meta['method']}**, risk **{risk}** ({risk} = "
+        f"{__import__('lynx.calibrate.policy', fromlist=['RISKS']).RISKS[risk]})" if meta['mode'] == 'per-problem' else ""), "",
+        "In-sample figures use all calibration problems; held-out figures are means over "
+        f"{n_splits} random half splits (calibrate on one half, measure on the other).", "",
+        "| alpha | mode | method | threshold | exit rate | token saving | risk | held-out risk | held-out saving |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        mark = " **(default)**" if r["default"] else ""
+        lines.append(
+            f"| {r['alpha']:g} | {r['mode']}{mark} | {r['method'] or '-'} | {fmt(r['threshold'])} | {r['exit_rate']:.3f} | "
+            f"{r['saving']:.1%} | {r['risk']:.3f} | {r['held_out_risk']:.3f} | {r['held_out_saving']:.1%} |"
+        )
+    lines += ["", "Risk = share of problems where " + __import__('lynx.calibrate.policy', fromlist=['RISKS']).RISKS[risk] + ".", "",
+              "## The promise, per alpha (default guarantee)", ""]
+    for r in rows:
+        if r["default"]:
+            lines.append(f"- alpha = {r['alpha']:g}: {r['promise']}.")
+    lines += ["", "Plots: `risk_vs_alpha.png`, `savings_vs_alpha.png`.", ""]
+    (folder / "calibration_report.md").write_text("\n".join(lines))
+    return rows
+
+
+def _plots(est: dict, folder: Path, risk: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = PLOT_ALPHAS
+    for what, fname, ylabel in (("risk", "risk_vs_alpha.png", f"held-out {risk} rate"), ("saving", "savings_vs_alpha.png", "held-out thinking-token saving")):
+        fig, ax = plt.subplots(figsize=(5, 4))
+        for (mode, method), per in est.items():
+            ax.plot(xs, [per[float(a)][what] for a in xs], marker=".", label=f"{mode} {method or ''}".strip())
+        if what == "risk":
+            ax.plot(xs, xs, ls="--", c="grey", label="alpha")
+        ax.set(xlabel="alpha", ylabel=ylabel)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(folder / fname, dpi=120)
+        plt.close(fig)

@@ -1,0 +1,165 @@
+"""Calibration data kept in the probe folder, and thresholds for any alpha from it.
+
+Why store scores rather than a threshold: the user picks alpha at inference time (per call
+or per request), so the folder keeps every calibration trace's cue scores and labels
+(``calibration.parquet`` + ``calibration_traces.parquet``) and :meth:`Calibration.threshold`
+runs the chosen procedure on demand (cached; it takes milliseconds).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lynx.calibrate.policy import RISKS, Traces, exit_cues, problem_losses, threshold_grid, trace_losses
+from lynx.calibrate.procedures import METHODS, MODES, check_alpha, crc_index, ltt_index, per_cue_threshold
+
+CUES_FILE = "calibration.parquet"
+TRACES_FILE = "calibration_traces.parquet"
+META_FILE = "calibration.json"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A threshold and the promise that comes with it."""
+
+    threshold: float  # exit at a cue iff its score >= threshold; inf = never exit
+    alpha: float
+    mode: str
+    method: str | None
+    risk: str | None
+    delta: float | None
+    attainable: bool
+
+    def to_dict(self) -> dict:
+        return {k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in self.__dict__.items()}
+
+    @property
+    def promise(self) -> str:
+        return guarantee_text(self.mode, self.method, self.risk, self.alpha, self.delta, self.attainable)
+
+
+def guarantee_text(mode: str, method: str | None, risk: str | None, alpha: float, delta: float | None, attainable: bool = True) -> str:
+    if not attainable:
+        return f"alpha = {alpha:g} cannot be certified with this many calibration {'cues' if mode == 'per-cue' else 'problems'}; lynx never exits early at this level"
+    if mode == "per-cue":
+        return f"for a cue where exiting would give a wrong answer, the chance lynx exits there is at most {alpha:g} (per cue, not per problem)"
+    what = RISKS[risk]
+    if method == "ltt":
+        return f"with probability at least {1 - delta:g} over the calibration draw, the share of problems where {what} is at most {alpha:g}"
+    return f"on average over problems like the calibration ones, the share of problems where {what} is at most {alpha:g}"
+
+
+@dataclass
+class Calibration:
+    traces: Traces
+    meta: dict = field(default_factory=dict)
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def default_mode(self) -> str:
+        return self.meta.get("mode", "per-problem")
+
+    @cached_property
+    def grid(self) -> np.ndarray:
+        return threshold_grid(self.traces.score, max_points=10**9)
+
+    @cached_property
+    def exits(self) -> np.ndarray:
+        return exit_cues(self.traces, self.grid)
+
+    def losses(self, risk: str) -> np.ndarray:
+        key = ("losses", risk)
+        if key not in self._cache:
+            self._cache[key] = problem_losses(self.traces, trace_losses(self.traces, self.exits, risk))
+        return self._cache[key]
+
+    def threshold(self, alpha: float, mode: str | None = None, method: str | None = None, risk: str | None = None,
+                  delta: float | None = None) -> Decision:
+        """The threshold for ``alpha`` under the given (or stored default) guarantee."""
+        alpha = check_alpha(alpha)
+        mode = mode or self.default_mode
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}: choose {' or '.join(MODES)}")
+        if mode == "per-cue":
+            t = per_cue_threshold(self.traces.score, self.traces.label, alpha)
+            return Decision(t, alpha, mode, None, None, None, math.isfinite(t))
+        method = method or self.meta.get("method", "crc")
+        risk = risk or self.meta.get("risk", "premature")
+        delta = float(delta if delta is not None else self.meta.get("delta", 0.1))
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}: choose {' or '.join(METHODS)}")
+        if risk not in RISKS:
+            raise ValueError(f"unknown risk {risk!r}: choose {' or '.join(RISKS)}")
+        key = (alpha, method, risk, delta if method == "ltt" else None)
+        if key not in self._cache:
+            losses = self.losses(risk)
+            idx = crc_index(losses, alpha) if method == "crc" else ltt_index(losses, alpha, delta)
+            self._cache[key] = Decision(
+                float(self.grid[idx]) if idx is not None else math.inf, alpha, mode, method, risk,
+                delta if method == "ltt" else None, idx is not None,
+            )
+        return self._cache[key]
+
+    def save(self, folder: Path) -> None:
+        t = self.traces
+        counts = np.diff(t.offsets)
+        pq.write_table(pa.table({
+            "problem_id": np.repeat(t.problem_id, counts), "sample_id": np.repeat(t.sample_id, counts),
+            "cue_index": np.concatenate([np.arange(c) for c in counts]) if len(counts) else np.zeros(0, int),
+            "score": t.score, "label": t.label.astype(np.int8), "thinking_position": t.position,
+        }), folder / CUES_FILE)
+        pq.write_table(pa.table({
+            "problem_id": t.problem_id, "sample_id": t.sample_id, "n_cues": counts,
+            "final_correct": t.final_correct, "thinking_tokens_total": t.total,
+        }), folder / TRACES_FILE)
+        (folder / META_FILE).write_text(json.dumps(self.meta, indent=2) + "\n")
+
+
+def traces_from_rows(cues: dict, traces: dict) -> Traces:
+    """Group cue rows (problem_id, sample_id, cue_index, score, label, thinking_position) under
+    trace rows (problem_id, sample_id, final_correct, thinking_tokens_total)."""
+    tkey = list(zip(np.asarray(traces["problem_id"]).astype(str), np.asarray(traces["sample_id"]).astype(int), strict=True))
+    order = sorted(range(len(tkey)), key=lambda i: tkey[i])
+    tkey = [tkey[i] for i in order]
+    pos_of = {k: i for i, k in enumerate(tkey)}
+    if len(pos_of) != len(tkey):
+        raise ValueError("calibration data lists a trace twice")
+    cpid = np.asarray(cues["problem_id"]).astype(str)
+    csid = np.asarray(cues["sample_id"]).astype(int)
+    try:
+        trace_of = np.array([pos_of[(p, s)] for p, s in zip(cpid, csid, strict=True)], dtype=np.int64)
+    except KeyError as e:
+        raise ValueError(f"cue rows refer to a trace missing from the trace table: {e}") from None
+    corder = np.lexsort((np.asarray(cues["cue_index"]), trace_of))
+    counts = np.bincount(trace_of, minlength=len(tkey))
+    pick = lambda d, k: np.asarray(d[k])[order]  # noqa: E731
+    return Traces(
+        problem_id=np.array([k[0] for k in tkey]), sample_id=np.array([k[1] for k in tkey], dtype=np.int64),
+        offsets=np.concatenate([[0], np.cumsum(counts)]),
+        score=np.asarray(cues["score"], float)[corder], label=np.asarray(cues["label"]).astype(int)[corder],
+        position=np.asarray(cues["thinking_position"]).astype(np.int64)[corder],
+        total=pick(traces, "thinking_tokens_total").astype(np.int64), final_correct=pick(traces, "final_correct").astype(bool),
+    )
+
+
+def load_calibration(folder: Path | str) -> Calibration:
+    """Read the calibration stored in a probe folder."""
+    folder = Path(folder)
+    paths = [folder / n for n in (CUES_FILE, TRACES_FILE, META_FILE)]
+    missing = [p.name for p in paths if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"{folder} is not calibrated (missing {', '.join(missing)}); run lynx calibrate --probe {folder} --data ...")
+    try:
+        cues, traces = pq.read_table(paths[0]).to_pydict(), pq.read_table(paths[1]).to_pydict()
+        meta = json.loads(paths[2].read_text())
+    except Exception as e:
+        raise ValueError(f"calibration files in {folder} are corrupt ({e})") from None
+    return Calibration(traces_from_rows(cues, traces), meta)
