@@ -157,23 +157,62 @@ def calibrate(
         print(json.dumps([r | {"threshold": None if math.isinf(r["threshold"]) else r["threshold"]} for r in rows]))
         return
     table = Table(title=f"calibration of {probe}")
-    for col in ("alpha", "mode", "method", "threshold", "exit rate", "saving", "risk", "held-out risk", "held-out saving"):
+    for col in ("alpha", "guarantee", "threshold", "exits", "saving", "risk", "risk*", "saving*"):
         table.add_column(col)
     for r in rows:
-        name = r["mode"] + (" *" if r["default"] else "")
-        table.add_row(f"{r['alpha']:g}", name, r["method"] or "-", "never" if math.isinf(r["threshold"]) else f"{r['threshold']:.4f}",
+        name = ("cue" if r["mode"] == "per-cue" else f"problem/{r['method']}") + (" (default)" if r["default"] else "")
+        table.add_row(f"{r['alpha']:g}", name, "never" if math.isinf(r["threshold"]) else f"{r['threshold']:.4f}",
                       f"{r['exit_rate']:.3f}", f"{r['saving']:.1%}", f"{r['risk']:.3f}", f"{r['held_out_risk']:.3f}", f"{r['held_out_saving']:.1%}")
     out.print(table)
+    out.print("risk = share of problems the exit harmed on calibration data; * = mean over held-out half splits")
     for r in rows:
         if r["default"]:
             out.print(f"alpha={r['alpha']:g}: {r['promise']}")
     out.print(f"report: {probe / 'calibration_report.md'} (plots risk_vs_alpha.png, savings_vs_alpha.png)")
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def run() -> None:
-    """Generate with calibrated early exit."""
-    _not_implemented("run")
+@app.command()
+@friendly
+def run(
+    model: str = typer.Option("organism", help="'organism', a local model folder, or a hub id"),
+    probe: Path = typer.Option(None, help="calibrated probe folder (without it: plain generation)"),
+    alpha: float = typer.Option(None, help="risk level of the guarantee (needs a calibrated probe)"),
+    threshold: float = typer.Option(None, help="raw probe threshold instead of alpha (no guarantee)"),
+    mode: str = typer.Option(None, help="per-problem | per-cue (default: the calibration's)"),
+    method: str = typer.Option(None, help="crc | ltt (per-problem only)"),
+    prompt: list[str] = typer.Option(None, help="a question (repeatable)"),
+    dataset: str = typer.Option(None, help="or: a dataset, e.g. organism:test:8"),
+    engine: str = typer.Option("hf", help="hf | vllm"),
+    max_new_tokens: int = typer.Option(1024, min=1),
+    temperature: float = typer.Option(0.6, min=0.0),
+    top_p: float = typer.Option(0.95, min=0.0, max=1.0),
+    seed: int = typer.Option(0),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object per answer (with the exit audit)"),
+) -> None:
+    """Generate with calibrated early exit: thinking stops at the first cue the probe clears."""
+    from lynx.run import generate
+
+    questions = list(prompt or [])
+    golds: list[str | None] = [None] * len(questions)
+    if dataset:
+        from lynx.datasets import load as load_dataset
+
+        recs = load_dataset(dataset)
+        questions += [r.question for r in recs]
+        golds += [r.answer for r in recs]
+    if not questions:
+        raise UserError("give --prompt (repeatable) or --dataset")
+    results = generate(questions, model=model, probe=str(probe) if probe else None, alpha=alpha, threshold=threshold, mode=mode,
+                       method=method, engine=engine, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+    for q, g, r in zip(questions, golds, results, strict=True):
+        if as_json:
+            print(json.dumps({"question": q, "gold": g} | {k: v for k, v in r.to_dict().items() if k not in ("prompt", "token_ids")}))
+            continue
+        out.rule(q[:70])
+        out.print(r.text, highlight=False, markup=False)
+        how = (f"exited at cue {r.exit['cue_text']!r} (position {r.exit['cue_position']}, score {r.exit['score']:.3f} >= "
+               f"threshold {r.exit['threshold']:.3f}, alpha {r.exit['alpha']}, {r.exit['mode']})") if r.exited else "thought to the end"
+        out.print(f"[dim]{r.thinking_tokens} thinking tokens; {how}; answer {r.answer!r}" + (f" (gold {g})" if g is not None else ""))
 
 
 @app.command(name="eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

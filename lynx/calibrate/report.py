@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from lynx.calibrate.procedures import crc_index, ltt_index, per_cue_threshold
-from lynx.calibrate.store import Calibration, guarantee_text
+from lynx.calibrate.policy import RISKS
+from lynx.calibrate.store import Calibration
 
 SETTINGS = (("per-problem", "crc"), ("per-problem", "ltt"), ("per-cue", None))
 PLOT_ALPHAS = np.round(np.arange(0.02, 0.305, 0.02), 3)
@@ -101,7 +102,7 @@ def write_report(cal: Calibration, folder: Path, alphas: list[float], n_splits: 
         f"{meta['n_traces']} traces, {meta['n_cues']} cue points ({meta['safe_share']:.1%} safe). "
         f"Full-CoT accuracy {meta['full_cot_accuracy']:.3f}.", "",
         f"Default guarantee: **{meta['mode']}**" + (f", method **{meta['method']}**, risk **{risk}** ({risk} = "
-        f"{__import__('lynx.calibrate.policy', fromlist=['RISKS']).RISKS[risk]})" if meta['mode'] == 'per-problem' else ""), "",
+        f"{RISKS[risk]})" if meta['mode'] == 'per-problem' else ""), "",
         "In-sample figures use all calibration problems; held-out figures are means over "
         f"{n_splits} random half splits (calibrate on one half, measure on the other).", "",
         "| alpha | mode | method | threshold | exit rate | token saving | risk | held-out risk | held-out saving |",
@@ -113,7 +114,7 @@ def write_report(cal: Calibration, folder: Path, alphas: list[float], n_splits: 
             f"| {r['alpha']:g} | {r['mode']}{mark} | {r['method'] or '-'} | {fmt(r['threshold'])} | {r['exit_rate']:.3f} | "
             f"{r['saving']:.1%} | {r['risk']:.3f} | {r['held_out_risk']:.3f} | {r['held_out_saving']:.1%} |"
         )
-    lines += ["", "Risk = share of problems where " + __import__('lynx.calibrate.policy', fromlist=['RISKS']).RISKS[risk] + ".", "",
+    lines += ["", "Risk = share of problems where " + RISKS[risk] + ".", "",
               "## The promise, per alpha (default guarantee)", ""]
     for r in rows:
         if r["default"]:

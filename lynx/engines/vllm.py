@@ -42,10 +42,55 @@ def build_llm(ref: ModelRef, *, dtype: str = "float32", seed: int = 0, enforce_e
     )
 
 
-def generate_ids(llm, prompts: list[list[int]], *, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None) -> list[list[int]]:
-    """Continue token-id prompts; returns the new token ids of each (greedy when temperature is 0)."""
+def build_lynx_llm(ref: ModelRef, lynx_cfg: dict, *, seed: int = 0, **kwargs):
+    """(LLM, tokenizer) running ``ref`` through lynx's wrapper architecture and logits processor.
+
+    ``lynx_cfg``: ``probe`` (folder, optional), ``layers`` (lynx indices; default: the probe's,
+    else the last), ``cues``, ``exit_string``, ``record`` (keep cue features, for collection),
+    ``audit_path``. Configurations the hook cannot support are refused here, at start-up.
+    """
+    import json
+    from pathlib import Path
+
+    for key, why in (("speculative_config", "speculative decoding"), ("pipeline_parallel_size", "pipeline parallelism")):
+        if kwargs.get(key) not in (None, 1, {}):
+            raise ValueError(f"lynx's vLLM hook does not support {why}: the probe must see every generated token's hidden state once")
+    from lynx.engines.vllm_plugin import register, wrapper_name
+
+    try:
+        register()
+        from lynx.engines.vllm_plugin.processor_v1 import LynxLogitsProcessor
+    except Exception as e:
+        raise VLLMUnavailable(f"vLLM is not usable here ({type(e).__name__}: {e}); install lynx[cpu] or lynx[vllm]") from None
+    config = json.loads((Path(ref.path) / "config.json").read_text()) if (Path(ref.path) / "config.json").exists() else {}
+    arch = (config.get("architectures") or ["?"])[0]
+    n_layers = config.get("num_hidden_layers")
+    cfg = {k: v for k, v in lynx_cfg.items() if v is not None}
+    cfg.setdefault("layers", [n_layers])
+    llm = build_llm(
+        ref, seed=seed, hf_overrides={"architectures": [wrapper_name(arch)]}, additional_config={"lynx": cfg},
+        logits_processors=[LynxLogitsProcessor], **kwargs,
+    )
+    return llm, llm.get_tokenizer()
+
+
+def generate_ids(
+    llm, prompts: list[list[int]], *, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
+    extra_args: list[dict | None] | None = None,
+) -> list[list[int]]:
+    """Continue token-id prompts; returns the new token ids of each (greedy when temperature is 0).
+
+    ``extra_args[i]`` becomes request ``i``'s ``SamplingParams.extra_args`` (lynx's per-request
+    switches, e.g. ``{"lynx_alpha": 0.1}``). Each request gets its own seed derived from
+    ``seed`` so results do not depend on batching.
+    """
     from vllm import SamplingParams, TokensPrompt
 
-    params = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, seed=seed)
+    params = [
+        SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_new_tokens,
+                       seed=None if seed is None else seed * 1_000_003 + i,
+                       extra_args=(extra_args[i] if extra_args is not None else None))
+        for i in range(len(prompts))
+    ]
     outs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
     return [list(o.outputs[0].token_ids) for o in outs]

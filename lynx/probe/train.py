@@ -24,7 +24,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from lynx import __version__
 from lynx.probe.artifact import Probe, save_probe
-from lynx.probe.data import CueData, load_cue_data, manifest_hash
+from lynx.probe.data import load_cue_data, manifest_hash
 from lynx.probe.metrics import binary_metrics, reliability_plot
 
 console = Console(stderr=True)
@@ -124,6 +124,7 @@ def train_probe(data_dir: Path | str, out: Path | str, cfg: ProbeTrainConfig | N
         "lynx_version": __version__, "model": m["model"], "model_fingerprint": m["model_fingerprint"],
         "tokenizer_hash": m["tokenizer_hash"], "num_layers": m["num_layers"], "hidden_size": m["hidden_size"],
         "layers": m["layers"], "cues": m["cues"], "exit_string": m["exit_string"], "answer_tokens": m.get("answer_tokens"),
+        "prompt_suffix": m.get("prompt_suffix"),
         "data": {"folder": str(data.folder), "manifest_hash": manifest_hash(m), "dataset": m["dataset"], "sampling": m["sampling"],
                  "n_cues": len(data), "n_problems": int(len(problems)), "safe_share": float(data.label.mean())},
         "architecture": {"kind": "mlp", "hidden_layer_sizes": list(cfg.hidden_layer_sizes), "activation": "relu", "output": "sigmoid"},

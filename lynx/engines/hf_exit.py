@@ -1,0 +1,111 @@
+"""Early exit inside transformers' ``generate``: hooks read the probe's layers, a logits
+processor forces the exit.
+
+Why this shape: ``model.generate`` already does batched, seeded sampling with a KV cache; lynx
+only needs, at every step, the hidden states of each row's *input* token (the token sampled
+at the previous step) at the probe's layers. Forward hooks on the embedding, the decoder
+layers and the final norm capture exactly that (transformers runs eagerly, so hooks fire),
+and a ``LogitsProcessor`` of the same step scores those states and, through the shared
+:class:`~lynx.engines.exit_control.ExitController`, forces the exit string when the score
+clears the request's threshold. Rows that do not exit sample exactly as plain ``generate``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from lynx.engines.exit_control import ExitController, RequestState
+from lynx.engines.hf import _chunks, _device, _left_pad, _trim
+
+
+class LayerCapture:
+    """Last-position hidden states of one forward pass at lynx layer indices (0 = embeddings,
+    l = after decoder layer l, L = after the final norm)."""
+
+    def __init__(self, model, layers: Sequence[int]):
+        inner = model.model
+        n = model.config.num_hidden_layers
+        self.layers = list(layers)
+        self.states: dict[int, torch.Tensor] = {}
+        modules = {0: inner.embed_tokens, n: inner.norm} | {i + 1: inner.layers[i] for i in range(n - 1)}
+        self.handles = [modules[layer].register_forward_hook(self._hook(layer)) for layer in sorted(set(self.layers))]
+
+    def _hook(self, layer: int):
+        def fn(_module, _inputs, output):
+            h = output[0] if isinstance(output, tuple) else output
+            self.states[layer] = h[:, -1, :].detach()
+
+        return fn
+
+    def features(self) -> torch.Tensor:
+        return torch.cat([self.states[layer] for layer in self.layers], dim=-1).float()
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+class _ExitProcessor(LogitsProcessor):
+    def __init__(self, controller: ExitController, states: list[RequestState | None], width: int, capture: LayerCapture, probe):
+        self.controller, self.states, self.width, self.capture, self.probe = controller, states, width, capture, probe
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        active = [r for r, s in enumerate(self.states) if s is not None]
+        if not active:
+            return scores
+        feats = self.capture.features()
+        probs = self.probe(feats.to(self.probe.mean.device)).tolist() if self.probe is not None else [None] * len(self.states)
+        for r in active:
+            state = self.states[r]
+            state.output[:] = input_ids[r, self.width :].tolist()
+            tok = self.controller.forced_token(state, probs[r], feats[r])
+            if tok is not None:
+                scores[r] = float("-inf")
+                scores[r, tok] = 0.0
+        return scores
+
+
+@torch.inference_mode()
+def generate_with_exit(
+    model,
+    tokenizer,
+    prompts: Sequence[Sequence[int]],
+    controller: ExitController,
+    request_args: Sequence[dict | None],
+    *,
+    probe=None,
+    layers: Sequence[int] = (),
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 64,
+    stop_ids: Sequence[int] | None = None,
+) -> list[list[int]]:
+    """Like :func:`lynx.engines.hf.generate`, with lynx's exit for requests whose
+    ``request_args`` opt in (``lynx_alpha`` / ``lynx_threshold`` / ``lynx_record``, plus a
+    ``lynx_tag`` under which the audit is kept in ``exit_control.AUDIT``)."""
+    stops = set(stop_ids) if stop_ids is not None else {tokenizer.eos_token_id}
+    pad = tokenizer.pad_token_id
+    probe = probe.to(device=_device(model)) if probe is not None else None
+    capture = LayerCapture(model, layers or (probe.layers if probe is not None else [model.config.num_hidden_layers]))
+    out: list[list[int]] = []
+    try:
+        for b, idx in enumerate(_chunks(len(prompts), batch_size)):
+            ids, mask = _left_pad([prompts[i] for i in idx], pad, _device(model))
+            states = [controller.new_request(request_args[i], prompts[i], []) for i in idx]
+            proc = _ExitProcessor(controller, states, ids.shape[1], capture, probe)
+            torch.manual_seed(seed * 1_000_003 + b)
+            kwargs = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 else dict(do_sample=False)
+            gen = model.generate(
+                input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, eos_token_id=sorted(stops), pad_token_id=pad,
+                logits_processor=LogitsProcessorList([proc]), **kwargs,
+            )
+            for row in gen[:, ids.shape[1] :].tolist():
+                out.append(_trim(row, stops, pad))
+    finally:
+        capture.close()
+    return out

@@ -1,0 +1,33 @@
+"""lynx inside vLLM: a wrapper architecture that exposes the probe's hidden layers, and
+logits processors that force the exit when a calibrated probe says so.
+
+``register()`` is the ``vllm.general_plugins`` entry point, so every vLLM process (API
+server, engine core, workers) knows the wrapper architectures; a model is run through
+them with ``hf_overrides={"architectures": [wrapper_name(arch)]}`` and the probe settings
+in ``additional_config={"lynx": {...}}`` (part of vLLM's compile-cache key).
+"""
+
+from __future__ import annotations
+
+#: base architecture -> (vLLM module, class); the wrapper is ``Lynx<base>``
+SUPPORTED = {
+    "Qwen3ForCausalLM": "vllm.model_executor.models.qwen3:Qwen3ForCausalLM",
+    "Qwen2ForCausalLM": "vllm.model_executor.models.qwen2:Qwen2ForCausalLM",
+    "LlamaForCausalLM": "vllm.model_executor.models.llama:LlamaForCausalLM",
+}
+
+
+def wrapper_name(arch: str) -> str:
+    if arch not in SUPPORTED:
+        raise ValueError(f"lynx's vLLM hook supports {', '.join(SUPPORTED)}; the model is {arch}")
+    return f"Lynx{arch}"
+
+
+def register() -> None:
+    """Register the wrapper architectures with vLLM's model registry (idempotent)."""
+    from vllm import ModelRegistry
+
+    for arch in SUPPORTED:
+        name = wrapper_name(arch)
+        if name not in ModelRegistry.get_supported_archs():
+            ModelRegistry.register_model(name, f"lynx.engines.vllm_plugin.model:{name}")
