@@ -4,7 +4,6 @@ import json
 import math
 import shutil
 
-import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest

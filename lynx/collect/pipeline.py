@@ -99,18 +99,17 @@ def collect(cfg: CollectConfig) -> dict:
     """Run (or resume) a collection; returns the summary it prints."""
     if cfg.engine not in ("hf", "vllm"):
         raise ValueError(f"unknown engine {cfg.engine!r}: use hf or vllm")
-    if cfg.engine == "vllm":
-        raise ValueError("--engine vllm for collect is not implemented yet; use --engine hf")
     if cfg.samples_per_problem < 1 or cfg.max_new_tokens < 1 or cfg.answer_tokens < 1:
         raise ValueError("--samples-per-problem, --max-new-tokens and --answer-tokens must be >= 1")
     ref = resolve_model(cfg.model)
     records = load_dataset(cfg.dataset, n=cfg.n_problems, seed=cfg.seed, question_field=cfg.question_field, answer_field=cfg.answer_field)
-    model, tok = load_hf(ref)
+    engine = (HFCollector if cfg.engine == "hf" else VLLMCollector)(ref, cfg)
+    tok, mconf = engine.tokenizer, engine.config
     matcher = CueMatcher(tok, cues=cfg.cues)
-    layers = parse_layers(cfg.layers, model.config.num_hidden_layers)
+    layers = parse_layers(cfg.layers, mconf.num_hidden_layers)
     manifest = {
         "lynx_version": __version__, "model": cfg.model, "model_path": ref.path, "model_fingerprint": model_fingerprint(ref),
-        "tokenizer_hash": tokenizer_hash(tok), "num_layers": model.config.num_hidden_layers, "hidden_size": model.config.hidden_size,
+        "tokenizer_hash": tokenizer_hash(tok), "num_layers": mconf.num_hidden_layers, "hidden_size": mconf.hidden_size,
         "layers": list(layers), "cues": list(matcher.cues), "exit_string": cfg.exit_string,
         "sampling": {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed},
         "samples_per_problem": cfg.samples_per_problem, "answer_tokens": cfg.answer_tokens, "dataset": cfg.dataset,
@@ -130,6 +129,7 @@ def collect(cfg: CollectConfig) -> dict:
         console.print(f"resuming: {len(done)} of {n_shards} shards already complete")
     exit_ids = tok(cfg.exit_string, add_special_tokens=False)["input_ids"]
     stops = answer_stop_ids(tok)
+    engine.start(layers, matcher, exit_ids, stops)
     t_gen = t_label = 0.0
     cols = [TextColumn("[bold]collect"), BarColumn(), MofNCompleteColumn(), TextColumn("rollouts  {task.fields[rate]:.1f}/s  cues {task.fields[cues]}"), TimeElapsedColumn()]
     n_total = sum(min(cfg.shard_size, len(records) - i * cfg.shard_size) for i in todo) * cfg.samples_per_problem
@@ -142,15 +142,14 @@ def collect(cfg: CollectConfig) -> dict:
             jobs = [(rec, k) for rec in chunk for k in range(cfg.samples_per_problem)]
             prompts = [tok(chat_prompt(tok, rec.question, suffix=cfg.prompt_suffix), add_special_tokens=False)["input_ids"] for rec, _ in jobs]
             t = time.monotonic()
-            gens = hf.generate(model, tok, prompts, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                               top_p=cfg.top_p, seed=cfg.seed * 1_000_003 + index, batch_size=cfg.batch_size)
+            gens = engine.generate(prompts, seed=cfg.seed * 1_000_003 + index)
             t_gen += time.monotonic() - t
             t = time.monotonic()
             rollouts = make_rollouts(tok, matcher, [rec.id for rec, _ in jobs], [rec.answer for rec, _ in jobs], prompts, gens,
                                      [grader_for(rec.kind) for rec, _ in jobs])
-            _label(model, tok, rollouts, [rec.kind for rec, _ in jobs], layers, exit_ids, stops, cfg)
+            engine.label(rollouts, [rec.kind for rec, _ in jobs])
             t_label += time.monotonic() - t
-            cues, traces = _tables(rollouts, [k for _, k in jobs], layers, model.config.hidden_size)
+            cues, traces = _tables(rollouts, [k for _, k in jobs], layers, mconf.hidden_size)
             write_shard(out, index, cues, traces)
             n_cues += cues.num_rows
             bar.update(task, advance=len(jobs), cues=n_cues, rate=bar.tasks[0].completed / max(1e-9, time.monotonic() - t0))
@@ -164,23 +163,112 @@ def collect(cfg: CollectConfig) -> dict:
     return summary
 
 
-def _label(model, tok, rollouts, kinds, layers, exit_ids, stops, cfg: CollectConfig) -> None:
-    """Hidden states + forced exits for every cue point, in batches of traces."""
-    with_cues = [i for i, r in enumerate(rollouts) if r.cue_points]
-    step = max(1, cfg.batch_size // 4)  # traces per pass: each expands to one row per cue
-    for start in range(0, len(with_cues), step):
-        idx = with_cues[start : start + step]
-        states, answers = hf.cue_states_and_exits(
-            model, [rollouts[i].ids for i in idx], [[cp.cue.position for cp in rollouts[i].cue_points] for i in idx],
-            layers, exit_ids, max_answer_tokens=cfg.answer_tokens, stop_ids=stops, pad_id=tok.pad_token_id,
-        )
-        for i, st, ans in zip(idx, states, answers, strict=True):
-            grade = grader_for(kinds[i])
-            r = rollouts[i]
-            for cp, feat, a in zip(r.cue_points, st, ans, strict=True):
-                cp.forced_answer = parse_forced_answer(tok, a)
-                cp.safe = grade(cp.forced_answer, r.gold)
-                cp.features = feat
+def _apply_labels(tok, rollouts, kinds, i_states_answers) -> None:
+    for i, st, ans in i_states_answers:
+        grade = grader_for(kinds[i])
+        r = rollouts[i]
+        for cp, feat, a in zip(r.cue_points, st, ans, strict=True):
+            cp.forced_answer = parse_forced_answer(tok, a)
+            cp.safe = grade(cp.forced_answer, r.gold)
+            cp.features = feat
+
+
+class HFCollector:
+    """transformers: sampling with ``generate``; hidden states and forced exits in one pass per
+    batch of traces, continuing from the rollout's own KV cache."""
+
+    def __init__(self, ref, cfg: CollectConfig):
+        self.cfg = cfg
+        self.model, self.tokenizer = load_hf(ref)
+        self.config = self.model.config
+
+    def start(self, layers, matcher, exit_ids, stops) -> None:
+        self.layers, self.exit_ids, self.stops = layers, exit_ids, stops
+
+    def generate(self, prompts, seed: int):
+        c = self.cfg
+        return hf.generate(self.model, self.tokenizer, prompts, max_new_tokens=c.max_new_tokens, temperature=c.temperature,
+                           top_p=c.top_p, seed=seed, batch_size=c.batch_size)
+
+    def label(self, rollouts, kinds) -> None:
+        with_cues = [i for i, r in enumerate(rollouts) if r.cue_points]
+        step = max(1, self.cfg.batch_size // 4)  # traces per pass: each expands to one row per cue
+        for start in range(0, len(with_cues), step):
+            idx = with_cues[start : start + step]
+            states, answers = hf.cue_states_and_exits(
+                self.model, [rollouts[i].ids for i in idx], [[cp.cue.position for cp in rollouts[i].cue_points] for i in idx],
+                self.layers, self.exit_ids, max_answer_tokens=self.cfg.answer_tokens, stop_ids=self.stops,
+                pad_id=self.tokenizer.pad_token_id,
+            )
+            _apply_labels(self.tokenizer, rollouts, kinds, zip(idx, states, answers, strict=True))
+
+
+class VLLMCollector:
+    """vLLM: rollouts through lynx's in-engine hook in record mode (the wrapper model exposes
+    the configured layers, the logits processor keeps each cue token's features), then all
+    forced exits of a shard as one greedy batch whose prefixes vLLM's prefix cache already
+    holds from the rollouts. The engine runs in-process so the recorded features can be read.
+
+    Each rollout runs one token past ``max_new_tokens`` and is cut back: the hidden state of
+    a token only exists once it is fed back in, so this gives a cue on the last allowed token
+    its features too (same rows as the transformers path).
+    """
+
+    def __init__(self, ref, cfg: CollectConfig):
+        import os
+
+        from transformers import AutoConfig, AutoTokenizer
+
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        self.cfg, self.ref = cfg, ref
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(ref.path)
+            self.config = AutoConfig.from_pretrained(ref.path)
+        except OSError as e:
+            from lynx.models import ModelNotFound
+
+            raise ModelNotFound(f"cannot load model {ref.name!r}: {str(e).splitlines()[0]}") from None
+
+    def start(self, layers, matcher, exit_ids, stops) -> None:
+        from lynx.engines.vllm import build_lynx_llm
+
+        self.layers, self.exit_ids, self.stops = layers, exit_ids, sorted(stops)
+        self.llm, _ = build_lynx_llm(self.ref, {"layers": list(layers), "cues": list(matcher.cues), "exit_ids": exit_ids, "record": True},
+                                     seed=self.cfg.seed, enable_prefix_caching=True)
+        self._tags: list[str] = []
+
+    def generate(self, prompts, seed: int):
+        import uuid
+
+        from lynx.engines.vllm import generate_ids
+
+        c = self.cfg
+        self._tags = [uuid.uuid4().hex for _ in prompts]
+        outs = generate_ids(self.llm, prompts, max_new_tokens=c.max_new_tokens + 1, temperature=c.temperature, top_p=c.top_p,
+                            seed=seed, extra_args=[{"lynx_record": t} for t in self._tags])
+        return [o[: c.max_new_tokens] for o in outs]
+
+    def label(self, rollouts, kinds) -> None:
+        from lynx.engines.exit_control import RECORDS
+
+        jobs, states = [], {}
+        for i, (r, tag) in enumerate(zip(rollouts, self._tags, strict=True)):
+            rec = {pos: feat for pos, feat, _ in RECORDS.pop(tag, [])}
+            if not r.cue_points:
+                continue
+            missing = [cp.cue.position for cp in r.cue_points if cp.cue.position not in rec]
+            if missing:
+                raise RuntimeError(f"vLLM hook recorded no features at cue positions {missing} of {r.problem_id}")
+            states[i] = np.stack([rec[cp.cue.position].reshape(len(self.layers), -1) for cp in r.cue_points])
+            jobs += [(i, r.ids[: cp.cue.position + 1] + self.exit_ids) for cp in r.cue_points]
+        from vllm import SamplingParams, TokensPrompt
+
+        params = SamplingParams(temperature=0.0, max_tokens=self.cfg.answer_tokens, stop_token_ids=self.stops)
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for _, p in jobs], params, use_tqdm=False) if jobs else []
+        answers: dict[int, list] = {}
+        for (i, _), o in zip(jobs, outs, strict=True):
+            answers.setdefault(i, []).append(list(o.outputs[0].token_ids))
+        _apply_labels(self.tokenizer, rollouts, kinds, ((i, states[i], answers[i]) for i in sorted(states)))
 
 
 def summarize(out: Path) -> dict:

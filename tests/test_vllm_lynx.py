@@ -1,0 +1,108 @@
+"""lynx's in-engine hook on vLLM (CPU build, old model runner): untouched requests, recorded
+features equal to transformers', exits at the same cue as the transformers engine, audit."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from lynx.defaults import DEFAULT_EXIT
+from lynx.engines import hf
+from lynx.engines.exit_control import AUDIT, RECORDS, ExitController
+from lynx.engines.hf_exit import generate_with_exit
+from lynx.layers import default_layers
+from lynx.models import model_fingerprint, resolve_model
+from lynx.organism.problems import sample_problems
+from lynx.organism.prompting import chat_prompt
+from lynx.probe.artifact import Probe, save_probe
+
+pytestmark = [pytest.mark.slow, pytest.mark.vllm]
+
+
+def _prompts(tok, n, seed):
+    return [tok(chat_prompt(tok, p.text), add_special_tokens=False)["input_ids"] for p in sample_problems("test", n, seed=seed)]
+
+
+@pytest.fixture(scope="module")
+def probe_dir(tmp_path_factory, organism):
+    lm, _ = organism
+    layers = list(default_layers(lm.config.num_hidden_layers))
+    d = len(layers) * lm.config.hidden_size
+    g = torch.Generator().manual_seed(1)
+    probe = Probe(torch.zeros(d), torch.ones(d), [torch.randn(d, 8, generator=g) / d**0.5, torch.randn(8, 1, generator=g)],
+                  [torch.zeros(8), torch.zeros(1)],
+                  {"layers": layers, "hidden_size": lm.config.hidden_size, "model": "organism", "model_fingerprint": model_fingerprint(resolve_model("organism")),
+                   "cues": ["alternatively", "hmm", "wait"], "exit_string": DEFAULT_EXIT})
+    out = tmp_path_factory.mktemp("vprobe") / "probe"
+    save_probe(probe, out)
+    return out, probe
+
+
+@pytest.fixture(scope="module")
+def lynx_llm(probe_dir):
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    from lynx.engines.vllm import build_lynx_llm
+
+    folder, probe = probe_dir
+    llm, _ = build_lynx_llm(resolve_model("organism"), {"probe": str(folder), "layers": probe.layers, "exit_string": DEFAULT_EXIT})
+    return llm
+
+
+def test_requests_without_lynx_are_plain_generation(organism, lynx_llm):
+    from lynx.engines.vllm import generate_ids
+
+    lm, tok = organism
+    prompts = _prompts(tok, 8, seed=21)
+    assert generate_ids(lynx_llm, prompts, max_new_tokens=300) == hf.generate(lm, tok, prompts, max_new_tokens=300)
+    # sampled: a request's output does not depend on lynx requests sharing its batch
+    alone = generate_ids(lynx_llm, prompts, max_new_tokens=300, temperature=0.6, top_p=0.95, seed=5)
+    args = [None if i % 2 == 0 else {"lynx_threshold": 0.0, "lynx_tag": f"mix{i}"} for i in range(8)]
+    mixed = generate_ids(lynx_llm, prompts, max_new_tokens=300, temperature=0.6, top_p=0.95, seed=5, extra_args=args)
+    assert [mixed[i] for i in range(0, 8, 2)] == [alone[i] for i in range(0, 8, 2)]
+    exited = [AUDIT.pop(f"mix{i}", []) for i in range(1, 8, 2)]
+    assert sum(bool(a) for a in exited) >= 2
+
+
+def test_recorded_features_equal_transformers_hidden_states(organism, lynx_llm, probe_dir):
+    from lynx.cues import CueMatcher
+    from lynx.engines.vllm import generate_ids
+
+    lm, tok = organism
+    _, probe = probe_dir
+    prompts = _prompts(tok, 8, seed=22)
+    outs = generate_ids(lynx_llm, prompts, max_new_tokens=300, extra_args=[{"lynx_record": f"r{i}"} for i in range(8)])
+    matcher = CueMatcher(tok)
+    n = 0
+    for i, (p, o) in enumerate(zip(prompts, outs)):
+        rec = RECORDS.pop(f"r{i}", [])
+        pos = [c.position for c in matcher.find(p + o, start=len(p))]
+        pos = [q for q in pos if q < len(p) + len(o) - 1]  # the last token is never fed back in
+        assert [r[0] for r in rec][: len(pos)] == pos
+        if pos:
+            ref = hf.hidden_states_at(lm, [p + o], [pos], probe.layers)[0].reshape(len(pos), -1)
+            np.testing.assert_allclose(np.stack([r[1] for r in rec[: len(pos)]]), ref, atol=1e-4)
+            np.testing.assert_allclose([r[2] for r in rec[: len(pos)]], probe(torch.from_numpy(ref)).numpy(), atol=1e-4)
+            n += len(pos)
+    assert n >= 3
+
+
+def test_exit_at_the_same_cue_as_transformers(organism, lynx_llm, probe_dir):
+    from lynx.engines.vllm import generate_ids
+
+    lm, tok = organism
+    folder, probe = probe_dir
+    prompts = _prompts(tok, 8, seed=23)
+    # a threshold between the cue scores so that some traces exit late, some early, some never
+    rec_args = [{"lynx_record": f"s{i}"} for i in range(8)]
+    generate_ids(lynx_llm, prompts, max_new_tokens=300, extra_args=rec_args)
+    scores = np.concatenate([[r[2] for r in RECORDS.pop(f"s{i}", [])] for i in range(8)])
+    t = float(np.quantile(scores, 0.6))
+    v_args = [{"lynx_threshold": t, "lynx_tag": f"v{i}"} for i in range(8)]
+    h_args = [{"lynx_threshold": t, "lynx_tag": f"h{i}"} for i in range(8)]
+    v_out = generate_ids(lynx_llm, prompts, max_new_tokens=300, extra_args=v_args)
+    h_out = generate_with_exit(lm, tok, prompts, ExitController({"exit_string": DEFAULT_EXIT}, tok), h_args, probe=probe, max_new_tokens=300)
+    assert v_out == h_out
+    v_audit = [[a["cue_position"] for a in AUDIT.pop(f"v{i}", [])] for i in range(8)]
+    h_audit = [[a["cue_position"] for a in AUDIT.pop(f"h{i}", [])] for i in range(8)]
+    assert v_audit == h_audit and 0 < sum(map(len, v_audit)) < 8
