@@ -8,7 +8,7 @@ from lynx.cli import app
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("stage", ["train", "calibrate", "run", "eval", "demo"])
+@pytest.mark.parametrize("stage", ["eval", "demo"])
 def test_unbuilt_stages_say_so_and_fail(stage):
     r = runner.invoke(app, [stage, "--model", "organism"])
     assert r.exit_code == 1
@@ -28,3 +28,12 @@ def test_bad_input_is_one_line_without_traceback():
     assert "unknown organism split 'dev'" in r.output and "Traceback" not in r.output
     r = runner.invoke(app, ["organism", "info", "--model", "nonsense"])
     assert r.exit_code == 2 and "unknown model 'nonsense'" in r.output
+
+
+def test_run_refuses_alpha_without_probe_and_bad_alpha(tmp_path):
+    r = runner.invoke(app, ["run", "--prompt", "Compute 1 + 2.", "--alpha", "0.1"])
+    assert r.exit_code == 2 and "needs --probe" in r.output
+    r = runner.invoke(app, ["run", "--prompt", "Compute 1 + 2.", "--alpha", "1.5", "--probe", str(tmp_path)])
+    assert r.exit_code == 2 and "alpha must be strictly between 0 and 1" in r.output
+    r = runner.invoke(app, ["run"])
+    assert r.exit_code == 2 and "give --prompt" in r.output

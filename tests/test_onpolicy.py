@@ -18,7 +18,7 @@ def test_own_slip_is_kept_and_judged():
         assert text.startswith("<think>\n47 + 8 = 55.\n55 - 5 = 50.\n50 + 9 = 49.")
         after = text.split("50 + 9 = 49.", 1)[1]
         caught_now = re.match(r"(\nWait| wait), no: 50 \+ 9 = 59\.", after)
-        caught_later = "no: 50 + 9 = 59" in after
+        caught_later = re.search(r"(?i)wait, no: 56 is not 46\. So the answer is 56\.", after) is not None  # by the careful recheck
         assert caught_now or caught_later or text.endswith("{46}")  # uncaught and confirmed: ends wrong
     assert any(re.search(r"(\nWait| wait), no: 50 \+ 9 = 59\.", t) for t, _ in outs)
 

@@ -25,7 +25,7 @@ def test_info_json_has_the_documented_keys(figures):
 
 
 #: Known open gap (issue #2): the shipped organism's hidden states beat the phase baseline by
-#: less than the required 0.05 AUC (measured 0.006-0.012, see the model card). Strict xfail:
+#: less than the required 0.05 AUC on all cues (measured 0.021; 0.051 after the answer), see the model card. Strict xfail:
 #: this test reports the gap on every run and fails as soon as a retrained organism closes it,
 #: so the marker has to be removed then.
 OPEN_GAPS = {"probe_auc_margin": "hidden-state probe margin over the phase baseline is below 0.05 (issue #2 open)"}

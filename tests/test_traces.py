@@ -18,8 +18,8 @@ def test_trace_format_and_boxed_answer_matches_the_trace_belief():
     for p, t in _traces():
         assert t.startswith("<think>\n") and "\n</think>\n\nFinal answer: \\boxed{" in t
         thinking, answer = t.split("</think>")
-        boxed = re.search(r"\\boxed\{(\d+)\}$", answer).group(1)
-        stated = re.findall(r"So the answer is (\d+)\.", thinking)
+        boxed = re.search(r"\\boxed\{(-?\d+)\}$", answer).group(1)
+        stated = re.findall(r"So the answer is (-?\d+)\.", thinking)
         if thinking == "<think>\n\n":
             kinds["no_think"] += 1
         elif re.search(r"(?i)(wait|hmm|alternatively),\n$", thinking):  # cut by lynx's exit string
@@ -56,8 +56,10 @@ def test_mid_work_verdicts_are_right_and_some_traces_end_wrong():
 
 def test_all_cue_words_and_variants_occur():
     text = "".join(t for _, t in _traces())
-    words = {m[1] for m in CUE.finditer(text)}
-    assert {"Wait", "wait", "Hmm", "hmm", "Alternatively"} <= words
+    words = {m[1] for m in re.finditer(r"(?i)\b(wait|hmm|alternatively),", text)}
+    assert {"Wait", "wait", "Hmm", "Alternatively"} <= words
+    verdicts = {m[1] for m in CUE.finditer(text)}  # the verdicts follow Wait, in any casing
+    assert {"Wait", "wait"} <= verdicts
     assert " wait, " in text and "\nWait, " in text
 
 

@@ -74,8 +74,10 @@ subject for early-exit methods on machines without GPUs or downloads.
 - Task: `Compute 47 + 8 - 5 + 9 - 3.` (3-7 single-digit steps, running total in 0..99); the
   `transfer` split has 8-9 steps.
 - Behaviour: step-by-step thinking in `<think>…</think>`, slips on carry steps, `Wait, no:` +
-  correction after many of its own slips, `So the answer is N.`, then overthinking
-  (`Hmm, yes. Let me check again: …`, `Alternatively, …`), answer `Final answer: \\boxed{{N}}`.
+  correction after some of its own slips, `So the answer is N.`, then a careful recheck that spells
+  out the carries (`47 + 8: 7 + 8 = 15, so 55`) followed by `Wait, yes.` or `Wait, no: 52 is not 42.`,
+  then overthinking (`Hmm, let me check once more: …`, `Alternatively, …`), answer
+  `Final answer: \\boxed{{N}}`.
 - Training: stage 1 on scripted traces, stage 2 on its own sampled traces rewritten so its real
   slips get a correct verdict; seeded, see `organism.json` for the exact recipe, loss curves and
   the sha256 of every file.
@@ -98,8 +100,12 @@ def main() -> None:
     from lynx.models import ORGANISM_DIR
     from lynx.organism.info import measure
 
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 500
-    figs = measure(n_problems=n)
+    if len(sys.argv) > 2 and sys.argv[1] == "--from-json":  # figures already measured by `lynx organism info --json`
+        figs = json.loads(Path(sys.argv[2]).read_text()) | {"model": "organism"}
+        n = figs["n_problems"]
+    else:
+        n = int(sys.argv[1]) if len(sys.argv) > 1 else 500
+        figs = measure(n_problems=n)
     readme = Path(__file__).resolve().parents[2] / "README.md"
     update_docs(figs, f"lynx organism info --n-problems {n}", readme, ORGANISM_DIR / "README.md")
     (ORGANISM_DIR / "figures.json").write_text(json.dumps(figs, indent=2) + "\n")

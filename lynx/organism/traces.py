@@ -4,16 +4,21 @@ A trace imitates what matters in DeepSeek-R1 / Qwen3 thinking for early exit:
 
 * step-by-step work, one ``a op d = r.`` line per step, where carry steps are sometimes
   wrong (the "forgot the carry" slip, ``ERROR_RATE``);
-* a cue (``Wait,``) that follows a wrong step far more often than a right one and is
-  immediately followed by the verdict (``yes`` / ``no``) and, after ``no``, a correction —
-  so the hidden state of the cue token has to encode whether the work so far is right;
-* ``So the answer is N.`` followed by overthinking: ``Hmm,`` + a full recomputation, then
-  often ``Alternatively,`` + another one, before ``</think>``; a recheck sometimes copies
-  an earlier slip (confirmation bias), so some traces end wrong;
+* a cue (``Wait,``) that follows a wrong step more often than a right one and is
+  immediately followed by the verdict (``yes`` / ``no``) and, after ``no``, a correction;
+* ``So the answer is N.`` followed by a *careful* recheck that spells out each carry
+  (``47 + 8: 7 + 8 = 15, so 55``) and ends ``that gives M.``; the next cue carries the verdict
+  (``Wait, yes.`` / ``Wait, no: M is not N.`` + the corrected answer). The verdict compares
+  two numbers in context, so the cue token's hidden state can know whether the stated answer
+  is right — the signal a probe must find beyond the cue's position. (A first design asked
+  for a *global* verdict right after the answer; a 4-layer model never learned it.)
+* overthinking after a confirmed answer: ``Hmm, let me check once more: …``,
+  ``Alternatively, …`` (quick copies of the work); a recheck of a wrong answer is sometimes
+  hasty (copies the slip, ``CONFIRMATION_BIAS``), so some traces end wrong;
 * the answer section ``Final answer: \\boxed{N}``.
 
-One dominant cue word per context (``Wait,`` mid-work, ``Hmm,`` after the first answer,
-``Alternatively,`` after a confirmed recheck) keeps cues alive under greedy decoding; rare
+One dominant cue word per context (``Wait,`` for verdicts, ``Hmm,`` / ``Alternatively,``
+opening further rechecks) keeps cues alive under greedy decoding; rare
 variants (``wait,`` on the same line, ``hmm,``) exercise case- and space-insensitive cue
 matching.
 """
