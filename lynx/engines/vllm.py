@@ -42,6 +42,33 @@ def build_llm(ref: ModelRef, *, dtype: str = "float32", seed: int = 0, enforce_e
     )
 
 
+def _processor_for_runner():
+    """lynx's logits processor for the model runner vLLM will use, pinning that choice.
+
+    vLLM has two runners with incompatible processor interfaces (see the vLLM notes in the
+    docs). The V2 runner needs CUDA and Triton; the CPU build always runs V1. An explicit
+    ``VLLM_USE_V2_MODEL_RUNNER`` is honoured; otherwise lynx sets it to what it picked, so
+    vLLM cannot silently choose the other runner.
+    """
+    import importlib.util
+
+    import torch
+
+    env = os.environ.get("VLLM_USE_V2_MODEL_RUNNER")
+    if env is not None:
+        v2 = env.strip().lower() in ("1", "true")
+    else:
+        v2 = torch.cuda.is_available() and importlib.util.find_spec("triton") is not None
+        os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "1" if v2 else "0"
+    if v2:
+        from lynx.engines.vllm_plugin.processor_v2 import LynxLogitsProcessorV2
+
+        return LynxLogitsProcessorV2
+    from lynx.engines.vllm_plugin.processor_v1 import LynxLogitsProcessor
+
+    return LynxLogitsProcessor
+
+
 def build_lynx_llm(ref: ModelRef, lynx_cfg: dict, *, seed: int = 0, **kwargs):
     """(LLM, tokenizer) running ``ref`` through lynx's wrapper architecture and logits processor.
 
@@ -59,7 +86,7 @@ def build_lynx_llm(ref: ModelRef, lynx_cfg: dict, *, seed: int = 0, **kwargs):
 
     try:
         register()
-        from lynx.engines.vllm_plugin.processor_v1 import LynxLogitsProcessor
+        processor = _processor_for_runner()
     except Exception as e:
         raise VLLMUnavailable(f"vLLM is not usable here ({type(e).__name__}: {e}); install lynx[cpu] or lynx[vllm]") from None
     config = json.loads((Path(ref.path) / "config.json").read_text()) if (Path(ref.path) / "config.json").exists() else {}
@@ -69,7 +96,7 @@ def build_lynx_llm(ref: ModelRef, lynx_cfg: dict, *, seed: int = 0, **kwargs):
     cfg.setdefault("layers", [n_layers])
     llm = build_llm(
         ref, seed=seed, hf_overrides={"architectures": [wrapper_name(arch)]}, additional_config={"lynx": cfg},
-        logits_processors=[LynxLogitsProcessor], **kwargs,
+        logits_processors=[processor], **kwargs,
     )
     return llm, llm.get_tokenizer()
 

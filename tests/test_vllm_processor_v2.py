@@ -1,0 +1,72 @@
+"""The Model Runner V2 logits processor, driven by hand-built LogitsContexts (the new runner
+needs a GPU; its interface module imports on CPU)."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("vllm.v1.worker.gpu.sample.logits_processor.interface", reason="vLLM not installed")
+
+from vllm import SamplingParams  # noqa: E402
+from vllm.v1.worker.gpu.sample.logits_processor.interface import LogitsContext  # noqa: E402
+
+from lynx.defaults import DEFAULT_EXIT  # noqa: E402
+from lynx.engines.exit_control import AUDIT  # noqa: E402
+from lynx.engines.vllm_plugin import shared  # noqa: E402
+from lynx.engines.vllm_plugin.processor_v2 import LynxLogitsProcessorV2  # noqa: E402
+from lynx.models import ORGANISM_DIR  # noqa: E402
+
+pytestmark = pytest.mark.vllm
+
+
+def _ctx(slots, tokens, positions):
+    idx = torch.tensor(slots)
+    return LogitsContext(
+        expanded_idx_mapping=idx, idx_mapping=idx, idx_mapping_np=np.array(slots), expanded_local_pos=torch.zeros(len(slots), dtype=torch.long),
+        input_ids=torch.tensor(tokens), pos=torch.tensor(positions), seq_lens_upper_bound_np=np.array(positions) + 1,
+    )
+
+
+def test_v2_processor_exits_only_the_opted_in_request(organism_tokenizer):
+    tok = organism_tokenizer
+    V, max_len = len(tok), 256
+    req_states = SimpleNamespace(
+        all_token_ids=SimpleNamespace(gpu=torch.zeros(4, max_len, dtype=torch.long)),
+        prompt_len=SimpleNamespace(np=np.zeros(4, dtype=np.int32)),
+    )
+    cfg = SimpleNamespace(additional_config={"lynx": {"exit_string": DEFAULT_EXIT}}, model_config=SimpleNamespace(tokenizer=str(ORGANISM_DIR)))
+    proc = LynxLogitsProcessorV2(cfg, req_states)
+    assert proc.add_request(0, SamplingParams(extra_args={"lynx_threshold": 0.5, "lynx_tag": "v2"}))
+    assert not proc.add_request(1, SamplingParams())
+    with pytest.raises(ValueError, match="lynx_alpha"):
+        LynxLogitsProcessorV2.validate_params(SamplingParams(extra_args={"lynx_alpha": 2}))
+
+    prompt = tok("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
+    text = tok("<think>\n12 + 3 = 15.\nWait,", add_special_tokens=False)["input_ids"]
+    seq = prompt + text
+    for slot in (0, 1):
+        req_states.all_token_ids.gpu[slot, : len(seq)] = torch.tensor(seq)
+        req_states.prompt_len.np[slot] = len(prompt)
+    exit_ids = proc.controller.exit_ids
+    # decode steps: every row's input token is the last token so far; scores are high
+    for p in range(len(prompt), len(seq)):
+        logits = torch.zeros(2, V)
+        shared.publish(torch.tensor([0.9, 0.9]), None)
+        out = proc.apply(logits, _ctx([0, 1], [seq[p], seq[p]], [p, p]))
+        if p < len(seq) - 1:
+            assert torch.isfinite(out).all()  # no cue yet
+    assert out[0].argmax().item() == exit_ids[0] and torch.isinf(out[0]).sum() == V - 1
+    assert torch.isfinite(out[1]).all()  # the request that did not opt in is untouched
+    # the exit string continues token by token (rows may be reordered between steps)
+    pos = len(seq)
+    for k in range(1, len(exit_ids)):
+        shared.publish(torch.tensor([0.1, 0.1]), None)
+        out = proc.apply(torch.zeros(2, V), _ctx([1, 0], [5, exit_ids[k - 1]], [pos, pos]))
+        assert out[1].argmax().item() == exit_ids[k] and torch.isfinite(out[0]).all()
+        pos += 1
+    shared.publish(torch.tensor([0.1]), None)
+    assert torch.isfinite(proc.apply(torch.zeros(1, V), _ctx([0], [exit_ids[-1]], [pos]))).all()  # answering freely
+    (entry,) = AUDIT.pop("v2")
+    assert entry["event"] == "exit" and entry["cue_position"] == len(seq) - 1 and entry["score"] == pytest.approx(0.9)
