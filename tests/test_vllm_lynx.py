@@ -105,4 +105,4 @@ def test_exit_at_the_same_cue_as_transformers(organism, lynx_llm, probe_dir):
     assert v_out == h_out
     v_audit = [[a["cue_position"] for a in AUDIT.pop(f"v{i}", [])] for i in range(8)]
     h_audit = [[a["cue_position"] for a in AUDIT.pop(f"h{i}", [])] for i in range(8)]
-    assert v_audit == h_audit and 0 < sum(map(len, v_audit)) < 8
+    assert v_audit == h_audit and sum(map(len, v_audit)) >= 4

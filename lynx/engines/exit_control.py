@@ -114,7 +114,7 @@ class ExitController:
         if self.matcher.match_at(ids, pos) is None or not self.matcher.thinking_open(ids, pos):
             return None
         if state.record and state.tag is not None:
-            RECORDS.setdefault(state.tag, []).append((pos, None if features is None else features.detach().cpu().numpy().copy(), score))
+            RECORDS.setdefault(state.tag, []).append((pos, None if features is None else features.detach().float().cpu().numpy().copy(), score))
         if state.threshold is None:
             return None
         if score is None or not math.isfinite(score):

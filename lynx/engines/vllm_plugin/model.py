@@ -40,7 +40,6 @@ class _LynxMixin:
         self.lynx_aux = tuple(sorted({x for x in self.lynx_layers if x != n}))
         if self.lynx_aux:
             self.set_aux_hidden_state_layers(self.lynx_aux)
-        self.lynx_record = bool(cfg.get("record", False))
         self.lynx_probe = None
         if cfg.get("probe"):
             from lynx.probe import load_probe
@@ -81,7 +80,7 @@ class _LynxMixin:
                     shared.errors.append(msg)
                     log.warning(msg)
                 scores = None
-        shared.publish(scores, feats.float() if self.lynx_record else None)
+        shared.publish(scores, feats)  # a reference, no copy: read only for requests that record cue features
         return super().compute_logits(final.contiguous())
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 scores: torch.Tensor | None = None  # (rows,) P(safe) of each row's input token
-features: torch.Tensor | None = None  # (rows, n_layers * hidden), kept only when recording
+features: torch.Tensor | None = None  # (rows, n_layers * hidden): the probe input of each row
 step: int = 0  # incremented by every compute_logits call
 errors: list[str] = []  # probe failures, reported once each
 
