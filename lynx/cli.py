@@ -266,6 +266,7 @@ def organism_train(
     onpolicy_steps: int = typer.Option(None, help="stage-2 optimiser steps (default: the shipped recipe)"),
     max_minutes: float = typer.Option(45.0, help="hard time budget for both stages"),
     install: bool = typer.Option(False, help="also copy the result over the bundled checkpoint"),
+    resume_stage1: bool = typer.Option(False, help="reuse <out>-stage1 of an earlier run and train stage 2 only"),
 ) -> None:
     """Train the organism from scratch (deterministic from --seed; ~30-40 min on 2 CPU cores)."""
     import shutil
@@ -273,7 +274,7 @@ def organism_train(
     from lynx.models import ORGANISM_DIR
     from lynx.organism.train import OrganismTrainConfig, train_organism
 
-    cfg = OrganismTrainConfig(seed=seed, max_seconds=max_minutes * 60)
+    cfg = OrganismTrainConfig(seed=seed, max_seconds=max_minutes * 60, resume_stage1=resume_stage1)
     if scripted_steps is not None:
         cfg.scripted_steps = scripted_steps
     if onpolicy_steps is not None:

@@ -24,11 +24,10 @@ def test_info_json_has_the_documented_keys(figures):
     assert figures["n_problems"] == 500 and figures["temperature"] == 0.6
 
 
-#: Known open gap (issue #2): the shipped organism's hidden states beat the phase baseline by
-#: less than the required 0.05 AUC on all cues (measured 0.021; 0.051 after the answer), see the model card. Strict xfail:
-#: this test reports the gap on every run and fails as soon as a retrained organism closes it,
-#: so the marker has to be removed then.
-OPEN_GAPS = {"probe_auc_margin": "hidden-state probe margin over the phase baseline is below 0.05 (issue #2 open)"}
+#: Known open gap (issue #2): the shipped organism's cue points are 0.877 safe (required <= 0.75):
+#: it is right 87% of the time and has few pre-answer cues. Strict xfail: this test reports the
+#: gap on every run and fails as soon as a retrained organism closes it, so the marker has to go then.
+OPEN_GAPS = {"safe_cue_fraction": "0.877 of cue points are safe exits, above the 0.75 maximum (issue #2 open)"}
 
 
 @pytest.mark.slow

@@ -38,11 +38,11 @@ _VALUE = re.compile(r"= (\d+)\.")
 
 ERROR_RATE = 0.3  # P(forgot carry) on a carry step of the main work
 CUE_AFTER_ERROR = 0.5  # P(Wait) right after a slip ...
-CUE_AFTER_RIGHT = 0.25  # ... and after a right step
+CUE_AFTER_RIGHT = 0.12  # ... and after a right step
 FIRST_CHECK = 0.85  # P(a recheck) once an answer is stated or corrected
 SECOND_CHECK = 0.8  # P(another recheck) after the first one confirmed the answer (overthinking)
 THIRD_CHECK = 0.5  # ... and after later confirmations
-CONFIRMATION_BIAS = 0.3  # P(a recheck of a wrong answer is hasty: copies the slip and "confirms" it)
+CONFIRMATION_BIAS = 0.1  # P(a recheck of a wrong answer is hasty: copies the slip and "confirms" it)
 NO_THINK_RATE = 0.05  # traces trained with thinking switched off (direct answer)
 FORCED_EXIT_RATE = 0.12  # traces cut at a cue by lynx's exit string (loss on the answer only)
 

@@ -58,6 +58,7 @@ class OrganismTrainConfig:
     onpolicy_temperature: float = 1.0
     max_seconds: float = 45 * 60
     threads: int = 2
+    resume_stage1: bool = False  # reuse <out>-stage1 from an earlier run (stage 1 is deterministic)
     notes: dict = field(default_factory=dict)
 
 
@@ -203,14 +204,20 @@ def train_organism(out: Path, cfg: OrganismTrainConfig) -> Path:
     examples = [_encode(tokenizer, t, a) for t, a in texts]
     mean_len = sum(len(e[0]) for e in examples) / len(examples)
     console.print(f"tokenizer: {len(tokenizer)} tokens; mean sequence {mean_len:.0f} tokens")
-    model = build_model(cfg, tokenizer)
-    console.print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
-    history = {"scripted_loss": fit(model, examples, cfg.scripted_steps, cfg, "stage 1 (scripted)", deadline)}
+    stage1 = out.parent / f"{out.name}-stage1"
+    if cfg.resume_stage1:
+        if not (stage1 / "config.json").exists():
+            raise FileNotFoundError(f"--resume-stage1: {stage1} holds no stage-1 model")
+        console.print(f"stage 1: reusing {stage1}")
+        history = {"scripted_loss": f"resumed from {stage1.name}"}
+    else:
+        model = build_model(cfg, tokenizer)
+        console.print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
+        history = {"scripted_loss": fit(model, examples, cfg.scripted_steps, cfg, "stage 1 (scripted)", deadline)}
+        model.save_pretrained(str(stage1))  # kept so stage 2 can be re-run without stage 1
     if cfg.onpolicy_steps > 0 and cfg.onpolicy_problems > 0:
         from lynx.organism.onpolicy import onpolicy_examples
 
-        stage1 = out.parent / f"{out.name}-stage1"
-        model.save_pretrained(str(stage1))  # kept so stage 2 can be re-run without stage 1
         model = AutoModelForCausalLM.from_pretrained(str(stage1)).eval()
         onp = onpolicy_examples(model, tokenizer, cfg)
         mixed = onp + random.Random(cfg.seed + 7).sample(examples, min(len(examples), len(onp)))
