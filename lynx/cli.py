@@ -21,7 +21,7 @@ from lynx.cues import DEFAULT_CUES
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
 organism_app = typer.Typer(no_args_is_help=True, help="The bundled model organism: its data, its training, its figures.")
 app.add_typer(organism_app, name="organism")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error is one line, however long
 out = Console()
 
 

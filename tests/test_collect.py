@@ -1,5 +1,6 @@
 """lynx collect on the organism: rows, manifest, resume, refusal, and prefix reuse."""
 
+import re
 import json
 
 import numpy as np
@@ -42,7 +43,8 @@ def test_rows_columns_and_manifest(collected):
     assert {"model_fingerprint", "tokenizer_hash", "layers", "cues", "exit_string", "sampling", "dataset", "lynx_version"} <= set(manifest)
     # cue rows sit inside the thinking span, in order
     rows = cues.to_pylist()
-    assert all(0 < r["cue_text"].lower().count(r["cue_word"]) for r in rows)
+    # the decision token completes the cue word: its letters end the word (a tokenizer may split the word)
+    assert all(r["cue_word"].endswith(re.sub(r"[^a-z]", "", r["cue_text"].lower())) and re.search("[a-z]", r["cue_text"].lower()) for r in rows)
     assert all(r["thinking_position"] <= r["thinking_tokens_total"] for r in rows)
 
 

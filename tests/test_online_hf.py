@@ -26,7 +26,7 @@ def setup(organism):
     lm, tok = organism
     layers = list(default_layers(lm.config.num_hidden_layers))
     probe = random_probe(len(layers) * lm.config.hidden_size, layers)
-    problems = sample_problems("test", 6, seed=4)
+    problems = sample_problems("test", 8, seed=4)
     prompts = [tok(chat_prompt(tok, p.text), add_special_tokens=False)["input_ids"] for p in problems]
     ctl = ExitController({"exit_string": DEFAULT_EXIT}, tok)
     return lm, tok, layers, probe, prompts, ctl
@@ -34,9 +34,9 @@ def setup(organism):
 
 def test_rows_that_do_not_opt_in_are_untouched(setup):
     lm, tok, layers, probe, prompts, ctl = setup
-    vanilla = hf.generate(lm, tok, prompts, max_new_tokens=200, temperature=0.6, top_p=0.95, seed=3)
+    vanilla = hf.generate(lm, tok, prompts, max_new_tokens=400, temperature=0.6, top_p=0.95, seed=3)
     args = [{"lynx_threshold": 0.0, "lynx_tag": f"u{i}"} if i % 2 else None for i in range(len(prompts))]
-    mixed = generate_with_exit(lm, tok, prompts, ctl, args, probe=probe, max_new_tokens=200, temperature=0.6, top_p=0.95, seed=3)
+    mixed = generate_with_exit(lm, tok, prompts, ctl, args, probe=probe, max_new_tokens=400, temperature=0.6, top_p=0.95, seed=3)
     for i in range(0, len(prompts), 2):
         assert mixed[i] == vanilla[i]
     exit_ids = tok(DEFAULT_EXIT, add_special_tokens=False)["input_ids"]
