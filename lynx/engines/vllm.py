@@ -11,6 +11,9 @@ import os
 
 from lynx.models import ModelRef
 
+# vLLM logs to stdout by default; lynx keeps stdout for results (`--json`), so its logs go to stderr.
+os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+
 
 class VLLMUnavailable(RuntimeError):
     """vLLM is not installed (or cannot start) in this environment."""
