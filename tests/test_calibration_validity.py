@@ -118,7 +118,8 @@ def test_alpha_outside_unit_interval_is_refused(alpha):
 @pytest.mark.parametrize("alpha", [0.1, 0.2])
 def test_guarantee_on_organism_data(organism_probe, organism_collections, alpha):
     """Re-split real organism calibration traces 200 times: calibrate on one half, measure the
-    other. CRC's expected risk and the per-cue exit rate of unsafe cues stay within alpha."""
+    other. CRC's and LTT's expected risk and the per-cue exit rate of unsafe cues stay within alpha, and LTT's
+    violation frequency stays within its delta."""
     from lynx.calibrate.pipeline import calibrate
     from lynx.calibrate.report import Evaluator
     from lynx.calibrate.store import load_calibration
@@ -128,16 +129,24 @@ def test_guarantee_on_organism_data(organism_probe, organism_collections, alpha)
     ev = Evaluator(cal, "premature")
     n = len(ev.problem_ids)
     rng = np.random.default_rng(7)
-    crc, per_cue = [], []
+    crc, ltt, per_cue = [], [], []
     unsafe_trace = ev.cue_trace[cal.traces.label == 0]
     unsafe_score = cal.traces.score[cal.traces.label == 0]
     for _ in range(200):
         perm = rng.permutation(n)
         a, b = perm[: n // 2], perm[n // 2 :]
         crc.append(ev.outcome(ev.index("per-problem", "crc", alpha, 0.1, a), b)["risk"])
+        ltt.append(ev.outcome(ev.index("per-problem", "ltt", alpha, 0.1, a), b)["risk"])
         idx = ev.index("per-cue", None, alpha, 0.1, a)
         t = ev.grid[idx] if idx is not None else np.inf
         in_b = np.isin(ev.trace_problem[unsafe_trace], b)
         per_cue.append(float((unsafe_score[in_b] >= t).mean()))
-    for vals in (np.array(crc), np.array(per_cue)):
+    for vals in (np.array(crc), np.array(ltt), np.array(per_cue)):
         assert vals.mean() <= alpha + Z * vals.std(ddof=1) / math.sqrt(len(vals))
+    # LTT: the share of splits whose held-out risk exceeds alpha stays within what delta = 0.1 allows, plus the
+    # held-out half's own sampling noise (a binomial bound on the half's risk at level alpha)
+    from scipy.stats import binom
+
+    m = n - n // 2
+    noisy = 1 - binom.cdf(math.floor(alpha * m), m, alpha)  # P(half risk > alpha | true risk = alpha)
+    assert sum(r > alpha for r in ltt) <= binom.ppf(0.999, len(ltt), min(1.0, 0.1 + noisy))
