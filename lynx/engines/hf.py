@@ -56,11 +56,13 @@ def generate(
     batch_size: int = 64,
     stop_ids: Sequence[int] | None = None,
     on_batch=None,
+    batch_processors=None,
 ) -> list[list[int]]:
     """Continue each prompt (token ids); returns only the new tokens, ending at a stop id.
 
     ``temperature == 0`` is greedy. Sampling is seeded per batch, so a run is reproducible
-    for a fixed batch size.
+    for a fixed batch size. ``batch_processors(indices, prompt_width)``, if given, returns
+    the transformers logits processors for one batch (lynx's online exit uses it).
     """
     stops = set(stop_ids) if stop_ids is not None else {tokenizer.eos_token_id}
     pad = tokenizer.pad_token_id
@@ -75,6 +77,7 @@ def generate(
             max_new_tokens=max_new_tokens,
             eos_token_id=sorted(stops),
             pad_token_id=pad,
+            logits_processor=batch_processors(idx, ids.shape[1]) if batch_processors is not None else None,
             **kwargs,
         )
         for row in gen[:, ids.shape[1] :].tolist():

@@ -18,7 +18,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from lynx.engines.exit_control import ExitController, RequestState
-from lynx.engines.hf import _chunks, _device, _left_pad, _trim
+from lynx.engines.hf import _device, generate
 
 
 class LayerCapture:
@@ -88,24 +88,15 @@ def generate_with_exit(
     """Like :func:`lynx.engines.hf.generate`, with lynx's exit for requests whose
     ``request_args`` opt in (``lynx_alpha`` / ``lynx_threshold`` / ``lynx_record``, plus a
     ``lynx_tag`` under which the audit is kept in ``exit_control.AUDIT``)."""
-    stops = set(stop_ids) if stop_ids is not None else {tokenizer.eos_token_id}
-    pad = tokenizer.pad_token_id
     probe = probe.to(device=_device(model)) if probe is not None else None
     capture = LayerCapture(model, layers or (probe.layers if probe is not None else [model.config.num_hidden_layers]))
-    out: list[list[int]] = []
+
+    def processors(idx: range, width: int) -> LogitsProcessorList:
+        states = [controller.new_request(request_args[i], prompts[i], []) for i in idx]
+        return LogitsProcessorList([_ExitProcessor(controller, states, width, capture, probe)])
+
     try:
-        for b, idx in enumerate(_chunks(len(prompts), batch_size)):
-            ids, mask = _left_pad([prompts[i] for i in idx], pad, _device(model))
-            states = [controller.new_request(request_args[i], prompts[i], []) for i in idx]
-            proc = _ExitProcessor(controller, states, ids.shape[1], capture, probe)
-            torch.manual_seed(seed * 1_000_003 + b)
-            kwargs = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 else dict(do_sample=False)
-            gen = model.generate(
-                input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, eos_token_id=sorted(stops), pad_token_id=pad,
-                logits_processor=LogitsProcessorList([proc]), **kwargs,
-            )
-            for row in gen[:, ids.shape[1] :].tolist():
-                out.append(_trim(row, stops, pad))
+        return generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                        batch_size=batch_size, stop_ids=stop_ids, batch_processors=processors)
     finally:
         capture.close()
-    return out
