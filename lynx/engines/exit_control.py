@@ -19,7 +19,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger("lynx.exit")
@@ -44,14 +44,13 @@ class RequestState:
     exit_from: int | None = None  # len(output) when the exit started
     disabled: bool = False
     seen: int = 0  # cue checks done up to this output length
-    extra: dict = field(default_factory=dict)
 
 
 class ExitController:
     def __init__(self, lynx_cfg: dict, tokenizer):
         """``lynx_cfg``: probe (folder), cues, exit_ids or exit_string, audit_path; ``tokenizer``:
         the model's tokenizer or a path to it."""
-        from lynx.cues import CueMatcher
+        from lynx.cues import DEFAULT_CUES, CueMatcher
 
         if isinstance(tokenizer, str):
             from transformers import AutoTokenizer
@@ -59,7 +58,7 @@ class ExitController:
             tokenizer = AutoTokenizer.from_pretrained(tokenizer)
         self.cfg = lynx_cfg
         self.tokenizer = tokenizer
-        self.matcher = CueMatcher(self.tokenizer, cues=tuple(lynx_cfg.get("cues") or ("wait", "hmm", "alternatively")))
+        self.matcher = CueMatcher(self.tokenizer, cues=tuple(lynx_cfg.get("cues") or DEFAULT_CUES))
         self.candidates = self.matcher.candidate_ids
         self.exit_ids = list(lynx_cfg.get("exit_ids") or self.tokenizer(lynx_cfg.get("exit_string", ""), add_special_tokens=False)["input_ids"])
         self.calibration = None
