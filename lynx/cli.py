@@ -44,11 +44,6 @@ def friendly(fn):
     return wrapper
 
 
-def _not_implemented(stage: str) -> None:
-    err.print(f"lynx {stage}: not implemented yet", highlight=False)
-    raise typer.Exit(1)
-
-
 @app.command()
 @friendly
 def collect(
@@ -215,16 +210,78 @@ def run(
         out.print(f"[dim]{r.thinking_tokens} thinking tokens; {how}; answer {r.answer!r}" + (f" (gold {g})" if g is not None else ""))
 
 
-@app.command(name="eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def eval_() -> None:
-    """Compare lynx with baselines on a benchmark."""
-    _not_implemented("eval")
+@app.command(name="eval")
+@friendly
+def eval_(
+    model: str = typer.Option("organism", help="'organism', a local model folder, or a hub id"),
+    probe: Path = typer.Option(None, help="calibrated probe folder (needed for lynx's rows)"),
+    dataset: str = typer.Option("organism:test", help="organism:<split>[:N], a .jsonl/.parquet file, or a hub id"),
+    output: Path = typer.Option(Path("runs/eval"), "--out", help="folder for the table, samples and plot"),
+    n_problems: int = typer.Option(300, min=1, help="problems to evaluate (the first N)"),
+    alphas: str = typer.Option("0.05,0.1,0.2", help="lynx's risk levels ('' for baselines only)"),
+    baselines: str = typer.Option(",".join(("vanilla", "budget", "deer", "dynasor", "oracle")), help="comma-separated"),
+    budgets: str = typer.Option(None, help="static thinking budgets in tokens (default: 25/50/75%% of vanilla's mean)"),
+    deer_thresholds: str = typer.Option("0.9,0.95,0.99", help="DEER confidence thresholds"),
+    dynasor_k: str = typer.Option("2,3", help="Dynasor: consecutive agreeing probe answers needed"),
+    dynasor_chunk: int = typer.Option(32, min=1, help="Dynasor: tokens between probes"),
+    engine: str = typer.Option("auto", help="auto (vLLM if installed) | vllm | hf"),
+    temperature: float = typer.Option(0.6, min=0.0),
+    top_p: float = typer.Option(0.95, min=0.0, max=1.0),
+    max_new_tokens: int = typer.Option(1024, min=1),
+    seed: int = typer.Option(0),
+    as_json: bool = typer.Option(False, "--json", help="print the table as JSON records"),
+) -> None:
+    """Compare lynx with vanilla, static budgets, DEER, Dynasor-CoT and the oracle on the same problems and seeds."""
+    from lynx.evaluate import EvalConfig, evaluate
+    from lynx.evaluate.pipeline import records_json
+
+    cfg = EvalConfig(
+        model=model, probe=str(probe) if probe else None, dataset=dataset, out=output, n_problems=n_problems,
+        alphas=tuple(_floats(alphas, "--alphas")), baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()),
+        budgets=tuple(int(b) for b in _floats(budgets, "--budgets")) if budgets else None,
+        deer_thresholds=tuple(_floats(deer_thresholds, "--deer-thresholds")), dynasor_k=tuple(int(k) for k in _floats(dynasor_k, "--dynasor-k")),
+        dynasor_chunk=dynasor_chunk, engine=engine, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
+    )
+    res = evaluate(cfg)
+    if as_json:
+        print(json.dumps(records_json(res["table"])))
+        return
+    print_eval(res)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def demo() -> None:
-    """The whole pipeline on the bundled organism, in minutes on a CPU."""
-    _not_implemented("demo")
+def print_eval(res: dict, console: Console = out) -> None:
+    """The results table, the equal-token comparison and the acceptance checks, on the terminal."""
+    df = res["table"]
+    table = Table(title=res["title"])
+    for col in ("method", "setting", "accuracy", "vs vanilla", "thinking", "saving", "exits", "premature", "probe tok", "s"):
+        table.add_column(col)
+    for r in df.itertuples():
+        promised = f" (<={r.alpha:g})" if r.method == "lynx" else ""
+        table.add_row(r.method, r.setting, f"{r.accuracy:.3f}", f"{r.accuracy_vs_vanilla:+.3f}±{r.accuracy_vs_vanilla_ci:.3f}",
+                      f"{r.mean_thinking_tokens:.1f}", f"{r.saving:.1%}", f"{r.exit_rate:.2f}", f"{r.premature_exit_rate:.3f}{promised}",
+                      f"{r.extra_tokens:.1f}", f"{r.seconds:.1f}")
+    console.print(table)
+    for name, ok, val in res["acceptance"]:
+        console.print(f"{'[green]pass' if ok else '[red]FAIL'}[/] {name}: {val}", highlight=False)
+    below = [c for c in res["pareto"] if c["delta"] is not None and c["delta"] < 0]
+    if below:
+        console.print("lynx below a baseline at equal thinking tokens: "
+                  + "; ".join(f"{c['method']} {c['setting']} ({c['delta']:+.3f})" for c in below), highlight=False)
+    console.print(f"table: {res['out'] / 'results.md'} (.csv, .parquet); plot: {res['out'] / 'pareto.png'}; samples: {res['out'] / 'samples.parquet'}")
+
+
+@app.command()
+@friendly
+def demo(
+    output: Path = typer.Option(Path("runs/demo"), "--out", help="folder for every artifact of the demo"),
+    engine: str = typer.Option("auto", help="auto (vLLM if installed) | vllm | hf"),
+    size: str = typer.Option("small", help="small (< 10 min on 2 cores) | tiny (a smoke run)"),
+    as_json: bool = typer.Option(False, "--json", help="also print the table(s) as JSON records"),
+) -> None:
+    """The whole pipeline on the bundled organism: collect -> train -> calibrate -> eval (+ transfer), in minutes on a CPU."""
+    from lynx.demo import run_demo
+
+    run_demo(output, engine=engine, size=size, as_json=as_json, show=(lambda r: print_eval(r, err)) if as_json else print_eval)
 
 
 @organism_app.command("data")

@@ -1,18 +1,10 @@
 import json
 
-import pytest
 from typer.testing import CliRunner
 
 from lynx.cli import app
 
 runner = CliRunner()
-
-
-@pytest.mark.parametrize("stage", ["eval", "demo"])
-def test_unbuilt_stages_say_so_and_fail(stage):
-    r = runner.invoke(app, [stage, "--model", "organism"])
-    assert r.exit_code == 1
-    assert "not implemented yet" in r.output and len(r.output.strip().splitlines()) == 1
 
 
 def test_organism_data_prints_jsonl():

@@ -95,15 +95,21 @@ def _tables(rollouts, sample_ids, layers, hidden: int) -> tuple[pa.Table, pa.Tab
     return cues, pa.table(trace_cols)
 
 
-def collect(cfg: CollectConfig) -> dict:
-    """Run (or resume) a collection; returns the summary it prints."""
+def collect(cfg: CollectConfig, engine=None) -> dict:
+    """Run (or resume) a collection; returns the summary it prints.
+
+    ``engine``: a collector from an earlier call with the same model and engine kind, reused
+    so that several collections (the demo's train and calibration sets) start one engine."""
     if cfg.engine not in ("hf", "vllm"):
         raise ValueError(f"unknown engine {cfg.engine!r}: use hf or vllm")
     if cfg.samples_per_problem < 1 or cfg.max_new_tokens < 1 or cfg.answer_tokens < 1:
         raise ValueError("--samples-per-problem, --max-new-tokens and --answer-tokens must be >= 1")
     ref = resolve_model(cfg.model)
     records = load_dataset(cfg.dataset, n=cfg.n_problems, seed=cfg.seed, question_field=cfg.question_field, answer_field=cfg.answer_field)
-    engine = (HFCollector if cfg.engine == "hf" else VLLMCollector)(ref, cfg)
+    if engine is None:
+        engine = (HFCollector if cfg.engine == "hf" else VLLMCollector)(ref, cfg)
+    else:
+        engine.cfg = cfg
     tok, mconf = engine.tokenizer, engine.config
     matcher = CueMatcher(tok, cues=cfg.cues)
     layers = parse_layers(cfg.layers, mconf.num_hidden_layers)
@@ -232,6 +238,10 @@ class VLLMCollector:
     def start(self, layers, matcher, exit_ids, stops) -> None:
         from lynx.engines.vllm import build_lynx_llm
 
+        key = (tuple(layers), tuple(matcher.cues), tuple(exit_ids))
+        if getattr(self, "_key", None) == key:
+            return  # already running with this configuration (a second collection on one engine)
+        self._key = key
         self.layers, self.exit_ids, self.stops = layers, exit_ids, sorted(stops)
         self.llm, _ = build_lynx_llm(self.ref, {"layers": list(layers), "cues": list(matcher.cues), "exit_ids": exit_ids, "record": True},
                                      seed=self.cfg.seed, enable_prefix_caching=True)

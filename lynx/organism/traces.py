@@ -36,9 +36,9 @@ _CUE_AT = re.compile(r"(?i)\b(?:wait|hmm|alternatively),")
 _STATED = re.compile(r"So the answer is (\d+)\.")
 _VALUE = re.compile(r"= (\d+)\.")
 
-ERROR_RATE = 0.3  # P(forgot carry) on a carry step of the main work
+ERROR_RATE = 0.35  # P(forgot carry) on a carry step of the main work
 CUE_AFTER_ERROR = 0.5  # P(Wait) right after a slip ...
-CUE_AFTER_RIGHT = 0.12  # ... and after a right step
+CUE_AFTER_RIGHT = 0.3  # ... and after a right step
 FIRST_CHECK = 0.85  # P(a recheck) once an answer is stated or corrected
 SECOND_CHECK = 0.8  # P(another recheck) after the first one confirmed the answer (overthinking)
 THIRD_CHECK = 0.5  # ... and after later confirmations

@@ -1,0 +1,150 @@
+"""One small sampling interface over both engines, so every method of ``lynx eval`` runs
+the same way in the same engine.
+
+Baselines need four things from an engine: sample continuations of token-id prompts with
+seeds, stop at given token ids, return the chosen tokens' probabilities (DEER's confidence),
+and run lynx's own online exit for some requests. Multi-round methods (DEER, Dynasor, the
+transformers budget) continue a sequence by resubmitting its token ids; on vLLM the prefix
+cache holds those prefixes, so a continuation re-encodes nothing already computed (on
+transformers each round re-encodes the prefix, which costs time but not correctness).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class Completion:
+    ids: list[int]
+    probs: list[float] = field(default_factory=list)  # model probability of each chosen token (when asked)
+
+
+class Backend:
+    """What a method may ask of an engine."""
+
+    name = "?"
+    tokenizer = None
+
+    def complete(
+        self, prompts: Sequence[list[int]], *, max_tokens: int, temperature: float, top_p: float, seeds: Sequence[int],
+        stop_ids: Sequence[int] = (), probs: bool = False, extra_args: Sequence[dict | None] | None = None,
+    ) -> list[Completion]:
+        raise NotImplementedError
+
+    def complete_with_budget(self, prompts, *, budget: int, exit_ids, max_tokens: int, temperature: float, top_p: float,
+                             seeds, stop_ids) -> list[Completion] | None:
+        """Engine-native static thinking budget, or None when the engine has none."""
+        return None
+
+
+class VLLMBackend(Backend):
+    """Offline vLLM with lynx's hook installed (requests that do not opt in run as plain vLLM),
+    prefix caching on, and a reasoning config so ``thinking_token_budget`` works."""
+
+    name = "vllm"
+
+    def __init__(self, ref, lynx_cfg: dict, *, exit_string: str, seed: int = 0, max_model_len: int = 2048):
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # lynx audits are read in-process
+        from vllm.config import ReasoningConfig
+
+        from lynx.engines.vllm import build_lynx_llm
+
+        # the string vLLM forces when a thinking budget runs out: the same exit string lynx forces
+        reasoning = ReasoningConfig(reasoning_start_str="<think>", reasoning_end_str=exit_string)
+        self.llm, self.tokenizer = build_lynx_llm(ref, lynx_cfg, seed=seed, enable_prefix_caching=True,
+                                                  reasoning_config=reasoning, max_model_len=max_model_len)
+
+    def _params(self, n, *, max_tokens, temperature, top_p, seeds, stop_ids, probs, extra_args, budget=None):
+        from vllm import SamplingParams
+
+        return [
+            SamplingParams(temperature=temperature, top_p=top_p if temperature > 0 else 1.0, max_tokens=max_tokens, seed=int(seeds[i]),
+                           stop_token_ids=list(stop_ids) or None, logprobs=0 if probs else None,
+                           extra_args=extra_args[i] if extra_args is not None else None, thinking_token_budget=budget,
+                           skip_special_tokens=False)
+            for i in range(n)
+        ]
+
+    def _run(self, prompts, params, probs: bool) -> list[Completion]:
+        from vllm import TokensPrompt
+
+        if not prompts:
+            return []
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params, use_tqdm=False)
+        res = []
+        for o in outs:
+            c = o.outputs[0]
+            ps = []
+            if probs and c.logprobs is not None:
+                ps = [math.exp(step[t].logprob) for t, step in zip(c.token_ids, c.logprobs, strict=True)]
+            res.append(Completion(list(c.token_ids), ps))
+        return res
+
+    def complete(self, prompts, *, max_tokens, temperature, top_p, seeds, stop_ids=(), probs=False, extra_args=None):
+        params = self._params(len(prompts), max_tokens=max_tokens, temperature=temperature, top_p=top_p, seeds=seeds,
+                              stop_ids=stop_ids, probs=probs, extra_args=extra_args)
+        return self._run(prompts, params, probs)
+
+    def complete_with_budget(self, prompts, *, budget, exit_ids, max_tokens, temperature, top_p, seeds, stop_ids):
+        params = self._params(len(prompts), max_tokens=max_tokens, temperature=temperature, top_p=top_p, seeds=seeds,
+                              stop_ids=stop_ids, probs=False, extra_args=None, budget=budget)
+        return self._run(prompts, params, False)
+
+
+class HFBackend(Backend):
+    """transformers: ``generate`` in batches (seeded per batch from the first request's seed),
+    lynx's exit through :func:`lynx.engines.hf_exit.generate_with_exit`."""
+
+    name = "hf"
+
+    def __init__(self, ref, lynx_cfg: dict, *, probe=None, batch_size: int = 64):
+        from lynx.engines.exit_control import ExitController
+        from lynx.models import load_hf
+
+        self.model, self.tokenizer = load_hf(ref)
+        self.controller = ExitController(lynx_cfg, self.tokenizer)
+        self.probe = probe
+        self.batch_size = batch_size
+
+    def complete(self, prompts, *, max_tokens, temperature, top_p, seeds, stop_ids=(), probs=False, extra_args=None):
+        from lynx.engines import hf
+        from lynx.engines.hf_exit import generate_with_exit
+
+        if not prompts:
+            return []
+        stops = sorted(set(stop_ids) | {self.tokenizer.eos_token_id})
+        seed = int(seeds[0])
+        if probs:
+            return self._greedy_with_probs(prompts, max_tokens, stops)
+        if extra_args is not None and any(a for a in extra_args):
+            outs = generate_with_exit(self.model, self.tokenizer, prompts, self.controller, extra_args, probe=self.probe,
+                                      max_new_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                                      batch_size=self.batch_size, stop_ids=stops)
+        else:
+            outs = hf.generate(self.model, self.tokenizer, prompts, max_new_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                               seed=seed, batch_size=self.batch_size, stop_ids=stops)
+        return [Completion(o) for o in outs]
+
+    @torch.inference_mode()
+    def _greedy_with_probs(self, prompts, max_tokens, stops) -> list[Completion]:
+        from lynx.engines.hf import _chunks, _device, _left_pad, _trim
+
+        pad = self.tokenizer.pad_token_id
+        res: list[Completion] = []
+        for idx in _chunks(len(prompts), self.batch_size):
+            ids, mask = _left_pad([prompts[i] for i in idx], pad, _device(self.model))
+            out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_tokens, do_sample=False,
+                                      eos_token_id=stops, pad_token_id=pad, output_scores=True, return_dict_in_generate=True)
+            gen = out.sequences[:, ids.shape[1]:]
+            step_probs = torch.stack([s.float().softmax(-1) for s in out.scores], dim=1)  # (B, T, V)
+            chosen = step_probs.gather(-1, gen[:, : step_probs.shape[1], None]).squeeze(-1)
+            for r in range(gen.shape[0]):
+                toks = _trim(gen[r].tolist(), set(stops), pad)
+                res.append(Completion(toks, chosen[r, : len(toks)].tolist()))
+        return res

@@ -1,0 +1,270 @@
+"""The methods ``lynx eval`` compares, all on one backend, the same prompts and seeds.
+
+* ``vanilla`` — think until ``</think>`` (or the token budget), answer.
+* ``lynx`` — lynx's online exit at a calibrated ``alpha`` (the engine hook, not a replay).
+* ``oracle`` — exit at the first cue of the vanilla trace whose forced answer is right: the
+  ceiling of any cue-based exit policy (not deployable: it reads the gold answer).
+* ``budget`` — a static thinking budget of N tokens, then the exit string (vLLM's
+  ``thinking_token_budget`` on vLLM; two rounds on transformers).
+* ``deer`` — DEER (arXiv 2504.15895): at each cue, a greedy trial answer; exit if the mean
+  probability of its tokens exceeds a threshold.
+* ``dynasor`` — Dynasor-CoT (arXiv 2412.20993): every ``chunk`` tokens a greedy probe answer;
+  exit when the last ``k`` agree, are non-empty and contain no hesitation word.
+
+Two deliberate departures from the upstream code, for a fair comparison (see
+docs/eval.md): DEER and Dynasor probe with the model's exit string (the same string lynx and
+the budget force, which the answer is graded after) instead of their own hard-coded
+phrases, and DEER decides at the same cue tokens lynx does (the cue token kept, as in
+collection). Every exit answers from the same context a lynx exit would.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from lynx.evaluate.backends import Backend
+from lynx.grading import extract_boxed, grader_for
+from lynx.rollouts import answer_stop_ids, parse_forced_answer
+
+HESITATION = re.compile(r"(?i)\b(wait|hold|but|okay|no|hmm)\b")
+
+
+@dataclass
+class Sample:
+    """One problem under one method."""
+
+    problem_id: str
+    generated: list[int]  # everything after the prompt
+    answer: str | None
+    correct: bool
+    thinking_tokens: int
+    exited: bool  # the method cut the thinking short
+    extra_tokens: int = 0  # tokens decoded off the answer path (trial answers, probes, forced exits)
+    exit: dict | None = None
+
+
+@dataclass
+class EvalContext:
+    """Everything the methods share: backend, problems, prompts, per-problem seeds, sampling."""
+
+    backend: Backend
+    records: list
+    prompts: list[list[int]]
+    seeds: list[int]
+    matcher: object
+    exit_ids: list[int]
+    max_new_tokens: int = 1024
+    temperature: float = 0.6
+    top_p: float = 0.95
+    answer_tokens: int = 20
+    probe_path: str | None = None
+    _stops: set[int] | None = field(default=None, repr=False)
+
+    @property
+    def tok(self):
+        return self.backend.tokenizer
+
+    @property
+    def eos(self) -> int:
+        return self.tok.eos_token_id
+
+    @property
+    def answer_stops(self) -> list[int]:
+        if self._stops is None:
+            self._stops = answer_stop_ids(self.tok)
+        return sorted(self._stops)
+
+    def thinking(self, generated: list[int]) -> int:
+        """Tokens between ``<think>`` and ``</think>`` (to the end if thinking never closed)."""
+        o, c = self.matcher.think_open_id, self.matcher.think_close_id
+        start = generated.index(o) + 1 if o in generated else 0
+        end = generated.index(c, start) if c in generated[start:] else len(generated)
+        return max(0, end - start)
+
+    def sample(self, i: int, generated: list[int], *, exited: bool, extra: int = 0, exit: dict | None = None) -> Sample:
+        rec = self.records[i]
+        text = self.tok.decode(generated, skip_special_tokens=True)
+        answer = extract_boxed(text)
+        return Sample(rec.id, list(generated), answer, grader_for(rec.kind)(answer, rec.answer), self.thinking(generated), exited,
+                      extra, exit)
+
+
+def vanilla(ctx: EvalContext) -> list[Sample]:
+    outs = ctx.backend.complete(ctx.prompts, max_tokens=ctx.max_new_tokens, temperature=ctx.temperature, top_p=ctx.top_p,
+                                seeds=ctx.seeds, stop_ids=[ctx.eos])
+    return [ctx.sample(i, o.ids, exited=False) for i, o in enumerate(outs)]
+
+
+def lynx(ctx: EvalContext, alpha: float, *, mode: str | None = None, method: str | None = None) -> list[Sample]:
+    """lynx's online exit, through the engine's hook, with the calibration stored in the probe."""
+    from lynx.engines.exit_control import AUDIT
+
+    tags = [uuid.uuid4().hex for _ in ctx.prompts]
+    args = [{"lynx_alpha": float(alpha), "lynx_tag": t} | ({"lynx_mode": mode} if mode else {}) | ({"lynx_method": method} if method else {})
+            for t in tags]
+    outs = ctx.backend.complete(ctx.prompts, max_tokens=ctx.max_new_tokens, temperature=ctx.temperature, top_p=ctx.top_p,
+                                seeds=ctx.seeds, stop_ids=[ctx.eos], extra_args=args)
+    res = []
+    for i, (o, t) in enumerate(zip(outs, tags, strict=True)):
+        audit = [a for a in AUDIT.pop(t, []) if a["event"] == "exit"]
+        res.append(ctx.sample(i, o.ids, exited=bool(audit), exit=audit[0] if audit else None))
+    return res
+
+
+def _forced_answers(ctx: EvalContext, prefixes: list[list[int]], probs: bool = False):
+    """Greedy answers after ``prefix + exit string`` (stop at the closing brace)."""
+    return ctx.backend.complete([p + ctx.exit_ids for p in prefixes], max_tokens=ctx.answer_tokens, temperature=0.0, top_p=1.0,
+                                seeds=[0] * len(prefixes), stop_ids=ctx.answer_stops, probs=probs)
+
+
+def oracle(ctx: EvalContext, base: list[Sample]) -> list[Sample]:
+    """Exit at the first cue of each ``base`` (vanilla) trace whose forced answer is right."""
+    jobs = []
+    for i, s in enumerate(base):
+        full = ctx.prompts[i] + s.generated
+        for cue in ctx.matcher.find(full, start=len(ctx.prompts[i])):
+            jobs.append((i, cue.position))
+    answers = _forced_answers(ctx, [(ctx.prompts[i] + base[i].generated)[: pos + 1] for i, pos in jobs])
+    first: dict[int, tuple[int, list[int]]] = {}
+    extra = [0] * len(base)
+    for (i, pos), a in zip(jobs, answers, strict=True):
+        extra[i] += len(a.ids)
+        rec = ctx.records[i]
+        if i not in first and grader_for(rec.kind)(parse_forced_answer(ctx.tok, a.ids), rec.answer):
+            first[i] = (pos, a.ids)
+    res = []
+    for i, s in enumerate(base):
+        if i in first:
+            pos, ans = first[i]
+            gen = (ctx.prompts[i] + s.generated)[len(ctx.prompts[i]) : pos + 1] + ctx.exit_ids + ans
+            res.append(ctx.sample(i, gen, exited=True, extra=extra[i]))
+        else:
+            res.append(ctx.sample(i, s.generated, exited=False, extra=extra[i]))
+    return res
+
+
+def _finish(ctx: EvalContext, seqs: dict[int, list[int]], gens: dict[int, list[int]], round_: int) -> None:
+    """Let sequences whose thinking closed on its own write their answer (no more probing)."""
+    idx = [i for i in seqs if (not gens[i] or gens[i][-1] != ctx.eos) and len(gens[i]) < ctx.max_new_tokens]
+    outs = ctx.backend.complete([seqs[i] for i in idx], max_tokens=max(1, ctx.max_new_tokens - min((len(gens[i]) for i in idx), default=0)),
+                                temperature=ctx.temperature, top_p=ctx.top_p, seeds=[ctx.seeds[i] + 7919 * round_ for i in idx],
+                                stop_ids=[ctx.eos])
+    for i, o in zip(idx, outs, strict=True):
+        gens[i] += o.ids[: ctx.max_new_tokens - len(gens[i])]
+
+
+def budget(ctx: EvalContext, n_tokens: int) -> list[Sample]:
+    """Static thinking budget: at ``n_tokens`` thinking tokens the exit string is forced."""
+    native = ctx.backend.complete_with_budget(ctx.prompts, budget=n_tokens, exit_ids=ctx.exit_ids, max_tokens=ctx.max_new_tokens,
+                                              temperature=ctx.temperature, top_p=ctx.top_p, seeds=ctx.seeds, stop_ids=[ctx.eos])
+    if native is not None:
+        # vLLM forces the exit string once thinking reaches the budget: thinking ran to n_tokens
+        return [ctx.sample(i, o.ids, exited=ctx.thinking(o.ids) >= n_tokens) for i, o in enumerate(native)]
+    # two rounds: think up to the budget (+1 for the <think> token the model writes), then exit or go on
+    close = ctx.matcher.think_close_id
+    first = ctx.backend.complete(ctx.prompts, max_tokens=n_tokens + 1, temperature=ctx.temperature, top_p=ctx.top_p, seeds=ctx.seeds,
+                                 stop_ids=[ctx.eos, close])
+    gens = {i: list(o.ids) for i, o in enumerate(first)}
+    cut = [i for i, g in gens.items() if close not in g and ctx.eos not in g]
+    for i in cut:
+        gens[i] += ctx.exit_ids
+    seqs = {i: ctx.prompts[i] + gens[i] for i in gens}
+    _finish(ctx, seqs, gens, 1)
+    return [ctx.sample(i, gens[i], exited=i in cut) for i in range(len(ctx.prompts))]
+
+
+def _cue_word_ids(ctx: EvalContext) -> list[int]:
+    """Tokens that are a whole cue word on their own (``Wait,``, `` hmm``): DEER's stop points."""
+    return sorted(t for t in ctx.matcher.candidate_ids if ctx.matcher.match_at([t], 0) is not None)
+
+
+def _probe_loop(ctx: EvalContext, *, chunk: int | None, decide) -> list[Sample]:
+    """Shared driver of DEER and Dynasor: generate until a decision point (a cue token when
+    ``chunk`` is None, else every ``chunk`` tokens), ask ``decide(i, trial)`` on a greedy
+    trial answer after the exit string, exit with that answer or continue."""
+    close = ctx.matcher.think_close_id
+    n = len(ctx.prompts)
+    gens = {i: [] for i in range(n)}
+    extra = [0] * n
+    exited: dict[int, list[int]] = {}
+    cue_ids = _cue_word_ids(ctx) if chunk is None else []
+    active = list(range(n))
+    closed: list[int] = []
+    round_ = 0
+    while active:
+        room = {i: ctx.max_new_tokens - len(gens[i]) for i in active}
+        step = max(room.values()) if chunk is None else chunk
+        outs = ctx.backend.complete([ctx.prompts[i] + gens[i] for i in active], max_tokens=max(1, step), temperature=ctx.temperature,
+                                    top_p=ctx.top_p, seeds=[ctx.seeds[i] + 7919 * round_ for i in active],
+                                    stop_ids=[ctx.eos, close] + cue_ids)
+        round_ += 1
+        probe = []
+        for i, o in zip(active, outs, strict=True):
+            gens[i] += o.ids[: room[i]]
+            g = gens[i]
+            if not g or g[-1] in (ctx.eos, close) or len(g) >= ctx.max_new_tokens:
+                if g and g[-1] == close:
+                    closed.append(i)
+                continue
+            full = ctx.prompts[i] + g
+            if chunk is None and not (ctx.matcher.match_at(full, len(full) - 1) and ctx.matcher.thinking_open(full, len(full) - 1)):
+                probe.append((i, False))  # a cue-word token outside thinking, or not a cue: continue
+                continue
+            probe.append((i, True))
+        to_try = [i for i, ok in probe if ok]
+        trials = _forced_answers(ctx, [ctx.prompts[i] + gens[i] for i in to_try], probs=chunk is None)
+        nxt = [i for i, ok in probe if not ok]
+        for i, t in zip(to_try, trials, strict=True):
+            extra[i] += len(t.ids)
+            if decide(i, t):
+                exited[i] = ctx.exit_ids + t.ids
+            else:
+                nxt.append(i)
+        active = sorted(nxt)
+    seqs = {i: ctx.prompts[i] + gens[i] for i in closed}
+    _finish(ctx, seqs, gens, round_ + 1)
+    out = []
+    for i in range(n):
+        if i in exited:
+            out.append(ctx.sample(i, gens[i] + exited[i], exited=True, extra=extra[i]))
+        else:
+            out.append(ctx.sample(i, gens[i], exited=False, extra=extra[i]))
+    return out
+
+
+def deer(ctx: EvalContext, threshold: float = 0.95) -> list[Sample]:
+    """DEER: exit at a cue when the trial answer's mean token probability exceeds ``threshold``."""
+
+    def decide(_i, trial) -> bool:
+        return bool(trial.probs) and sum(trial.probs) / len(trial.probs) > threshold and parse_forced_answer(ctx.tok, trial.ids) is not None
+
+    return _probe_loop(ctx, chunk=None, decide=decide)
+
+
+def dynasor(ctx: EvalContext, k: int = 2, chunk: int = 32) -> list[Sample]:
+    """Dynasor-CoT: every ``chunk`` tokens a probe answer; exit when the last ``k`` agree."""
+    history: dict[int, list[str | None]] = {}
+
+    def decide(i, trial) -> bool:
+        text = ctx.tok.decode(trial.ids, skip_special_tokens=True)
+        ans = parse_forced_answer(ctx.tok, trial.ids)
+        ok = ans is not None and ans.strip() != "" and not HESITATION.search(text)
+        h = history.setdefault(i, [])
+        h.append(ans if ok else None)
+        last = h[-k:]
+        if len(last) < k or any(a is None for a in last):
+            return False
+        from lynx.grading import grade_math
+
+        return all(grade_math(a, last[-1]) for a in last[:-1])
+
+    return _probe_loop(ctx, chunk=chunk, decide=decide)
+
+
+def timed(fn, *args, **kwargs) -> tuple[list[Sample], float]:
+    t = time.monotonic()
+    res = fn(*args, **kwargs)
+    return res, time.monotonic() - t

@@ -1,0 +1,146 @@
+"""From per-problem samples to the results table, the Pareto plot and the acceptance checks.
+
+Every figure is paired with vanilla on the same problems and seeds: the saving is relative
+to vanilla's mean thinking tokens, the *premature-exit rate* is the share of problems the
+method answered wrong while vanilla answered them right (the risk lynx's default
+calibration controls), and the accuracy difference comes with a paired 95% interval.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+Z95 = 1.959963984540054
+
+
+def wilson(k: int, n: int) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    p = k / n
+    den = 1 + Z95**2 / n
+    mid = (p + Z95**2 / (2 * n)) / den
+    half = Z95 * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n)) / den
+    return (mid - half, mid + half)
+
+
+def row(method: str, setting: str, samples, base, seconds: float, alpha: float | None = None) -> dict:
+    """One table row: ``samples`` of a method, ``base`` = vanilla's samples on the same problems."""
+    n = len(samples)
+    correct = np.array([s.correct for s in samples], dtype=float)
+    base_correct = np.array([s.correct for s in base], dtype=float)
+    think = np.array([s.thinking_tokens for s in samples], dtype=float)
+    base_think = float(np.mean([s.thinking_tokens for s in base]))
+    diff = correct - base_correct
+    half = Z95 * diff.std(ddof=1) / math.sqrt(n) if n > 1 else float("nan")
+    lo, hi = wilson(int(correct.sum()), n)
+    return {
+        "method": method, "setting": setting, "alpha": alpha, "n": n,
+        "accuracy": float(correct.mean()), "accuracy_ci_low": lo, "accuracy_ci_high": hi,
+        "accuracy_vs_vanilla": float(diff.mean()), "accuracy_vs_vanilla_ci": float(half),
+        "mean_thinking_tokens": float(think.mean()), "median_thinking_tokens": float(np.median(think)),
+        "saving": 1.0 - float(think.mean()) / base_think if base_think > 0 else 0.0,
+        "exit_rate": float(np.mean([s.exited for s in samples])),
+        "premature_exit_rate": float(np.mean((base_correct == 1) & (correct == 0))),
+        "extra_tokens": float(np.mean([s.extra_tokens for s in samples])),
+        "seconds": round(seconds, 2),
+    }
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    lines = ["| method | setting | accuracy (95% CI) | vs vanilla | mean / median thinking | saving | exit rate | premature (promised) | probe tokens | s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in df.itertuples():
+        promised = f" (<= {r.alpha:g})" if isinstance(r.alpha, float) and not math.isnan(r.alpha) else ""
+        lines.append(
+            f"| {r.method} | {r.setting} | {r.accuracy:.3f} ({r.accuracy_ci_low:.3f}-{r.accuracy_ci_high:.3f}) | "
+            f"{r.accuracy_vs_vanilla:+.3f} ± {r.accuracy_vs_vanilla_ci:.3f} | {r.mean_thinking_tokens:.1f} / {r.median_thinking_tokens:.0f} | "
+            f"{r.saving:.1%} | {r.exit_rate:.2f} | {r.premature_exit_rate:.3f}{promised} | {r.extra_tokens:.1f} | {r.seconds:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def lynx_curve(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """lynx's (tokens, accuracy) points plus vanilla (the alpha -> 0 end), sorted by tokens."""
+    pts = df[df.method.isin(["lynx", "vanilla"])][["mean_thinking_tokens", "accuracy"]].to_numpy()
+    pts = pts[np.argsort(pts[:, 0])]
+    return pts[:, 0], pts[:, 1]
+
+
+def pareto_comparison(df: pd.DataFrame) -> list[dict]:
+    """For each DEER / Dynasor / budget point: lynx's accuracy at the same thinking tokens
+    (linear interpolation between lynx's points), or "outside" when lynx has no point that cheap."""
+    xs, ys = lynx_curve(df)
+    out = []
+    for r in df[df.method.isin(["deer", "dynasor", "budget"])].itertuples():
+        t = r.mean_thinking_tokens
+        if len(xs) == 0 or t < xs[0] or t > xs[-1]:
+            out.append({"method": r.method, "setting": r.setting, "tokens": t, "accuracy": r.accuracy, "lynx_accuracy": None, "delta": None})
+            continue
+        la = float(np.interp(t, xs, ys))
+        out.append({"method": r.method, "setting": r.setting, "tokens": t, "accuracy": r.accuracy, "lynx_accuracy": la, "delta": la - r.accuracy})
+    return out
+
+
+def pareto_markdown(cmp: list[dict]) -> str:
+    lines = ["| baseline | setting | thinking tokens | its accuracy | lynx at equal tokens | lynx - baseline |", "|---|---|---|---|---|---|"]
+    for c in cmp:
+        if c["lynx_accuracy"] is None:
+            lines.append(f"| {c['method']} | {c['setting']} | {c['tokens']:.1f} | {c['accuracy']:.3f} | outside lynx's range | - |")
+        else:
+            lines.append(f"| {c['method']} | {c['setting']} | {c['tokens']:.1f} | {c['accuracy']:.3f} | {c['lynx_accuracy']:.3f} | {c['delta']:+.3f} |")
+    return "\n".join(lines)
+
+
+def pareto_plot(df: pd.DataFrame, path: Path, title: str) -> None:
+    """Accuracy vs mean thinking tokens, one line per method family."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    style = {"lynx": ("tab:red", "o-"), "deer": ("tab:blue", "s--"), "dynasor": ("tab:green", "^--"), "budget": ("tab:gray", "d:")}
+    for method, (color, fmt) in style.items():
+        part = df[df.method == method].sort_values("mean_thinking_tokens")
+        if len(part):
+            ax.plot(part.mean_thinking_tokens, part.accuracy, fmt, color=color, label=method)
+            for r in part.itertuples():
+                ax.annotate(r.setting, (r.mean_thinking_tokens, r.accuracy), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    for method, marker in (("vanilla", "*"), ("oracle", "P")):
+        part = df[df.method == method]
+        if len(part):
+            ax.plot(part.mean_thinking_tokens, part.accuracy, marker, color="black", markersize=11, label=method)
+    ax.set_xlabel("mean thinking tokens")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def acceptance(df: pd.DataFrame, alpha: float = 0.1) -> list[tuple[str, bool, str]]:
+    """The issue's acceptance figures for lynx at ``alpha``: (check, passed, measured)."""
+    v = df[df.method == "vanilla"].iloc[0]
+    ly = df[(df.method == "lynx") & np.isclose(df.alpha.astype(float), alpha)]
+    if not len(ly):
+        return []
+    ly = ly.iloc[0]
+    checks = [
+        (f"premature-exit rate <= {alpha}", ly.premature_exit_rate <= alpha, f"{ly.premature_exit_rate:.3f}"),
+        ("accuracy >= vanilla - 0.1", ly.accuracy >= v.accuracy - 0.1,
+         f"{ly.accuracy:.3f} vs {v.accuracy:.3f} (diff {ly.accuracy_vs_vanilla:+.3f} ± {ly.accuracy_vs_vanilla_ci:.3f})"),
+        ("thinking-token saving >= 30%", ly.saving >= 0.3, f"{ly.saving:.1%}"),
+    ]
+    orc = df[df.method == "oracle"]
+    if len(orc):
+        o = orc.iloc[0]
+        share = ly.saving / o.saving if o.saving > 0 else float("nan")
+        checks.append(("saving >= 70% of the oracle's", bool(share >= 0.7), f"{share:.1%} ({ly.saving:.1%} of {o.saving:.1%})"))
+    return checks
