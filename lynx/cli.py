@@ -229,6 +229,8 @@ def eval_(
     top_p: float = typer.Option(0.95, min=0.0, max=1.0),
     max_new_tokens: int = typer.Option(1024, min=1),
     seed: int = typer.Option(0),
+    question_field: str = typer.Option(None),
+    answer_field: str = typer.Option(None),
     as_json: bool = typer.Option(False, "--json", help="print the table as JSON records"),
 ) -> None:
     """Compare lynx with vanilla, static budgets, DEER, Dynasor-CoT and the oracle on the same problems and seeds."""
@@ -241,6 +243,7 @@ def eval_(
         budgets=tuple(int(b) for b in _floats(budgets, "--budgets")) if budgets else None,
         deer_thresholds=tuple(_floats(deer_thresholds, "--deer-thresholds")), dynasor_k=tuple(int(k) for k in _floats(dynasor_k, "--dynasor-k")),
         dynasor_chunk=dynasor_chunk, engine=engine, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
+        question_field=question_field, answer_field=answer_field,
     )
     res = evaluate(cfg)
     if as_json:

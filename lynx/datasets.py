@@ -85,9 +85,17 @@ def _pick(row: dict, names: tuple[str, ...], forced: str | None, what: str, wher
 
 
 def _format_answer(value: object) -> str:
+    """A gold answer as a string; a worked solution (MATH's ``solution``) gives its last ``\\boxed{}``."""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
-    return str(value).strip()
+    text = str(value).strip()
+    if "\n#### " in text:  # GSM8K's worked answer: the number after ####
+        return text.rsplit("\n#### ", 1)[1].strip().replace(",", "")
+    if "\\boxed{" in text:
+        from lynx.grading import extract_boxed
+
+        return extract_boxed(text) or text
+    return text
 
 
 def to_record(row: dict, index: int, question_field: str | None = None, answer_field: str | None = None, where: str = "record") -> Record:
@@ -101,6 +109,18 @@ def to_record(row: dict, index: int, question_field: str | None = None, answer_f
     is_choice = bool(letter) and (choices is not None or "options" in row or re.search(r"(?m)^\(?A[.)]", question))
     rid = str(row.get("id") or row.get("unique_id") or row.get("idx") or index)
     return Record(rid, question, letter.group(1) if is_choice else answer, "choice" if is_choice else "math")
+
+
+#: ``owner/name``, ``owner/name:split`` or ``owner/name:config:split``; a split may slice (``train[:3000]``)
+HUB_SPEC = re.compile(r"([\w.-]+/[\w.-]+)(?::([\w.-]+))?(?::([\w.\[\]:%+-]+))?")
+
+
+def hub_parts(m: re.Match, default_split: str) -> tuple[str, str | None, str]:
+    """(name, config, split) of a hub spec: one part after the id is the split, two are config and split."""
+    name, a, b = m.group(1), m.group(2), m.group(3)
+    if b is not None:
+        return name, a, b
+    return name, None, a or default_split
 
 
 def load(
@@ -120,15 +140,16 @@ def load(
         where = str(path)
     elif spec.startswith(("/", ".", "~")) or spec.endswith((".jsonl", ".json", ".parquet")):
         raise FileNotFoundError(f"dataset file not found: {spec}")
-    elif re.fullmatch(r"[\w.-]+/[\w.-]+", spec):
+    elif m := HUB_SPEC.fullmatch(spec):
+        name, config, split = hub_parts(m, split)
         try:
             import datasets as hf_datasets
         except ImportError:
             raise ValueError(f"{spec!r} looks like a hub dataset, but the 'datasets' package is not installed (pip install datasets)") from None
-        rows = list(hf_datasets.load_dataset(spec, split=split))
+        rows = list(hf_datasets.load_dataset(name, config, split=split))
         where = spec
     else:
-        raise ValueError(f"unknown dataset {spec!r}: use organism:train|calibration|test|transfer, a local .jsonl/.parquet file, or a hub id")
+        raise ValueError(f"unknown dataset {spec!r}: use organism:train|calibration|test|transfer, a local .jsonl/.parquet file, or a hub id[:config]:split")
     if not rows:
         raise ValueError(f"dataset {where} is empty")
     records = [to_record(r, i, question_field, answer_field, f"{where} row {i}") for i, r in enumerate(rows)]

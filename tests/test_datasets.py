@@ -65,3 +65,21 @@ def test_local_file_errors_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="no question field"):
         load(str(odd))
     assert load(str(odd), question_field="q", answer_field="a")[0].answer == "2"
+
+
+def test_hub_specs_name_config_and_split():
+    from lynx.datasets import HUB_SPEC, hub_parts
+
+    def parts(s):
+        return hub_parts(HUB_SPEC.fullmatch(s), "test")
+
+    assert parts("HuggingFaceH4/MATH-500") == ("HuggingFaceH4/MATH-500", None, "test")
+    assert parts("openai/gsm8k:main:test") == ("openai/gsm8k", "main", "test")
+    assert parts("DigitalLearningGmbH/MATH-lighteval:train[3000:4000]") == ("DigitalLearningGmbH/MATH-lighteval", None, "train[3000:4000]")
+
+
+def test_worked_answers_give_their_final_answer():
+    from lynx.datasets import to_record
+
+    assert to_record({"question": "q", "answer": "48/2 = 24\n#### 1,024"}, 0).answer == "1024"
+    assert to_record({"problem": "q", "solution": "so it is \\boxed{\\frac{1}{2}}."}, 0, answer_field="solution").answer == "\\frac{1}{2}"

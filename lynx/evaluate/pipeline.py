@@ -45,6 +45,8 @@ class EvalConfig:
     top_p: float = TOP_P
     max_new_tokens: int = 1024
     seed: int = 0
+    question_field: str | None = None
+    answer_field: str | None = None
     title: str | None = None
     extra: dict = field(default_factory=dict)
 
@@ -100,7 +102,8 @@ def evaluate(cfg: EvalConfig, backend=None) -> dict:
     tok = backend.tokenizer
     suffix = (probe.meta.get("prompt_suffix") if probe is not None else None) or INSTRUCTION
     exit_string = probe.meta["exit_string"] if probe is not None else DEFAULT_EXIT
-    records = load_dataset(cfg.dataset, n=cfg.n_problems, seed=cfg.seed)
+    records = load_dataset(cfg.dataset, n=cfg.n_problems, seed=cfg.seed, question_field=cfg.question_field,
+                           answer_field=cfg.answer_field)
     prompts = [tok(chat_prompt(tok, r.question, suffix=suffix), add_special_tokens=False)["input_ids"] for r in records]
     matcher = CueMatcher(tok, cues=tuple(probe.meta["cues"]) if probe is not None else DEFAULT_CUES)
     ctx = M.EvalContext(backend, records, prompts, [cfg.seed * 1_000_003 + i for i in range(len(records))], matcher,

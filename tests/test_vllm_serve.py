@@ -1,0 +1,112 @@
+"""`vllm serve` with lynx's plugin, end to end over HTTP: concurrent chat requests with and
+without lynx; the lynx ones exit early (audit in the audit file), the others are unchanged."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from lynx.models import resolve_model
+
+pytestmark = [pytest.mark.slow, pytest.mark.vllm]
+PROBE = Path(__file__).resolve().parents[1] / "probes" / "organism"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(url: str, body: dict) -> dict:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=300) as r:
+        return json.loads(r.read())
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    pytest.importorskip("vllm")
+    from lynx.probe import load_probe
+
+    probe = load_probe(PROBE)
+    audit = tmp_path_factory.mktemp("serve") / "audit.jsonl"
+    port = _free_port()
+    lynx_cfg = {"probe": str(PROBE), "layers": probe.layers, "cues": probe.meta["cues"], "exit_string": probe.meta["exit_string"],
+                "audit_path": str(audit)}
+    cmd = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", resolve_model("organism").path, "--host", "127.0.0.1",
+           "--port", str(port), "--dtype", "float32", "--enforce-eager", "--max-model-len", "2048", "--served-model-name", "organism",
+           "--hf-overrides", json.dumps({"architectures": ["LynxQwen3ForCausalLM"]}),
+           "--additional-config", json.dumps({"lynx": lynx_cfg}),
+           "--logits-processors", "lynx.engines.vllm_plugin.processor_v1:LynxLogitsProcessor"]
+    env = os.environ | {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_USE_V2_MODEL_RUNNER": "0", "VLLM_LOGGING_STREAM": "ext://sys.stderr"}
+    log = open(audit.parent / "server.log", "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/health", timeout=5):
+                    break
+            except Exception:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError("vllm serve did not start:\n" + (audit.parent / "server.log").read_text()[-3000:]) from None
+                time.sleep(2)
+        yield base, audit
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_serve_concurrent_requests_with_and_without_lynx(server, organism):
+    from lynx.engines import hf
+    from lynx.organism.problems import sample_problems
+    from lynx.organism.prompting import chat_prompt, user_message
+
+    base, audit = server
+    lm, tok = organism
+    problems = sample_problems("test", 8, seed=41)
+
+    def ask(i_and_lynx):
+        i, use_lynx = i_and_lynx
+        body = {"model": "organism", "messages": [{"role": "user", "content": user_message(problems[i].text)}],
+                "temperature": 0.0, "max_tokens": 400, "skip_special_tokens": False}
+        if use_lynx:
+            body["vllm_xargs"] = {"lynx_alpha": 0.2, "lynx_tag": f"req{i}"}
+        return _post(base + "/v1/chat/completions", body)
+
+    jobs = [(i, flag) for i in range(len(problems)) for flag in (False, True)]
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        answers = dict(zip(jobs, pool.map(ask, jobs), strict=True))
+
+    # without lynx: exactly plain greedy generation (transformers reference)
+    prompts = [tok(chat_prompt(tok, p.text), add_special_tokens=False)["input_ids"] for p in problems]
+    ref = hf.generate(lm, tok, prompts, max_new_tokens=400)
+    entries = [json.loads(line) for line in audit.read_text().splitlines()] if audit.exists() else []
+    exits = {e["tag"]: e for e in entries if e["event"] == "exit"}
+    n_exit = 0
+    for i in range(len(problems)):
+        plain = answers[(i, False)]["choices"][0]["message"]["content"]
+        assert plain == tok.decode(ref[i], skip_special_tokens=False).replace("<|im_end|>", "").strip() or \
+            plain.strip() == tok.decode(ref[i], skip_special_tokens=True).strip()
+        with_lynx = answers[(i, True)]
+        if f"req{i}" in exits:
+            n_exit += 1
+            e = exits[f"req{i}"]
+            assert {"cue_position", "score", "threshold", "alpha", "mode"} <= set(e) and e["score"] >= e["threshold"] and e["alpha"] == 0.2
+            assert with_lynx["usage"]["completion_tokens"] < answers[(i, False)]["usage"]["completion_tokens"]
+        else:
+            assert with_lynx["choices"][0]["message"]["content"] == plain
+    assert n_exit >= len(problems) // 2
