@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/lynx organism info
+	$(BIN)/lynx demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -24,10 +24,9 @@ def test_info_json_has_the_documented_keys(figures):
     assert figures["n_problems"] == 500 and figures["temperature"] == 0.6
 
 
-#: Known open gap (issue #2): the shipped organism's cue points are 0.877 safe (required <= 0.75):
-#: it is right 87% of the time and has few pre-answer cues. Strict xfail: this test reports the
-#: gap on every run and fails as soon as a retrained organism closes it, so the marker has to go then.
-OPEN_GAPS = {"safe_cue_fraction": "0.877 of cue points are safe exits, above the 0.75 maximum (issue #2 open)"}
+#: Figures known to be out of range (strict xfail: reported on every run, and the test fails as soon
+#: as a retrained organism closes the gap, so the marker has to go then). None for the shipped organism.
+OPEN_GAPS: dict[str, str] = {}
 
 
 @pytest.mark.slow

