@@ -67,7 +67,8 @@ def run_demo(out: Path, *, engine: str = "auto", size: str = "small", as_json: b
 
     backend = build_backend(engine, "organism", str(probe_dir))
     evals = [
-        ("test", EvalConfig(probe=str(probe_dir), dataset="organism:test", out=out / "eval-test", n_problems=n["test"])),
+        ("test", EvalConfig(probe=str(probe_dir), dataset="organism:test", out=out / "eval-test", n_problems=n["test"],
+                            alphas=(0.05, 0.1, 0.2, 0.3, 0.5))),
         ("transfer", EvalConfig(probe=str(probe_dir), dataset="organism:transfer", out=out / "eval-transfer", n_problems=n["transfer"],
                                 baselines=("vanilla", "oracle"))),
         (f"test@T={SECOND_TEMPERATURE:g}", EvalConfig(probe=str(probe_dir), dataset="organism:test", out=out / "eval-second-temperature",

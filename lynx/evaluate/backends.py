@@ -49,14 +49,15 @@ class VLLMBackend(Backend):
 
     name = "vllm"
 
-    def __init__(self, ref, lynx_cfg: dict, *, exit_string: str, seed: int = 0, max_model_len: int | None = None):
+    def __init__(self, ref, lynx_cfg: dict, *, seed: int = 0, max_model_len: int | None = None):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # lynx audits are read in-process
         from vllm.config import ReasoningConfig
 
         from lynx.engines.vllm import build_lynx_llm
 
-        # the string vLLM forces when a thinking budget runs out: the same exit string lynx forces
-        reasoning = ReasoningConfig(reasoning_start_str="<think>", reasoning_end_str=exit_string)
+        # thinking_token_budget needs a reasoning config; vLLM forces its end string (`</think>`)
+        # once the budget is spent and detects a natural end by the same token ids
+        reasoning = ReasoningConfig(reasoning_parser="qwen3", reasoning_start_str="<think>", reasoning_end_str="</think>")
         self.llm, self.tokenizer = build_lynx_llm(ref, lynx_cfg, seed=seed, enable_prefix_caching=True,
                                                   reasoning_config=reasoning, max_model_len=max_model_len)
 

@@ -4,8 +4,8 @@
 * ``lynx`` — lynx's online exit at a calibrated ``alpha`` (the engine hook, not a replay).
 * ``oracle`` — exit at the first cue of the vanilla trace whose forced answer is right: the
   ceiling of any cue-based exit policy (not deployable: it reads the gold answer).
-* ``budget`` — a static thinking budget of N tokens, then the exit string (vLLM's
-  ``thinking_token_budget`` on vLLM; two rounds on transformers).
+* ``budget`` — a static thinking budget: after N thinking tokens ``</think>`` is forced and the
+  model writes its answer (vLLM's ``thinking_token_budget`` on vLLM; two rounds on transformers).
 * ``deer`` — DEER (arXiv 2504.15895): at each cue, a greedy trial answer; exit if the mean
   probability of its tokens exceeds a threshold.
 * ``dynasor`` — Dynasor-CoT (arXiv 2412.20993): every ``chunk`` tokens a greedy probe answer;
@@ -157,11 +157,12 @@ def _finish(ctx: EvalContext, seqs: dict[int, list[int]], gens: dict[int, list[i
 
 
 def budget(ctx: EvalContext, n_tokens: int) -> list[Sample]:
-    """Static thinking budget: at ``n_tokens`` thinking tokens the exit string is forced."""
+    """Static thinking budget: at ``n_tokens`` thinking tokens ``</think>`` is forced (what vLLM's
+    ``thinking_token_budget`` does), then the model answers on its own."""
     native = ctx.backend.complete_with_budget(ctx.prompts, budget=n_tokens, exit_ids=ctx.exit_ids, max_tokens=ctx.max_new_tokens,
                                               temperature=ctx.temperature, top_p=ctx.top_p, seeds=ctx.seeds, stop_ids=[ctx.eos])
     if native is not None:
-        # vLLM forces the exit string once thinking reaches the budget: thinking ran to n_tokens
+        # vLLM forces </think> once thinking reaches the budget: thinking ran to n_tokens
         return [ctx.sample(i, o.ids, exited=ctx.thinking(o.ids) >= n_tokens) for i, o in enumerate(native)]
     # two rounds: think up to the budget (+1 for the <think> token the model writes), then exit or go on
     close = ctx.matcher.think_close_id
@@ -170,7 +171,7 @@ def budget(ctx: EvalContext, n_tokens: int) -> list[Sample]:
     gens = {i: list(o.ids) for i, o in enumerate(first)}
     cut = [i for i, g in gens.items() if close not in g and ctx.eos not in g]
     for i in cut:
-        gens[i] += ctx.exit_ids
+        gens[i] += [close]
     seqs = {i: ctx.prompts[i] + gens[i] for i in gens}
     _finish(ctx, seqs, gens, 1)
     return [ctx.sample(i, gens[i], exited=i in cut) for i in range(len(ctx.prompts))]

@@ -76,7 +76,7 @@ def build_backend(engine: str, model: str, probe: str | None):
     if engine == "vllm":
         from lynx.evaluate.backends import VLLMBackend
 
-        return VLLMBackend(ref, cfg, exit_string=cfg["exit_string"])
+        return VLLMBackend(ref, cfg)
     from lynx.evaluate.backends import HFBackend
 
     return HFBackend(ref, cfg, probe=p)
