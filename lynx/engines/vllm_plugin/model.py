@@ -31,7 +31,9 @@ def _base(arch: str):
 
 class _LynxMixin:
     def _lynx_setup(self, vllm_config) -> None:
-        cfg = dict((vllm_config.additional_config or {}).get("lynx", {}))
+        from lynx.engines.exit_control import with_probe_defaults
+
+        cfg = with_probe_defaults((vllm_config.additional_config or {}).get("lynx", {}))
         n = self.config.num_hidden_layers
         self.lynx_layers = [int(x) for x in cfg.get("layers", [n])]
         bad = [x for x in self.lynx_layers if not 0 <= x <= n]
