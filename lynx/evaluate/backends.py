@@ -37,7 +37,7 @@ class Backend:
     ) -> list[Completion]:
         raise NotImplementedError
 
-    def complete_with_budget(self, prompts, *, budget: int, exit_ids, max_tokens: int, temperature: float, top_p: float,
+    def complete_with_budget(self, prompts, *, budget: int, max_tokens: int, temperature: float, top_p: float,
                              seeds, stop_ids) -> list[Completion] | None:
         """Engine-native static thinking budget, or None when the engine has none."""
         return None
@@ -92,7 +92,7 @@ class VLLMBackend(Backend):
                               stop_ids=stop_ids, probs=probs, extra_args=extra_args)
         return self._run(prompts, params, probs)
 
-    def complete_with_budget(self, prompts, *, budget, exit_ids, max_tokens, temperature, top_p, seeds, stop_ids):
+    def complete_with_budget(self, prompts, *, budget, max_tokens, temperature, top_p, seeds, stop_ids):
         params = self._params(len(prompts), max_tokens=max_tokens, temperature=temperature, top_p=top_p, seeds=seeds,
                               stop_ids=stop_ids, probs=False, extra_args=None, budget=budget)
         return self._run(prompts, params, False)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from lynx.evaluate.backends import Backend
 from lynx.grading import extract_boxed, grader_for
 from lynx.rollouts import answer_stop_ids, parse_forced_answer
+from lynx.run import thinking_tokens
 
 HESITATION = re.compile(r"(?i)\b(wait|hold|but|okay|no|hmm)\b")
 
@@ -79,10 +80,7 @@ class EvalContext:
 
     def thinking(self, generated: list[int]) -> int:
         """Tokens between ``<think>`` and ``</think>`` (to the end if thinking never closed)."""
-        o, c = self.matcher.think_open_id, self.matcher.think_close_id
-        start = generated.index(o) + 1 if o in generated else 0
-        end = generated.index(c, start) if c in generated[start:] else len(generated)
-        return max(0, end - start)
+        return thinking_tokens(generated, self.matcher.think_open_id, self.matcher.think_close_id)
 
     def sample(self, i: int, generated: list[int], *, exited: bool, extra: int = 0, exit: dict | None = None) -> Sample:
         rec = self.records[i]
@@ -159,7 +157,7 @@ def _finish(ctx: EvalContext, seqs: dict[int, list[int]], gens: dict[int, list[i
 def budget(ctx: EvalContext, n_tokens: int) -> list[Sample]:
     """Static thinking budget: at ``n_tokens`` thinking tokens ``</think>`` is forced (what vLLM's
     ``thinking_token_budget`` does), then the model answers on its own."""
-    native = ctx.backend.complete_with_budget(ctx.prompts, budget=n_tokens, exit_ids=ctx.exit_ids, max_tokens=ctx.max_new_tokens,
+    native = ctx.backend.complete_with_budget(ctx.prompts, budget=n_tokens, max_tokens=ctx.max_new_tokens,
                                               temperature=ctx.temperature, top_p=ctx.top_p, seeds=ctx.seeds, stop_ids=[ctx.eos])
     if native is not None:
         # vLLM forces </think> once thinking reaches the budget: thinking ran to n_tokens
