@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 DEFAULT_CUES = ("wait", "hmm", "alternatively")
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
-_WINDOW = 8  # tokens of left context decoded to match multi-token cue words
+WINDOW = 8  # tokens of left context decoded to match multi-token cue words
 
 
 class NoThinkingMarkers(ValueError):
@@ -63,6 +63,7 @@ class CueMatcher:
             )
         self.think_open_id = vocab[THINK_OPEN]
         self.think_close_id = vocab[THINK_CLOSE]
+        self._texts: dict[int, str] = {}  # token id -> its own decoded text (asked for again at every cue)
         self._pattern = re.compile(r"(?<![A-Za-z])(" + "|".join(words) + r")[^A-Za-z]*$", re.IGNORECASE)
         suffixes = {w[i:] for w in words for i in range(len(w))}
         tail = re.compile(r"([A-Za-z]+)[^A-Za-z]*$")
@@ -73,7 +74,10 @@ class CueMatcher:
                 self._final_ids.add(tid)
 
     def _text(self, tid: int) -> str:
-        return self.tokenizer.decode([tid], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        text = self._texts.get(tid)
+        if text is None:
+            text = self._texts[tid] = self.tokenizer.decode([tid], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        return text
 
     @property
     def candidate_ids(self) -> frozenset[int]:
@@ -84,7 +88,7 @@ class CueMatcher:
         """The cue completed by token ``ids[i]``, ignoring the thinking span."""
         if ids[i] not in self._final_ids:
             return None
-        lo = max(0, i - _WINDOW)
+        lo = max(0, i - WINDOW)
         window = self.tokenizer.decode(ids[lo : i + 1], skip_special_tokens=False, clean_up_tokenization_spaces=False)
         own = self._text(ids[i])
         m = self._pattern.search(window)

@@ -70,3 +70,29 @@ def test_bad_score_disables_the_request_not_the_engine(ctl, organism_tokenizer):
 def test_alpha_without_calibration_disables_with_reason(ctl):
     state = ctl.new_request({"lynx_alpha": 0.1, "lynx_tag": "nocal"}, [], [])
     assert state.disabled and "no calibration" in AUDIT.pop("nocal")[0]["reason"]
+
+
+def test_online_cue_detection_equals_offline_find(ctl, organism_tokenizer):
+    """The decode-time detector (thinking state carried forward, cue matched on the last few
+    tokens) finds exactly the cues that the offline scan of the whole sequence finds, for
+    prompts shorter and longer than its window, and spans that close and reopen."""
+    import random
+
+    tok = organism_tokenizer
+    pieces = ["<think>", "</think>", "\n", "Wait,", " wait", "Hmm", " hmm.", "Alternatively", " awaiting", "12 + 3 = 15.", " ok", " so", "W", "ait"]
+    rng = random.Random(0)
+    n_cues = 0
+    for trial in range(60):
+        prompt = _ids(tok, "".join(rng.choice(pieces) for _ in range(rng.randint(0, 6))))
+        out: list[int] = []
+        state = ctl.new_request({"lynx_record": True}, prompt, out)
+        online = []
+        for t in _ids(tok, "".join(rng.choice(pieces) for _ in range(40))):
+            out.append(t)
+            pos = ctl.new_cue(state)
+            if pos is not None:
+                online.append(pos)
+        offline = [c.position for c in ctl.matcher.find(prompt + out, start=len(prompt))]
+        assert online == offline, trial
+        n_cues += len(online)
+    assert n_cues > 50

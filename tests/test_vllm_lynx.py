@@ -106,3 +106,53 @@ def test_exit_at_the_same_cue_as_transformers(organism, lynx_llm, probe_dir):
     v_audit = [[a["cue_position"] for a in AUDIT.pop(f"v{i}", [])] for i in range(8)]
     h_audit = [[a["cue_position"] for a in AUDIT.pop(f"h{i}", [])] for i in range(8)]
     assert v_audit == h_audit and sum(map(len, v_audit)) >= 4
+    # the dense variant (the model scores every row on device) makes the same decisions
+    _set_model(lynx_llm, "lynx_probe_rows", "all")
+    try:
+        assert generate_ids(lynx_llm, prompts, max_new_tokens=300, extra_args=v_args) == v_out
+    finally:
+        _set_model(lynx_llm, "lynx_probe_rows", "cues")
+    assert [[a["cue_position"] for a in AUDIT.pop(f"v{i}", [])] for i in range(8)] == v_audit
+
+
+def _set_model(llm, attr, value):
+    """Set an attribute of the wrapper model inside vLLM's worker (in-process engine)."""
+    llm.apply_model(lambda model: setattr(model, attr, value))
+
+
+@pytest.mark.parametrize("fault", ["wrong_width", "nan"])
+def test_a_failing_probe_disables_lynx_requests_and_leaves_the_others(organism, lynx_llm, probe_dir, fault):
+    """Safety: a probe that raises (wrong input width) or returns NaN switches lynx off for the
+    requests at a cue, with an audit entry; the engine keeps running and every output is the
+    plain one (lynx never forced a token)."""
+    from lynx.engines.vllm import generate_ids
+
+    _, tok = organism
+    _, probe = probe_dir
+    prompts = _prompts(tok, 8, seed=24)
+    plain = generate_ids(lynx_llm, prompts, max_new_tokens=300, temperature=0.6, top_p=0.95, seed=3)
+    d = probe.input_dim
+    if fault == "wrong_width":
+        broken = Probe(torch.zeros(d + 1), torch.ones(d + 1), [torch.ones(d + 1, 1)], [torch.zeros(1)], probe.meta)
+    else:
+        broken = Probe(torch.zeros(d), torch.ones(d), [torch.full((d, 1), float("nan"))], [torch.zeros(1)], probe.meta)
+    _set_model(lynx_llm, "_lynx_device_probe", broken)
+    try:
+        args = [None if i % 2 == 0 else {"lynx_threshold": 0.0, "lynx_tag": f"{fault}{i}"} for i in range(8)]
+        out = generate_ids(lynx_llm, prompts, max_new_tokens=300, temperature=0.6, top_p=0.95, seed=3, extra_args=args)
+    finally:
+        _set_model(lynx_llm, "_lynx_device_probe", None)  # rebuilt from the real probe at the next step
+    assert out == plain
+    audits = [AUDIT.pop(f"{fault}{i}", []) for i in range(1, 8, 2)]
+    assert sum(1 for a in audits if a) >= 2  # at threshold 0 every request at a cue would have exited
+    assert all(e["event"] == "disabled" and "probe score" in e["reason"] for a in audits for e in a)
+
+
+def test_unsupported_configurations_are_refused_at_start_up():
+    from lynx.engines.vllm import build_lynx_llm
+
+    ref = resolve_model("organism")
+    with pytest.raises(ValueError, match="speculative decoding"):
+        build_lynx_llm(ref, {}, speculative_config={"method": "ngram", "num_speculative_tokens": 2})
+    with pytest.raises(ValueError, match="pipeline parallelism"):
+        build_lynx_llm(ref, {}, pipeline_parallel_size=2)

@@ -29,7 +29,25 @@ def _ctx(slots, tokens, positions):
     )
 
 
-def test_v2_processor_exits_only_the_opted_in_request(organism_tokenizer):
+PROBE_CALLS: list[int] = []  # rows the stand-in probe scored, per call
+
+
+def _probe(features):
+    PROBE_CALLS.append(features.shape[0])
+    return features[:, 0]
+
+
+def _publish(mode, values):
+    """This step's hand-off as the wrapper model leaves it: features (column 0 = the score the
+    stand-in probe reads off) and, in all-rows mode, every row's score."""
+    feats = torch.zeros(len(values), 8)
+    feats[:, 0] = torch.tensor(values)
+    shared.probe = _probe
+    shared.publish(feats, feats[:, 0].clone() if mode == "all" else None)
+
+
+@pytest.mark.parametrize("mode", ["cues", "all"])
+def test_v2_processor_exits_only_the_opted_in_request(organism_tokenizer, mode):
     tok = organism_tokenizer
     V, max_len = len(tok), 256
     req_states = SimpleNamespace(
@@ -39,6 +57,7 @@ def test_v2_processor_exits_only_the_opted_in_request(organism_tokenizer):
     cfg = SimpleNamespace(additional_config={"lynx": {"exit_string": DEFAULT_EXIT}}, model_config=SimpleNamespace(tokenizer=str(ORGANISM_DIR)))
     proc = LynxLogitsProcessorV2(cfg, req_states)
     assert proc.add_request(0, SamplingParams(extra_args={"lynx_threshold": 0.5, "lynx_tag": "v2"}))
+    PROBE_CALLS.clear()
     assert not proc.add_request(1, SamplingParams())
     with pytest.raises(ValueError, match="lynx_alpha"):
         LynxLogitsProcessorV2.validate_params(SamplingParams(extra_args={"lynx_alpha": 2}))
@@ -53,7 +72,7 @@ def test_v2_processor_exits_only_the_opted_in_request(organism_tokenizer):
     # decode steps: every row's input token is the last token so far; scores are high
     for p in range(len(prompt), len(seq)):
         logits = torch.zeros(2, V)
-        shared.publish(torch.tensor([0.9, 0.9]), None)
+        _publish(mode, [0.9, 0.9])
         out = proc.apply(logits, _ctx([0, 1], [seq[p], seq[p]], [p, p]))
         if p < len(seq) - 1:
             assert torch.isfinite(out).all()  # no cue yet
@@ -62,11 +81,13 @@ def test_v2_processor_exits_only_the_opted_in_request(organism_tokenizer):
     # the exit string continues token by token (rows may be reordered between steps)
     pos = len(seq)
     for k in range(1, len(exit_ids)):
-        shared.publish(torch.tensor([0.1, 0.1]), None)
+        _publish(mode, [0.1, 0.1])
         out = proc.apply(torch.zeros(2, V), _ctx([1, 0], [5, exit_ids[k - 1]], [pos, pos]))
         assert out[1].argmax().item() == exit_ids[k] and torch.isfinite(out[0]).all()
         pos += 1
-    shared.publish(torch.tensor([0.1]), None)
+    _publish(mode, [0.1])
     assert torch.isfinite(proc.apply(torch.zeros(1, V), _ctx([0], [exit_ids[-1]], [pos]))).all()  # answering freely
     (entry,) = AUDIT.pop("v2")
     assert entry["event"] == "exit" and entry["cue_position"] == len(seq) - 1 and entry["score"] == pytest.approx(0.9)
+    # lazy mode: the probe ran once, on the one row at a cue, not on every row of every step
+    assert PROBE_CALLS == ([1] if mode == "cues" else [])

@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lynx.cues import WINDOW
+
 log = logging.getLogger("lynx.exit")
 
 #: per-request keys in SamplingParams.extra_args (flat, so they work as HTTP vllm_xargs)
@@ -59,6 +61,8 @@ class RequestState:
     exit_from: int | None = None  # len(output) when the exit started
     disabled: bool = False
     seen: int = 0  # cue checks done up to this output length
+    scanned: int = 0  # output tokens folded into ``thinking`` so far
+    thinking: bool | None = None  # is the thinking span open after output[:scanned]? (None: not known yet)
 
 
 class ExitController:
@@ -112,22 +116,86 @@ class ExitController:
 
     # -- per step -----------------------------------------------------------------
     def forced_token(self, state: RequestState, score: float | None, features=None) -> int | None:
-        """The token to force for this request at this step, or None."""
-        out = state.output
-        if state.disabled or not out:
-            return None
+        """The token to force for this request at this step, or None (one request, score known)."""
         if state.exit_from is not None:
-            k = len(out) - state.exit_from
-            if 0 <= k < len(self.exit_ids) and out[state.exit_from :] == self.exit_ids[:k]:
-                return self.exit_ids[k]
+            return self.exit_token(state)
+        pos = self.new_cue(state)
+        return None if pos is None else self.decide(state, pos, score, features)
+
+    def step_rows(self, rows, score_rows, features=None) -> list[tuple[int, int]]:
+        """``(row, token)`` pairs to force this step, for ``rows`` = ``(row, state)`` pairs.
+
+        Why batched and lazy: at most steps no request sits on a cue, so the probe need not
+        run at all; ``score_rows(list_of_rows)`` (probe scores of those rows, or None when
+        unavailable) is called once, only for the rows whose last token completed a cue inside
+        an open thinking span. The common case is one membership test per row.
+        """
+        forced: list[tuple[int, int]] = []
+        cues: list[tuple[int, RequestState, int]] = []
+        candidates = self.candidates
+        for row, state in rows:
+            if state.exit_from is None:
+                out = state.output
+                if not out or out[-1] not in candidates:
+                    continue
+                pos = self.new_cue(state)
+                if pos is not None:
+                    cues.append((row, state, pos))
+            else:
+                tok = self.exit_token(state)
+                if tok is not None:
+                    forced.append((row, tok))
+        if cues:
+            scores = score_rows([row for row, _, _ in cues]) or [None] * len(cues)
+            for (row, state, pos), score in zip(cues, scores, strict=True):
+                tok = self.decide(state, pos, score, None if features is None else features[row])
+                if tok is not None:
+                    forced.append((row, tok))
+        return forced
+
+    def exit_token(self, state: RequestState) -> int | None:
+        """The next token of an exit under way (None once the exit string is complete or the
+        sampled tokens left it)."""
+        out = state.output
+        if state.disabled or state.exit_from is None:
             return None
-        if out[-1] not in self.candidates or len(out) <= state.seen:
+        k = len(out) - state.exit_from
+        if 0 <= k < len(self.exit_ids) and out[state.exit_from :] == self.exit_ids[:k]:
+            return self.exit_ids[k]
+        return None
+
+    def new_cue(self, state: RequestState) -> int | None:
+        """Position (in prompt + output) of a cue that the request's last token just completed
+        inside an open thinking span, else None. Each output length is examined once.
+
+        Cheap at decode time: the thinking state is carried forward over the new tokens only
+        (no rescan of the sequence) and the cue word is matched on the last few tokens."""
+        out = state.output
+        if state.disabled or state.exit_from is not None or not out or out[-1] not in self.candidates or len(out) <= state.seen:
             return None
-        state.seen = len(out)
-        ids = state.prompt + out
-        pos = len(ids) - 1
-        if self.matcher.match_at(ids, pos) is None or not self.matcher.thinking_open(ids, pos):
+        state.seen = n = len(out)
+        m = self.matcher
+        if state.thinking is None or state.scanned > n:  # first look (or the output was replaced): from the prompt
+            state.thinking, state.scanned = m.thinking_open(state.prompt, len(state.prompt) - 1) if state.prompt else False, 0
+        open_, opener, closer = state.thinking, m.think_open_id, m.think_close_id
+        for t in out[state.scanned : n - 1]:
+            if t == opener:
+                open_ = True
+            elif t == closer:
+                open_ = False
+        state.thinking, state.scanned = open_, n - 1
+        if not open_:
             return None
+        w = WINDOW + 1
+        tail = out[-w:] if n >= w else state.prompt[max(0, len(state.prompt) - (w - n)) :] + out
+        if m.match_at(tail, len(tail) - 1) is None:
+            return None
+        return len(state.prompt) + n - 1
+
+    def decide(self, state: RequestState, pos: int, score: float | None, features=None) -> int | None:
+        """At a cue: record it (collection), then start the exit if the score clears the
+        request's threshold. A missing or non-finite score disables lynx for the request."""
+        out = state.output
         if state.record and state.tag is not None:
             RECORDS.setdefault(state.tag, []).append((pos, None if features is None else features.detach().float().cpu().numpy().copy(), score))
         if state.threshold is None:
@@ -151,3 +219,21 @@ class ExitController:
         if self.audit_path is not None:
             with self.audit_path.open("a") as f:
                 f.write(json.dumps(entry) + "\n")
+
+
+def score_rows(probe, features, rows: list[int], errors: list[str]) -> list[float] | None:
+    """Probe scores of ``features[rows]`` as floats, or None if the probe fails (wrong shape,
+    dtype, device...): the failure is logged once per message and appended to ``errors``, and
+    the requests waiting on these scores are then disabled by :meth:`ExitController.decide`,
+    never the engine."""
+    import torch
+
+    try:
+        idx = torch.tensor(rows, device=features.device)
+        return probe(features.index_select(0, idx).float()).tolist()
+    except Exception as e:  # never take the engine down for the probe
+        msg = f"lynx probe failed ({type(e).__name__}: {e}); lynx disabled for the requests at a cue"
+        if msg not in errors:
+            errors.append(msg)
+            log.warning(msg)
+        return None

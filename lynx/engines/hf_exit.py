@@ -5,7 +5,7 @@ Why this shape: ``model.generate`` already does batched, seeded sampling with a 
 only needs, at every step, the hidden states of each row's *input* token (the token sampled
 at the previous step) at the probe's layers. Forward hooks on the embedding, the decoder
 layers and the final norm capture exactly that (transformers runs eagerly, so hooks fire),
-and a ``LogitsProcessor`` of the same step scores those states and, through the shared
+and a ``LogitsProcessor`` of the same step scores the states of rows at a cue and, through the shared
 :class:`~lynx.engines.exit_control.ExitController`, forces the exit string when the score
 clears the request's threshold. Rows that do not exit sample exactly as plain ``generate``.
 """
@@ -53,18 +53,19 @@ class _ExitProcessor(LogitsProcessor):
         self.controller, self.states, self.width, self.capture, self.probe = controller, states, width, capture, probe
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        active = [r for r, s in enumerate(self.states) if s is not None]
+        active = [(r, s) for r, s in enumerate(self.states) if s is not None]
         if not active:
             return scores
-        feats = self.capture.features()
-        probs = self.probe(feats.to(self.probe.mean.device)).tolist() if self.probe is not None else [None] * len(self.states)
-        for r in active:
-            state = self.states[r]
+        for r, state in active:
             state.output[:] = input_ids[r, self.width :].tolist()
-            tok = self.controller.forced_token(state, probs[r], feats[r])
-            if tok is not None:
-                scores[r] = float("-inf")
-                scores[r, tok] = 0.0
+        feats = self.capture.features()
+
+        def score_rows(rows: list[int]) -> list[float] | None:
+            return self.probe(feats[rows].to(self.probe.mean.device)).tolist() if self.probe is not None else None
+
+        for r, tok in self.controller.step_rows(active, score_rows, feats):
+            scores[r] = float("-inf")
+            scores[r, tok] = 0.0
         return scores
 
 

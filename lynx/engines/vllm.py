@@ -109,8 +109,11 @@ def build_lynx_llm(ref: ModelRef, lynx_cfg: dict, *, seed: int = 0, **kwargs):
     config = json.loads((Path(ref.path) / "config.json").read_text()) if (Path(ref.path) / "config.json").exists() else {}
     arch = (config.get("architectures") or ["?"])[0]
     n_layers = config.get("num_hidden_layers")
-    cfg = {k: v for k, v in lynx_cfg.items() if v is not None}
-    cfg.setdefault("layers", [n_layers])
+    from lynx.engines.exit_control import with_probe_defaults
+
+    cfg = with_probe_defaults({k: v for k, v in lynx_cfg.items() if v is not None})
+    if not cfg.get("layers"):
+        cfg["layers"] = [n_layers]
     llm = build_llm(
         ref, seed=seed, hf_overrides={"architectures": [wrapper_name(arch)]}, additional_config={"lynx": cfg},
         logits_processors=[processor], **kwargs,

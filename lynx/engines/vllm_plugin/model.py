@@ -2,11 +2,13 @@
 
 Why not forward hooks: under torch.compile / CUDA graphs Python hooks on inner layers do not
 fire. vLLM's EAGLE-3 mechanism (``set_aux_hidden_state_layers``) makes the inner model return
-the requested layers as real outputs; the wrapper concatenates them onto the final hidden
-state so they survive the runner's ``hidden_states[logits_indices]`` selection, and splits
-them again in ``compute_logits``, which runs eagerly on exactly the rows that become logits.
-There it scores every row with the probe (one small MLP, on device) and hands the scores to
-the logits processor through :mod:`lynx.engines.vllm_plugin.shared`.
+the requested layers as real outputs; the wrapper concatenates them with the final hidden
+state (the probe's input first, in its layer order) so they survive the runner's
+``hidden_states[logits_indices]`` selection, and takes them apart again (as views) in
+``compute_logits``, which runs eagerly on exactly the rows that become logits.
+There it hands the features (a reference) to the logits processor through
+:mod:`lynx.engines.vllm_plugin.shared`; the probe (one small MLP, on device) then scores just
+the rows that sit on a cue, or, with ``probe_rows: "all"``, every row right here.
 
 Layer numbering is lynx's (= transformers' ``hidden_states`` index): ``l`` < L is the residual
 stream after decoder layer ``l`` (0 = embeddings), ``L`` is the final, normed state.
@@ -51,38 +53,48 @@ class _LynxMixin:
                 raise ValueError(f"probe reads layers {probe.layers}, the engine was configured with {self.lynx_layers}")
             self.lynx_probe = probe
         self._lynx_device_probe = None
+        self.lynx_probe_rows = cfg.get("probe_rows", "cues")
+        if self.lynx_probe_rows not in ("cues", "all"):
+            raise ValueError(f"lynx probe_rows must be 'cues' or 'all', got {self.lynx_probe_rows!r}")
 
     def forward(self, *args, **kwargs):
         out = super().forward(*args, **kwargs)
+        n = self.config.num_hidden_layers
         if isinstance(out, tuple):  # (final, [aux layers in sorted order])
             final, aux = out
-            return torch.cat([final, *aux], dim=-1)
-        return out
+            parts = {n: final} | dict(zip(self.lynx_aux, aux, strict=True))
+        elif self.lynx_layers == [n]:
+            return out  # the probe reads the final state: nothing to add
+        else:
+            final, parts = out, {n: out}
+        # the probe's input first, in its layer order, then the final state if the probe skips it:
+        # compute_logits then takes both as views, without another concatenation per step
+        tail = [] if n in self.lynx_layers else [final]
+        return torch.cat([parts[x] for x in self.lynx_layers] + tail, dim=-1)
 
     def lynx_features(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(final hidden state, probe features in the configured layer order)."""
-        h = self.config.hidden_size
-        final = hidden_states[..., :h]
-        parts = {self.config.num_hidden_layers: final}
-        for i, layer in enumerate(self.lynx_aux):
-            parts[layer] = hidden_states[..., h * (i + 1) : h * (i + 2)]
-        return final, torch.cat([parts[x] for x in self.lynx_layers], dim=-1)
+        """(final hidden state, probe features in the configured layer order), both views."""
+        h, n = self.config.hidden_size, self.config.num_hidden_layers
+        k = self.lynx_layers.index(n) if n in self.lynx_layers else len(self.lynx_layers)
+        return hidden_states[..., h * k : h * (k + 1)], hidden_states[..., : h * len(self.lynx_layers)]
 
     def compute_logits(self, hidden_states: torch.Tensor):
         final, feats = self.lynx_features(hidden_states)
         scores = None
         if self.lynx_probe is not None:
-            try:
-                if self._lynx_device_probe is None:
-                    self._lynx_device_probe = self.lynx_probe.to(device=feats.device, dtype=torch.float32)
-                scores = self._lynx_device_probe(feats.float())
-            except Exception as e:  # never take the engine down for the probe
-                msg = f"lynx probe failed ({type(e).__name__}: {e}); lynx exits disabled for this step"
-                if msg not in shared.errors:
-                    shared.errors.append(msg)
-                    log.warning(msg)
-                scores = None
-        shared.publish(scores, feats)  # a reference, no copy: read only for requests that record cue features
+            if self._lynx_device_probe is None:
+                self._lynx_device_probe = self.lynx_probe.to(device=feats.device, dtype=torch.float32)
+            shared.probe = self._lynx_device_probe
+            if self.lynx_probe_rows == "all":
+                try:
+                    scores = self._lynx_device_probe(feats.float())
+                except Exception as e:  # never take the engine down for the probe
+                    msg = f"lynx probe failed ({type(e).__name__}: {e}); lynx disabled for the requests at a cue"
+                    if msg not in shared.errors:
+                        shared.errors.append(msg)
+                        log.warning(msg)
+        # a reference, no copy: the processor scores (lazy mode) or records only the rows at a cue
+        shared.publish(feats, scores)
         return super().compute_logits(final.contiguous())
 
 

@@ -2,8 +2,8 @@
 
 Rows of ``logits`` are persistent-batch indices; ``update_state`` keeps a state per row
 (applying removed -> added -> moved, as vLLM documents) holding the live output-token list
-vLLM hands over. The probe score of row ``i`` is the one the wrapper model published for
-the same step (:mod:`shared`).
+vLLM hands over. Row ``i``'s features are the ones the wrapper model published for the same
+step (:mod:`shared`); the probe runs only on the rows that sit on a cue.
 """
 
 from __future__ import annotations
@@ -45,15 +45,10 @@ class LynxLogitsProcessor(LogitsProcessor):
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         if not self.rows:
             return logits
-        scores, feats = shared.scores, shared.features
-        if scores is not None and scores.shape[0] != logits.shape[0]:
-            scores = feats = None  # not this step's hand-off: never act on a stale score
-        host = scores.tolist() if scores is not None else None
-        for row, state in self.rows.items():
-            if row >= logits.shape[0]:
-                continue
-            tok = self.controller.forced_token(state, host[row] if host is not None else None, feats[row] if feats is not None else None)
-            if tok is not None:
-                logits[row] = float("-inf")
-                logits[row, tok] = 0.0
+        n = logits.shape[0]
+        feats = shared.features_for(n)  # None: not this step's hand-off, never act on a stale score
+        rows = self.rows.items() if max(self.rows) < n else [(row, state) for row, state in self.rows.items() if row < n]
+        for row, tok in self.controller.step_rows(rows, lambda cue_rows: shared.scores_for(cue_rows, n), feats):
+            logits[row] = float("-inf")
+            logits[row, tok] = 0.0
         return logits

@@ -3,7 +3,8 @@
 Interface: ``vllm.v1.worker.gpu.sample.logits_processor.interface``. State is per request
 *slot*; each step's ``LogitsContext`` maps logits rows to slots and gives every row's input
 token and position. The input token of a decode row is the token sampled last step — the cue
-candidate — and the wrapper model published that token's probe score for the same row.
+candidate — and the wrapper model published that token's probe features for the same row;
+the probe runs only on rows at a cue.
 Token history is read from the runner's device buffer only when a candidate cue shows up,
 so the common step costs one host copy of the (small) input-id and position vectors, and
 nothing at all when no request in the batch opted in.
@@ -54,29 +55,35 @@ class LynxLogitsProcessorV2(LogitsProcessor):
         slots = ctx.expanded_idx_mapping.tolist()
         if not any(s in self.slots for s in slots):
             return logits
+        n = logits.shape[0]
         tokens, positions = ctx.input_ids.tolist(), ctx.pos.tolist()
-        scores = shared.scores
-        host = scores.tolist() if scores is not None and scores.shape[0] == logits.shape[0] else None
-        feats = shared.features if host is not None else None
-        exit_ids = self.controller.exit_ids
+        exit_ids, candidates = self.controller.exit_ids, self.controller.candidates
+        forced: list[tuple[int, int]] = []
+        cues: list[tuple[int, RequestState, int]] = []
         for row, slot in enumerate(slots):
             state = self.slots.get(slot)
             if state is None or state.disabled:
                 continue
             tok, pos = tokens[row], positions[row]
-            forced = None
             if state.exit_from is not None:  # exit under way: exit_ids[k] goes to position exit_from + k
                 k = pos + 1 - state.exit_from
                 if 1 <= k < len(exit_ids) and tok == exit_ids[k - 1]:
-                    forced = exit_ids[k]
-            elif tok in self.controller.candidates:
+                    forced.append((row, exit_ids[k]))
+            elif tok in candidates:
                 state.prompt, out = self._history(slot, pos)
                 state.output[:] = out
-                forced = self.controller.forced_token(state, host[row] if host is not None else None,
-                                                      feats[row] if feats is not None else None)
-                if forced is not None:
-                    state.exit_from = pos + 1
-            if forced is not None:
-                logits[row] = float("-inf")
-                logits[row, forced] = 0.0
+                cue = self.controller.new_cue(state)
+                if cue is not None:
+                    cues.append((row, state, cue))
+        if cues:
+            feats = shared.features_for(n)
+            scores = shared.scores_for([row for row, _, _ in cues], n) or [None] * len(cues)
+            for (row, state, cue), score in zip(cues, scores, strict=True):
+                tok = self.controller.decide(state, cue, score, feats[row] if feats is not None else None)
+                if tok is not None:
+                    state.exit_from = positions[row] + 1
+                    forced.append((row, tok))
+        for row, tok in forced:
+            logits[row] = float("-inf")
+            logits[row, tok] = 0.0
         return logits
