@@ -64,6 +64,7 @@ class CueMatcher:
         self.think_open_id = vocab[THINK_OPEN]
         self.think_close_id = vocab[THINK_CLOSE]
         self._texts: dict[int, str] = {}  # token id -> its own decoded text (asked for again at every cue)
+        self._decode = self._pick_decoder()
         self._pattern = re.compile(r"(?<![A-Za-z])(" + "|".join(words) + r")[^A-Za-z]*$", re.IGNORECASE)
         suffixes = {w[i:] for w in words for i in range(len(w))}
         tail = re.compile(r"([A-Za-z]+)[^A-Za-z]*$")
@@ -73,10 +74,32 @@ class CueMatcher:
             if m and m.group(1).lower() in suffixes:
                 self._final_ids.add(tid)
 
+    def _decode_hf(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    def _pick_decoder(self):
+        """The Rust ``tokenizers`` decoder when it gives exactly transformers' text (checked here
+        on sample windows), else transformers' ``decode``. Why: a cue check decodes a short
+        window inside the engine's decode loop, and the Python wrapper costs ~3x the decoding."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            return self._decode_hf
+        fast = lambda ids: backend.decode(ids, skip_special_tokens=False)  # noqa: E731
+        import random
+
+        rng, n = random.Random(0), len(self.tokenizer)
+        samples = [[rng.randrange(n) for _ in range(rng.randint(1, WINDOW + 1))] for _ in range(200)]
+        samples += [[t] for t in (self.think_open_id, self.think_close_id)]
+        try:
+            same = all(fast(ids) == self._decode_hf(ids) for ids in samples)
+        except Exception:
+            same = False
+        return fast if same else self._decode_hf
+
     def _text(self, tid: int) -> str:
         text = self._texts.get(tid)
         if text is None:
-            text = self._texts[tid] = self.tokenizer.decode([tid], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+            text = self._texts[tid] = self._decode([tid])
         return text
 
     @property
@@ -89,7 +112,7 @@ class CueMatcher:
         if ids[i] not in self._final_ids:
             return None
         lo = max(0, i - WINDOW)
-        window = self.tokenizer.decode(ids[lo : i + 1], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        window = self._decode(ids[lo : i + 1])
         own = self._text(ids[i])
         m = self._pattern.search(window)
         # the word must end inside the decision token, not in an earlier token

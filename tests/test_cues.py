@@ -50,3 +50,29 @@ def test_model_without_thinking_markers_is_refused():
     t.pre_tokenizer = pre_tokenizers.Whitespace()
     with pytest.raises(NoThinkingMarkers, match="no <think>"):
         CueMatcher(PreTrainedTokenizerFast(tokenizer_object=t))
+
+
+def test_fast_decoder_is_used_only_when_it_matches_transformers(organism_tokenizer):
+    """The cue check's window decode goes through the Rust decoder when (and only when) it
+    reproduces transformers' decode; a tokenizer whose backend disagrees keeps the slow path."""
+    from lynx.cues import CueMatcher
+
+    m = CueMatcher(organism_tokenizer)
+    assert m._decode != m._decode_hf  # the organism's backend agrees: fast path
+    ids = organism_tokenizer("<think>\n12 + 3 = 15.\nWait,", add_special_tokens=False)["input_ids"]
+    assert m._decode(ids) == m._decode_hf(ids)
+
+    class Disagreeing:
+        def __init__(self, tok):
+            self.tok = tok
+            self.backend_tokenizer = type("B", (), {"decode": lambda self, ids, skip_special_tokens=False: "x"})()
+
+        def __getattr__(self, name):
+            return getattr(self.tok, name)
+
+        def __len__(self):
+            return len(self.tok)
+
+    slow = CueMatcher(Disagreeing(organism_tokenizer))
+    assert slow._decode == slow._decode_hf
+    assert [c.position for c in slow.find(ids)] == [c.position for c in m.find(ids)] == [len(ids) - 1]

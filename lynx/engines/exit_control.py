@@ -226,11 +226,8 @@ def score_rows(probe, features, rows: list[int], errors: list[str]) -> list[floa
     dtype, device...): the failure is logged once per message and appended to ``errors``, and
     the requests waiting on these scores are then disabled by :meth:`ExitController.decide`,
     never the engine."""
-    import torch
-
     try:
-        idx = torch.tensor(rows, device=features.device)
-        return probe(features.index_select(0, idx).float()).tolist()
+        return probe(features[rows]).tolist()
     except Exception as e:  # never take the engine down for the probe
         msg = f"lynx probe failed ({type(e).__name__}: {e}); lynx disabled for the requests at a cue"
         if msg not in errors:

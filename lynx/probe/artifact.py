@@ -58,6 +58,28 @@ class Probe:
             )
 
 
+class DeviceProbe:
+    """The probe prepared for an engine's decode loop: on one device and dtype, the scaler
+    folded into the first layer (``(x - m) / s @ W + b == x @ (W / s) + (b - (m / s) @ W)``)
+    and each layer one fused ``addmm``. Why: inside an engine every small tensor op costs tens
+    of microseconds of dispatch, and the probe runs at every cue; same function as
+    :func:`score` up to float rounding."""
+
+    def __init__(self, probe: Probe, device=None, dtype=torch.float32):
+        p = probe.to(device=device, dtype=dtype)
+        w0 = p.weights[0] / p.scale[:, None]
+        b0 = p.biases[0] - (p.mean / p.scale) @ p.weights[0]
+        self.layers = [(w0, b0)] + list(zip(p.weights[1:], p.biases[1:], strict=True))
+        self.dtype, self.input_dim = dtype, probe.input_dim
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        x = features.to(self.dtype)
+        for w, b in self.layers[:-1]:
+            x = torch.relu(torch.addmm(b, x, w))
+        w, b = self.layers[-1]
+        return torch.sigmoid(torch.addmm(b, x, w)).view(-1)
+
+
 def score(probe: Probe, features: torch.Tensor) -> torch.Tensor:
     """P(safe exit) for each row of ``features`` (``(n, d)``, the configured layers concatenated).
 

@@ -83,7 +83,9 @@ class _LynxMixin:
         scores = None
         if self.lynx_probe is not None:
             if self._lynx_device_probe is None:
-                self._lynx_device_probe = self.lynx_probe.to(device=feats.device, dtype=torch.float32)
+                from lynx.probe.artifact import DeviceProbe
+
+                self._lynx_device_probe = DeviceProbe(self.lynx_probe, device=feats.device)
             shared.probe = self._lynx_device_probe
             if self.lynx_probe_rows == "all":
                 try:
