@@ -97,7 +97,7 @@ class _LynxMixin:
                         log.warning(msg)
         # a reference, no copy: the processor scores (lazy mode) or records only the rows at a cue
         shared.publish(feats, scores)
-        return super().compute_logits(final.contiguous())
+        return super().compute_logits(final)
 
 
 def _make(arch: str):
