@@ -146,6 +146,7 @@ def early_exit(llm, prompts, max_tokens: int, alpha: float, repeats: int) -> dic
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="organism", help="organism, or a model folder (e.g. from scaled_model.py)")
     ap.add_argument("--probe", default="probes/organism")
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--max-tokens", type=int, default=256)
@@ -158,7 +159,7 @@ def main() -> None:
     from lynx.models import resolve_model
     from lynx.probe import load_probe
 
-    ref = resolve_model("organism")
+    ref = resolve_model(args.model)
     probe = load_probe(args.probe)
     import importlib
 
@@ -173,7 +174,7 @@ def main() -> None:
         "lynx_dense": build_lynx_llm(ref, {"probe": args.probe, "probe_rows": "all"})[0],
     }
     prompts = _prompts(engines["plain"].get_tokenizer(), args.n, probe.meta.get("prompt_suffix") or "")
-    result: dict = {"n_prompts": args.n, "max_tokens": args.max_tokens, "repeats": args.repeats, "probe": args.probe}
+    result: dict = {"model": args.model, "n_prompts": args.n, "max_tokens": args.max_tokens, "repeats": args.repeats, "probe": args.probe}
     result["overhead"] = overhead(engines, prompts, args.max_tokens, args.repeats, clock)
     result["early_exit"] = early_exit(engines["lynx"], prompts, args.max_tokens, args.alpha, args.repeats)
     print(json.dumps(result))
