@@ -61,8 +61,7 @@ class RequestState:
     exit_from: int | None = None  # len(output) when the exit started
     disabled: bool = False
     seen: int = 0  # cue checks done up to this output length
-    scanned: int = 0  # output tokens folded into ``thinking`` so far
-    thinking: bool | None = None  # is the thinking span open after output[:scanned]? (None: not known yet)
+    thinking: bool | None = None  # is the thinking span open after output[:seen - 1]? (None: not looked yet)
 
 
 class ExitController:
@@ -173,17 +172,17 @@ class ExitController:
         out = state.output
         if state.disabled or state.exit_from is not None or not out or out[-1] not in self.candidates or len(out) <= state.seen:
             return None
-        state.seen = n = len(out)
-        m = self.matcher
-        if state.thinking is None or state.scanned > n:  # first look (or the output was replaced): from the prompt
-            state.thinking, state.scanned = m.thinking_open(state.prompt, len(state.prompt) - 1) if state.prompt else False, 0
+        prev, n, m = state.seen, len(out), self.matcher
+        state.seen = n
+        if state.thinking is None:  # first look: the thinking state the prompt leaves
+            state.thinking = m.thinking_open(state.prompt, len(state.prompt) - 1) if state.prompt else False
         open_, opener, closer = state.thinking, m.think_open_id, m.think_close_id
-        for t in out[state.scanned : n - 1]:
+        for t in out[max(prev - 1, 0) : n - 1]:  # the tokens since the last look, up to (not incl.) this one
             if t == opener:
                 open_ = True
             elif t == closer:
                 open_ = False
-        state.thinking, state.scanned = open_, n - 1
+        state.thinking = open_
         if not open_:
             return None
         w = WINDOW + 1
@@ -221,16 +220,22 @@ class ExitController:
                 f.write(json.dumps(entry) + "\n")
 
 
-def score_rows(probe, features, rows: list[int], errors: list[str]) -> list[float] | None:
-    """Probe scores of ``features[rows]`` as floats, or None if the probe fails (wrong shape,
-    dtype, device...): the failure is logged once per message and appended to ``errors``, and
-    the requests waiting on these scores are then disabled by :meth:`ExitController.decide`,
-    never the engine."""
+def probe_scores(probe, features, errors: list[str], rows: list[int] | None = None):
+    """``probe(features[rows])`` (every row when ``rows`` is None), or None if the probe fails
+    (wrong shape, dtype, device...): the failure is logged once per message and appended to
+    ``errors``, and the requests waiting on these scores are then disabled by
+    :meth:`ExitController.decide`, never the engine."""
     try:
-        return probe(features[rows]).tolist()
+        return probe(features if rows is None else features[rows])
     except Exception as e:  # never take the engine down for the probe
         msg = f"lynx probe failed ({type(e).__name__}: {e}); lynx disabled for the requests at a cue"
         if msg not in errors:
             errors.append(msg)
             log.warning(msg)
         return None
+
+
+def score_rows(probe, features, rows: list[int], errors: list[str]) -> list[float] | None:
+    """:func:`probe_scores` of ``rows`` as floats."""
+    scores = probe_scores(probe, features, errors, rows)
+    return None if scores is None else scores.tolist()

@@ -21,7 +21,7 @@ class VLLMUnavailable(RuntimeError):
 
 def available() -> bool:
     try:
-        import vllm  # noqa: F401  (probe only)
+        import vllm  # noqa: F401
     except Exception:
         return False
     return True

@@ -17,13 +17,11 @@ stream after decoder layer ``l`` (0 = embeddings), ``L`` is the final, normed st
 from __future__ import annotations
 
 import importlib
-import logging
 
 import torch
 
+from lynx.engines.exit_control import probe_scores
 from lynx.engines.vllm_plugin import SUPPORTED, shared
-
-log = logging.getLogger("lynx.vllm")
 
 
 def _base(arch: str):
@@ -88,13 +86,7 @@ class _LynxMixin:
                 self._lynx_device_probe = DeviceProbe(self.lynx_probe, device=feats.device)
             shared.probe = self._lynx_device_probe
             if self.lynx_probe_rows == "all":
-                try:
-                    scores = self._lynx_device_probe(feats.float())
-                except Exception as e:  # never take the engine down for the probe
-                    msg = f"lynx probe failed ({type(e).__name__}: {e}); lynx disabled for the requests at a cue"
-                    if msg not in shared.errors:
-                        shared.errors.append(msg)
-                        log.warning(msg)
+                scores = probe_scores(self._lynx_device_probe, feats, shared.errors)
         # a reference, no copy: the processor scores (lazy mode) or records only the rows at a cue
         shared.publish(feats, scores)
         return super().compute_logits(final)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from lynx.engines.exit_control import score_rows
+
 features: torch.Tensor | None = None  # (rows, n_layers * hidden): the probe input of each row
 scores: torch.Tensor | None = None  # (rows,) P(safe) of every row, only in all-rows mode
 probe = None  # the probe on the features' device, set by the model
@@ -35,8 +37,6 @@ def features_for(n_rows: int) -> torch.Tensor | None:
 
 def scores_for(rows: list[int], n_rows: int) -> list[float] | None:
     """P(safe) of ``rows`` of this step (None when there is no valid hand-off or the probe failed)."""
-    from lynx.engines.exit_control import score_rows
-
     feats = features_for(n_rows)
     if feats is None:
         return None
