@@ -1,5 +1,7 @@
 """lynx's in-engine hook on vLLM (CPU build, old model runner): untouched requests, recorded
-features equal to transformers', exits at the same cue as the transformers engine, audit."""
+features equal to transformers', exits at the same cue as the transformers engine, audit.
+Every engine test runs with both hand-offs of the probe's layers (``direct``, the CPU
+default, and ``output``, the CUDA-graph-safe layout), switched inside the one engine."""
 
 import os
 
@@ -40,13 +42,28 @@ def probe_dir(tmp_path_factory, organism):
 
 
 @pytest.fixture(scope="module")
-def lynx_llm(probe_dir):
+def engine(probe_dir):
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     from lynx.engines.vllm import build_lynx_llm
 
     folder, probe = probe_dir
     llm, _ = build_lynx_llm(resolve_model("organism"), {"probe": str(folder), "layers": probe.layers, "exit_string": DEFAULT_EXIT})
     return llm
+
+
+@pytest.fixture(params=["direct", "output"])
+def lynx_llm(engine, request):
+    """The engine with the probe's layers handed to compute_logits one way or the other; the
+    test then checks that this hand-off, and not the other, carried the step's features."""
+    from lynx.engines.vllm_plugin import shared
+
+    _set_model(engine, "lynx_handoff", request.param)
+    shared.layer_states = None
+    try:
+        yield engine
+    finally:
+        _set_model(engine, "lynx_handoff", "direct")
+    assert (shared.layer_states is not None) == (request.param == "direct")
 
 
 def test_requests_without_lynx_are_plain_generation(organism, lynx_llm):

@@ -2,11 +2,23 @@
 
 Why not forward hooks: under torch.compile / CUDA graphs Python hooks on inner layers do not
 fire. vLLM's EAGLE-3 mechanism (``set_aux_hidden_state_layers``) makes the inner model return
-the requested layers as real outputs; the wrapper concatenates them with the final hidden
-state (the probe's input first, in its layer order) so they survive the runner's
-``hidden_states[logits_indices]`` selection, and takes them apart again (as views) in
-``compute_logits``, which runs eagerly on exactly the rows that become logits.
-There it hands the features (a reference) to the logits processor through
+the requested layers as real outputs. They reach ``compute_logits`` (which runs eagerly on
+exactly the rows that become logits) by one of two hand-offs, ``handoff`` in the lynx config:
+
+* ``"output"``: the wrapper concatenates them with the final hidden state (the probe's input
+  first, in its layer order) so they survive the runner's ``hidden_states[logits_indices]``
+  selection, and ``compute_logits`` takes them apart again as views. Safe wherever the
+  model's forward is replayed without Python (full CUDA graphs), at the price of one
+  ``(tokens, layers x hidden)`` copy per step.
+* ``"direct"``: the forward returns the base model's own output and leaves the layer tensors
+  (references) and the step's ``query_start_loc`` in :mod:`shared`; only the rows the probe
+  actually reads are ever gathered (``query_start_loc[r + 1] - 1`` is the token of logits row
+  ``r``, the runner's rule). Needs the wrapper's forward to run in Python every step, which
+  it does on CPU (no CUDA graphs): ``"auto"``, the default, picks it there and ``"output"``
+  elsewhere. A step without attention metadata falls back to ``"output"``;
+  ``compute_logits`` tells the two apart by the width of what it receives.
+
+There the features go (a reference) to the logits processor through
 :mod:`lynx.engines.vllm_plugin.shared`; the probe (one small MLP, on device) then scores just
 the rows that sit on a cue, or, with ``probe_rows: "all"``, every row right here.
 
@@ -54,27 +66,49 @@ class _LynxMixin:
         self.lynx_probe_rows = cfg.get("probe_rows", "cues")
         if self.lynx_probe_rows not in ("cues", "all"):
             raise ValueError(f"lynx probe_rows must be 'cues' or 'all', got {self.lynx_probe_rows!r}")
+        handoff = cfg.get("handoff", "auto")
+        if handoff not in ("auto", "output", "direct"):
+            raise ValueError(f"lynx handoff must be 'auto', 'output' or 'direct', got {handoff!r}")
+        if handoff == "auto":
+            from vllm.platforms import current_platform
+
+            handoff = "direct" if current_platform.is_cpu() else "output"
+        self.lynx_handoff = handoff
 
     def forward(self, *args, **kwargs):
         out = super().forward(*args, **kwargs)
         n = self.config.num_hidden_layers
-        if isinstance(out, tuple):  # (final, [aux layers in sorted order])
-            final, aux = out
-            parts = {n: final} | dict(zip(self.lynx_aux, aux, strict=True))
-        elif self.lynx_layers == [n]:
-            return out  # the probe reads the final state: nothing to add
-        else:
-            final, parts = out, {n: out}
+        if not isinstance(out, tuple):  # the probe reads the final state only: compute_logits has it
+            return out
+        final, aux = out  # aux: the probe's intermediate layers in sorted order
+        parts = dict(zip(self.lynx_aux, aux, strict=True))
+        if self.lynx_handoff == "direct":
+            qsl = _query_start_loc()
+            if qsl is not None:
+                shared.layer_states = (parts, qsl)
+                return final
+        shared.layer_states = None
+        parts[n] = final
         # the probe's input first, in its layer order, then the final state if the probe skips it:
         # compute_logits then takes both as views, without another concatenation per step
         tail = [] if n in self.lynx_layers else [final]
         return torch.cat([parts[x] for x in self.lynx_layers] + tail, dim=-1)
 
-    def lynx_features(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(final hidden state, probe features in the configured layer order), both views."""
-        h, n = self.config.hidden_size, self.config.num_hidden_layers
+    def lynx_features(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, shared.StepFeatures | None]:
+        """(final hidden state, the probe's features of every row) from what compute_logits got."""
+        h, n, rows = self.config.hidden_size, self.config.num_hidden_layers, hidden_states.shape[0]
+        if hidden_states.shape[-1] == h:  # the final state only; intermediate layers came directly
+            if not self.lynx_aux:
+                return hidden_states, shared.StepFeatures.of(hidden_states)
+            if shared.layer_states is None:
+                return hidden_states, None
+            layers, qsl = shared.layer_states
+            if qsl.shape[0] < rows + 1:
+                return hidden_states, None  # not this step's layers: never score stale ones
+            parts = [(hidden_states, False) if x == n else (layers[x], True) for x in self.lynx_layers]
+            return hidden_states, shared.StepFeatures(parts, rows, qsl)
         k = self.lynx_layers.index(n) if n in self.lynx_layers else len(self.lynx_layers)
-        return hidden_states[..., h * k : h * (k + 1)], hidden_states[..., : h * len(self.lynx_layers)]
+        return hidden_states[..., h * k : h * (k + 1)], shared.StepFeatures.of(hidden_states[..., : h * len(self.lynx_layers)])
 
     def compute_logits(self, hidden_states: torch.Tensor):
         final, feats = self.lynx_features(hidden_states)
@@ -83,13 +117,26 @@ class _LynxMixin:
             if self._lynx_device_probe is None:
                 from lynx.probe.artifact import DeviceProbe
 
-                self._lynx_device_probe = DeviceProbe(self.lynx_probe, device=feats.device)
+                self._lynx_device_probe = DeviceProbe(self.lynx_probe, device=final.device)
             shared.probe = self._lynx_device_probe
-            if self.lynx_probe_rows == "all":
-                scores = probe_scores(self._lynx_device_probe, feats, shared.errors)
-        # a reference, no copy: the processor scores (lazy mode) or records only the rows at a cue
+            if self.lynx_probe_rows == "all" and feats is not None:
+                scores = probe_scores(self._lynx_device_probe, feats.dense(), shared.errors)
+        # references, no copy: the processor scores (lazy mode) or records only the rows at a cue
         shared.publish(feats, scores)
         return super().compute_logits(final)
+
+
+def _query_start_loc() -> torch.Tensor | None:
+    """This step's ``query_start_loc`` from vLLM's forward context (None when there is none:
+    a profiling or dummy run, or micro-batched attention metadata)."""
+    from vllm.forward_context import get_forward_context, is_forward_context_available
+
+    if not is_forward_context_available():
+        return None
+    meta = get_forward_context().attn_metadata
+    if not isinstance(meta, dict) or not meta:
+        return None
+    return getattr(next(iter(meta.values())), "query_start_loc", None)
 
 
 def _make(arch: str):
