@@ -92,3 +92,24 @@ def test_hooked_features_equal_offline_hidden_states_and_replay(setup):
         audit = AUDIT.pop(f"rp{i}", [])
         expect = next((p for p, sc in zip(pos, all_scores.get(i, [])) if sc >= t), None)
         assert (audit[0]["cue_position"] - len(prompts[i]) if audit else None) == (expect - len(prompts[i]) if expect is not None else None)
+
+
+@pytest.mark.parametrize("fault", ["wrong_width", "nan"])
+def test_a_failing_probe_disables_lynx_and_never_aborts_generation(setup, fault):
+    """Safety, as in the vLLM hook: a probe that raises (wrong input width) or returns NaN
+    switches lynx off for the rows at a cue, with a ``disabled`` audit entry; generation goes
+    on and every row's output is the plain one (threshold 0 would otherwise exit at once)."""
+    lm, tok, layers, probe, prompts, ctl = setup
+    vanilla = hf.generate(lm, tok, prompts, max_new_tokens=300, temperature=0.6, top_p=0.95, seed=5)
+    d = probe.input_dim
+    if fault == "wrong_width":
+        broken = Probe(torch.zeros(d + 1), torch.ones(d + 1), [torch.ones(d + 1, 1)], [torch.zeros(1)], probe.meta)
+    else:
+        broken = Probe(torch.zeros(d), torch.ones(d), [torch.full((d, 1), float("nan"))], [torch.zeros(1)], probe.meta)
+    args = [{"lynx_threshold": 0.0, "lynx_tag": f"hf-{fault}{i}"} if i % 2 else None for i in range(len(prompts))]
+    out = generate_with_exit(lm, tok, prompts, ctl, args, probe=broken, layers=layers, max_new_tokens=300,
+                             temperature=0.6, top_p=0.95, seed=5)
+    assert out == vanilla
+    audits = [AUDIT.pop(f"hf-{fault}{i}", []) for i in range(1, len(prompts), 2)]
+    assert sum(1 for a in audits if a) >= 2
+    assert all(e["event"] == "disabled" and "probe score" in e["reason"] for a in audits for e in a)

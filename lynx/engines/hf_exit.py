@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from lynx.engines.exit_control import ExitController, RequestState
+from lynx.engines.exit_control import ExitController, RequestState, score_rows
 from lynx.engines.hf import _device, generate
 
 
@@ -51,6 +51,7 @@ class LayerCapture:
 class _ExitProcessor(LogitsProcessor):
     def __init__(self, controller: ExitController, states: list[RequestState | None], width: int, capture: LayerCapture, probe):
         self.controller, self.states, self.width, self.capture, self.probe = controller, states, width, capture, probe
+        self.errors: list[str] = []  # probe failures, logged once each
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         active = [(r, s) for r, s in enumerate(self.states) if s is not None]
@@ -60,10 +61,14 @@ class _ExitProcessor(LogitsProcessor):
             state.output[:] = input_ids[r, self.width :].tolist()
         feats = self.capture.features()
 
-        def score_rows(rows: list[int]) -> list[float] | None:
-            return self.probe(feats[rows].to(self.probe.mean.device)).tolist() if self.probe is not None else None
+        def scores_of(rows: list[int]) -> list[float] | None:
+            # guarded like the vLLM hook: a failing probe (wrong width, NaN) disables lynx for the
+            # rows at a cue (ExitController.decide), it never aborts the batch
+            if self.probe is None:
+                return None
+            return score_rows(self.probe, feats.to(self.probe.mean.device), rows, self.errors)
 
-        for r, tok in self.controller.step_rows(active, score_rows, feats):
+        for r, tok in self.controller.step_rows(active, scores_of, feats):
             scores[r] = float("-inf")
             scores[r, tok] = 0.0
         return scores
