@@ -73,6 +73,33 @@ class CueMatcher:
             m = tail.search(self._text(tid))
             if m and m.group(1).lower() in suffixes:
                 self._final_ids.add(tid)
+        self._whole = self._self_contained_cues()
+
+    def _self_contained_cues(self) -> dict[int, tuple[str, bool]]:
+        """Decision tokens whose own text holds the whole cue word: token id -> (word, whether
+        the word starts the token). Such a token completes its cue whatever precedes it
+        (``" Wait,"``), or exactly when the previous token's text does not end with a letter
+        (``"Wait,"`` after ``"\\n"``), so :meth:`match_at` needs no window decode for it (the
+        common case at decode time). Used only where decoding is concatenative (a window's
+        text is its tokens' texts joined: byte-level BPE; checked here on sample pairs), so
+        other decoders keep the window decode."""
+        import random
+
+        rng, n = random.Random(1), len(self.tokenizer)
+        pairs = [(rng.randrange(n), rng.randrange(n)) for _ in range(200)] + [(self.think_open_id, t) for t in self._final_ids]
+        try:
+            concatenative = all(self._decode([a, b]) == self._text(a) + self._text(b)
+                                for a, b in pairs if "\ufffd" not in self._text(a) + self._text(b))
+        except Exception:
+            concatenative = False
+        if not concatenative:
+            return {}
+        whole: dict[int, tuple[str, bool]] = {}
+        for tid in self._final_ids:
+            m = self._pattern.search(self._text(tid))
+            if m is not None:
+                whole[tid] = (m.group(1).lower(), m.start(1) == 0)
+        return whole
 
     def _decode_hf(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
@@ -109,8 +136,17 @@ class CueMatcher:
 
     def match_at(self, ids: list[int], i: int) -> Cue | None:
         """The cue completed by token ``ids[i]``, ignoring the thinking span."""
-        if ids[i] not in self._final_ids:
+        tid = ids[i]
+        if tid not in self._final_ids:
             return None
+        whole = self._whole.get(tid)
+        if whole is not None:
+            word, leading = whole
+            prev = self._text(ids[i - 1]) if leading and i > 0 else None
+            if prev is None:
+                return Cue(position=i, word=word, text=self._text(tid))
+            if prev and prev[-1] != "\ufffd":  # a whole character: it alone decides
+                return None if ("A" <= prev[-1] <= "Z" or "a" <= prev[-1] <= "z") else Cue(position=i, word=word, text=self._text(tid))
         lo = max(0, i - WINDOW)
         window = self._decode(ids[lo : i + 1])
         own = self._text(ids[i])

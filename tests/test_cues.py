@@ -76,3 +76,26 @@ def test_fast_decoder_is_used_only_when_it_matches_transformers(organism_tokeniz
     slow = CueMatcher(Disagreeing(organism_tokenizer))
     assert slow._decode == slow._decode_hf
     assert [c.position for c in slow.find(ids)] == [c.position for c in m.find(ids)] == [len(ids) - 1]
+
+
+def test_self_contained_cue_tokens_match_like_the_window_decode(organism_tokenizer):
+    """The shortcut for tokens that hold a whole cue word (" wait,", or "Wait," decided by the
+    previous token's last character) gives exactly what decoding the window gives, on random
+    sequences full of cue fragments, letters and arbitrary tokens."""
+    import random
+
+    fast = CueMatcher(organism_tokenizer)
+    slow = CueMatcher(organism_tokenizer)
+    slow._whole = {}
+    assert {w for w, _ in fast._whole.values()} >= {"wait", "hmm"}  # "Alternatively" is two tokens: window decode
+    assert {leading for _, leading in fast._whole.values()} == {True, False}
+    rng = random.Random(0)
+    finals, n = sorted(fast._final_ids), len(organism_tokenizer)
+    letters = [t for t in range(n) if fast._text(t).isalpha()][:200]
+    checked = 0
+    for _ in range(3000):
+        ids = [rng.choice(finals if rng.random() < 0.5 else letters if rng.random() < 0.5 else range(n)) for _ in range(rng.randint(1, 12))]
+        i = len(ids) - 1
+        assert fast.match_at(ids, i) == slow.match_at(ids, i), organism_tokenizer.decode(ids)
+        checked += ids[i] in fast._whole
+    assert checked > 50

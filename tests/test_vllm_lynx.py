@@ -81,6 +81,46 @@ def test_requests_without_lynx_are_plain_generation(organism, lynx_llm):
     assert sum(bool(a) for a in exited) >= 2
 
 
+def test_vectorised_row_filter_never_misses_a_row_that_needs_a_decision(organism, lynx_llm, monkeypatch):
+    """With the direct hand-off the processor looks only at the rows whose input token this
+    step is a cue completer or an exit token (one vectorised test on the step's input ids).
+    Checked at every step against the full per-row scan: every row that the scan finds at a
+    candidate cue token or in the middle of an exit is among them. Exits do happen (threshold
+    0), so the exit string's rows are covered; the output hand-off falls back to the scan."""
+    from lynx.engines.vllm import generate_ids
+    from lynx.engines.vllm_plugin import processor_v1
+
+    _, tok = organism
+    original = processor_v1.LynxLogitsProcessor._rows_to_check
+    seen = {"filtered": 0, "scanned": 0, "needed": 0}
+
+    def checked(self, feats, n, width):
+        got = original(self, feats, n, width)
+        full = [(r, s) for r, s in self.rows.items() if r < n]
+        need = {r for r, s in full if (s.exit_from is None and s.output and s.output[-1] in self.controller.candidates)
+                or (s.exit_from is not None and self.controller.exit_token(s) is not None)}
+        got_rows = {r for r, _ in got}
+        assert need <= got_rows, f"missed rows {sorted(need - got_rows)}"
+        seen["filtered" if feats is not None and feats.input_ids is not None else "scanned"] += 1
+        seen["needed"] += len(need)
+        return got
+
+    monkeypatch.setattr(processor_v1.LynxLogitsProcessor, "_rows_to_check", checked)
+    prompts = _prompts(tok, 8, seed=25)
+    args = [{"lynx_threshold": 0.0 if i % 2 else 2.0, "lynx_tag": f"vf{i}"} for i in range(8)]
+    generate_ids(lynx_llm, prompts, max_new_tokens=300, temperature=0.6, top_p=0.95, seed=7, extra_args=args)
+    exits = [AUDIT.pop(f"vf{i}", []) for i in range(8)]
+    assert sum(bool(a) for a in exits) >= 2 and seen["needed"] > 20
+    direct = shared_handoff(lynx_llm) == "direct"
+    assert (seen["filtered"] > 50 and seen["scanned"] <= 2) if direct else seen["filtered"] == 0
+
+
+def shared_handoff(llm) -> str:
+    got = []
+    llm.apply_model(lambda model: got.append(model.lynx_handoff))
+    return got[0]
+
+
 def test_recorded_features_equal_transformers_hidden_states(organism, lynx_llm, probe_dir):
     from lynx.cues import CueMatcher
     from lynx.engines.vllm import generate_ids

@@ -132,11 +132,11 @@ class ExitController:
         forced: list[tuple[int, int]] = []
         cues: list[tuple[int, RequestState, int]] = []
         candidates = self.candidates
-        for row, state in rows:
+        # one pass in a comprehension (the per-step cost of every opted-in row): only rows that
+        # are exiting or whose last token could complete a cue need more than this
+        busy = [(row, s) for row, s in rows if s.exit_from is not None or (s.output and s.output[-1] in candidates)]
+        for row, state in busy:
             if state.exit_from is None:
-                out = state.output
-                if not out or out[-1] not in candidates:
-                    continue
                 pos = self.new_cue(state)
                 if pos is not None:
                     cues.append((row, state, pos))
@@ -147,7 +147,8 @@ class ExitController:
         if cues:
             scores = score_rows([row for row, _, _ in cues]) or [None] * len(cues)
             for (row, state, pos), score in zip(cues, scores, strict=True):
-                tok = self.decide(state, pos, score, None if features is None else features[row])
+                # features are gathered only for a request that records them (collection)
+                tok = self.decide(state, pos, score, features[row] if features is not None and state.record else None)
                 if tok is not None:
                     forced.append((row, tok))
         return forced

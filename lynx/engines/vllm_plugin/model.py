@@ -11,7 +11,9 @@ exactly the rows that become logits) by one of two hand-offs, ``handoff`` in the
   model's forward is replayed without Python (full CUDA graphs), at the price of one
   ``(tokens, layers x hidden)`` copy per step.
 * ``"direct"``: the forward returns the base model's own output and leaves the layer tensors
-  (references) and the step's ``query_start_loc`` in :mod:`shared`; only the rows the probe
+  (references), the step's ``query_start_loc`` and its ``input_ids`` in :mod:`shared` (the
+  ids let the processor find the rows whose latest token matters with one vectorised test
+  instead of a Python check per request); only the rows the probe
   actually reads are ever gathered (``query_start_loc[r + 1] - 1`` is the token of logits row
   ``r``, the runner's rule). Needs the wrapper's forward to run in Python every step, which
   it does on CPU (no CUDA graphs): ``"auto"``, the default, picks it there and ``"output"``
@@ -78,15 +80,19 @@ class _LynxMixin:
     def forward(self, *args, **kwargs):
         out = super().forward(*args, **kwargs)
         n = self.config.num_hidden_layers
-        if not isinstance(out, tuple):  # the probe reads the final state only: compute_logits has it
-            return out
-        final, aux = out  # aux: the probe's intermediate layers in sorted order
-        parts = dict(zip(self.lynx_aux, aux, strict=True))
+        step = None  # direct hand-off: (query_start_loc, input_ids) of this step, by reference
         if self.lynx_handoff == "direct":
             qsl = _query_start_loc()
             if qsl is not None:
-                shared.layer_states = (parts, qsl)
-                return final
+                step = (qsl, kwargs["input_ids"] if "input_ids" in kwargs else (args[0] if args else None))
+        if not isinstance(out, tuple):  # the probe reads the final state only: compute_logits has it
+            shared.layer_states = None if step is None else ({}, *step)
+            return out
+        final, aux = out  # aux: the probe's intermediate layers in sorted order
+        parts = dict(zip(self.lynx_aux, aux, strict=True))
+        if step is not None:
+            shared.layer_states = (parts, *step)
+            return final
         shared.layer_states = None
         parts[n] = final
         # the probe's input first, in its layer order, then the final state if the probe skips it:
@@ -98,15 +104,16 @@ class _LynxMixin:
         """(final hidden state, the probe's features of every row) from what compute_logits got."""
         h, n, rows = self.config.hidden_size, self.config.num_hidden_layers, hidden_states.shape[0]
         if hidden_states.shape[-1] == h:  # the final state only; intermediate layers came directly
+            states = shared.layer_states
+            if states is not None and states[1].shape[0] < rows + 1:
+                states = None  # not this step's: never score (or read the tokens of) another step
             if not self.lynx_aux:
-                return hidden_states, shared.StepFeatures.of(hidden_states)
-            if shared.layer_states is None:
+                return hidden_states, shared.StepFeatures([(hidden_states, False)], rows, *(states[1:] if states else ()))
+            if states is None:
                 return hidden_states, None
-            layers, qsl = shared.layer_states
-            if qsl.shape[0] < rows + 1:
-                return hidden_states, None  # not this step's layers: never score stale ones
+            layers, qsl, input_ids = states
             parts = [(hidden_states, False) if x == n else (layers[x], True) for x in self.lynx_layers]
-            return hidden_states, shared.StepFeatures(parts, rows, qsl)
+            return hidden_states, shared.StepFeatures(parts, rows, qsl, input_ids)
         k = self.lynx_layers.index(n) if n in self.lynx_layers else len(self.lynx_layers)
         return hidden_states[..., h * k : h * (k + 1)], shared.StepFeatures.of(hidden_states[..., : h * len(self.lynx_layers)])
 

@@ -4,6 +4,12 @@ Rows of ``logits`` are persistent-batch indices; ``update_state`` keeps a state 
 (applying removed -> added -> moved, as vLLM documents) holding the live output-token list
 vLLM hands over. Row ``i``'s features are the ones the wrapper model published for the same
 step (:mod:`shared`); the probe runs only on the rows that sit on a cue.
+
+Per step, only the rows whose latest token could matter are looked at in Python: a token that
+can complete a cue, or one of the exit string's tokens (the next one must then be forced).
+With the direct hand-off the wrapper passes the step's input ids, and one lookup in a
+vocabulary-sized table finds those rows; otherwise every opted-in row is checked (one set lookup
+each). Why: a Python check per request per step is the one cost that grows with the batch.
 """
 
 from __future__ import annotations
@@ -20,6 +26,10 @@ class LynxLogitsProcessor(LogitsProcessor):
         cfg = dict((vllm_config.additional_config or {}).get("lynx", {}))
         self.controller = ExitController(cfg, vllm_config.model_config.tokenizer) if cfg else None
         self.rows: dict[int, RequestState] = {}
+        # the tokens after which a row needs a look: cue completers and the exit string's
+        # tokens but its last (after which the exit is complete)
+        self.watch_ids = sorted(self.controller.candidates | set(self.controller.exit_ids[:-1])) if self.controller else []
+        self._watch: torch.Tensor | None = None
 
     def is_argmax_invariant(self) -> bool:
         return False  # it forces tokens
@@ -47,8 +57,20 @@ class LynxLogitsProcessor(LogitsProcessor):
             return logits
         n = logits.shape[0]
         feats = shared.features_for(n)  # None: not this step's hand-off, never act on a stale score
-        rows = self.rows.items() if max(self.rows) < n else [(row, state) for row, state in self.rows.items() if row < n]
+        rows = self._rows_to_check(feats, n, logits.shape[1])
         for row, tok in self.controller.step_rows(rows, lambda cue_rows: shared.scores_for(cue_rows, n), feats):
             logits[row] = float("-inf")
             logits[row, tok] = 0.0
         return logits
+
+    def _rows_to_check(self, feats: shared.StepFeatures | None, n: int, logits_width: int):
+        """(row, state) pairs of the opted-in rows that may need a decision this step."""
+        if feats is not None and feats.input_ids is not None:
+            if self._watch is None or self._watch.device != feats.input_ids.device:
+                # a lookup table over the vocabulary (the logits' width bounds every token id)
+                self._watch = torch.zeros(logits_width, dtype=torch.bool, device=feats.input_ids.device)
+                self._watch[self.watch_ids] = True
+            hits = feats.rows_with_last_token_in(self._watch)
+            rows = self.rows
+            return [(r, rows[r]) for r in hits if r in rows]
+        return self.rows.items() if max(self.rows) < n else [(row, state) for row, state in self.rows.items() if row < n]

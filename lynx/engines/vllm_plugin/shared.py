@@ -32,10 +32,12 @@ class StepFeatures:
     features, ``f[[i, j]]`` a ``(2, width)`` batch; :meth:`dense` is every row.
     """
 
-    def __init__(self, parts: list[tuple[torch.Tensor, bool]], n_rows: int, query_start_loc: torch.Tensor | None = None):
-        if any(per_token for _, per_token in parts) and (query_start_loc is None or query_start_loc.shape[0] < n_rows + 1):
+    def __init__(self, parts: list[tuple[torch.Tensor, bool]], n_rows: int, query_start_loc: torch.Tensor | None = None,
+                 input_ids: torch.Tensor | None = None):
+        if (any(per_token for _, per_token in parts) or input_ids is not None) and (
+                query_start_loc is None or query_start_loc.shape[0] < n_rows + 1):
             raise ValueError("per-token features need query_start_loc with one entry per logits row plus one")
-        self.parts, self.n_rows, self.query_start_loc = parts, n_rows, query_start_loc
+        self.parts, self.n_rows, self.query_start_loc, self.input_ids = parts, n_rows, query_start_loc, input_ids
         self.shape = (n_rows, sum(t.shape[-1] for t, _ in parts))
         self._token_rows: torch.Tensor | None = None
 
@@ -44,16 +46,27 @@ class StepFeatures:
         """A ready ``(rows, width)`` tensor (e.g. a view of the model's output)."""
         return cls([(features, False)], features.shape[0])
 
+    def _token_index(self, device) -> torch.Tensor:
+        """The step's token index of each logits row (``query_start_loc[r + 1] - 1``)."""
+        if self._token_rows is None or self._token_rows.device != device:
+            self._token_rows = self.query_start_loc[1 : self.n_rows + 1].to(device, torch.long) - 1
+        return self._token_rows
+
     def _gather(self, rows: torch.Tensor) -> torch.Tensor:
         cols = []
         for t, per_token in self.parts:
-            if per_token:
-                if self._token_rows is None:
-                    self._token_rows = self.query_start_loc[1 : self.n_rows + 1].to(t.device, torch.long) - 1
-                cols.append(t[self._token_rows[rows]])
-            else:
-                cols.append(t[rows])
+            cols.append(t[self._token_index(t.device)[rows]] if per_token else t[rows])
         return cols[0] if len(cols) == 1 else torch.cat(cols, dim=-1)
+
+    def rows_with_last_token_in(self, watched: torch.Tensor) -> list[int] | None:
+        """The logits rows whose token this step (the request's latest: the one a decode step
+        feeds in) is marked in ``watched`` (a boolean table over the vocabulary, on the input
+        ids' device), found with one table lookup for all rows; None when the step's input ids
+        were not handed over."""
+        if self.input_ids is None:
+            return None
+        last = self.input_ids[self._token_index(self.input_ids.device)]
+        return watched[last].nonzero().view(-1).tolist()
 
     def __getitem__(self, rows) -> torch.Tensor:
         if isinstance(rows, int):
@@ -73,8 +86,8 @@ probe = None  # the probe on the features' device, set by the model
 step: int = 0  # incremented by every compute_logits call
 errors: list[str] = []  # probe failures, reported once each
 #: the wrapper's forward -> its compute_logits, in the "direct" hand-off: the probe's
-#: intermediate layers (every token's row) and the step's query_start_loc, by reference
-layer_states: tuple[dict[int, torch.Tensor], torch.Tensor] | None = None
+#: intermediate layers (every token's row), the step's query_start_loc and input_ids, by reference
+layer_states: tuple[dict[int, torch.Tensor], torch.Tensor, torch.Tensor | None] | None = None
 
 
 def publish(new_features: StepFeatures | torch.Tensor | None, new_scores: torch.Tensor | None = None) -> None:
