@@ -91,6 +91,12 @@ class ExitController:
             except FileNotFoundError:
                 self.calibration = None  # thresholds must then come per request (lynx_threshold)
 
+    @property
+    def watch_ids(self) -> list[int]:
+        """Tokens after which a request may need a decision: those that can complete a cue,
+        and the exit string's tokens but its last (the next exit token is then forced)."""
+        return sorted(self.candidates | set(self.exit_ids[:-1]))
+
     # -- requests -----------------------------------------------------------------
     def new_request(self, extra_args: dict | None, prompt: list[int] | None, output: list[int]) -> RequestState | None:
         args = extra_args or {}

@@ -73,9 +73,9 @@ class DeviceProbe:
         self.dtype, self.input_dim = dtype, probe.input_dim
 
     def __call__(self, features: torch.Tensor) -> torch.Tensor:
-        x = features.to(self.dtype)
+        x = features if features.dtype == self.dtype else features.to(self.dtype)
         for w, b in self.layers[:-1]:
-            x = torch.relu(torch.addmm(b, x, w))
+            x = torch.addmm(b, x, w).relu_()
         w, b = self.layers[-1]
         return torch.sigmoid(torch.addmm(b, x, w)).view(-1)
 

@@ -26,9 +26,7 @@ class LynxLogitsProcessor(LogitsProcessor):
         cfg = dict((vllm_config.additional_config or {}).get("lynx", {}))
         self.controller = ExitController(cfg, vllm_config.model_config.tokenizer) if cfg else None
         self.rows: dict[int, RequestState] = {}
-        # the tokens after which a row needs a look: cue completers and the exit string's
-        # tokens but its last (after which the exit is complete)
-        self.watch_ids = sorted(self.controller.candidates | set(self.controller.exit_ids[:-1])) if self.controller else []
+        self.watch_ids = self.controller.watch_ids if self.controller else []
         self._watch: torch.Tensor | None = None
 
     def is_argmax_invariant(self) -> bool:

@@ -79,7 +79,7 @@ class LynxLogitsProcessorV2(LogitsProcessor):
             feats = shared.features_for(n)
             scores = shared.scores_for([row for row, _, _ in cues], n) or [None] * len(cues)
             for (row, state, cue), score in zip(cues, scores, strict=True):
-                tok = self.controller.decide(state, cue, score, feats[row] if feats is not None else None)
+                tok = self.controller.decide(state, cue, score, feats[row] if feats is not None and state.record else None)
                 if tok is not None:
                     state.exit_from = positions[row] + 1
                     forced.append((row, tok))
