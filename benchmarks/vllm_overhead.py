@@ -114,6 +114,9 @@ def overhead(engines: dict, prompts, max_tokens: int, repeats: int, clock: HookC
     return {
         # end to end: all runs' tokens over all runs' seconds (the same tokens every run)
         "ratio_of_totals": {k: round(sum(secs["plain"]) / sum(secs[k]), 4) for k in per_round},
+        # how far the machine's noise leaves that figure: rounds resampled with replacement (paired)
+        "ratio_of_totals_ci95": {k: _bootstrap_ci(secs["plain"], secs[k]) for k in per_round},
+        "seconds_by_round": {k: [round(x, 3) for x in v] for k, v in secs.items()},
         "ratio_quartiles_of_rounds": {k: quart(v) for k, v in per_round.items()},
         # clocked inside the hook: its share of the run's wall clock (1 - share = the ratio it implies)
         "hook_share_median": {k: round(statistics.median(v), 4) for k, v in hook_share.items()},
@@ -124,6 +127,16 @@ def overhead(engines: dict, prompts, max_tokens: int, repeats: int, clock: HookC
         "ratios_by_round": {k: [round(x, 3) for x in v] for k, v in per_round.items()},
         "same_outputs": len(digests) == 1,
     }
+
+
+def _bootstrap_ci(plain: list[float], other: list[float], n: int = 10_000, seed: int = 0) -> list[float]:
+    """95% percentile interval of sum(plain) / sum(other) over rounds resampled in pairs."""
+    import numpy as np
+
+    p, o = np.asarray(plain), np.asarray(other)
+    idx = np.random.default_rng(seed).integers(0, len(p), size=(n, len(p)))
+    ratios = p[idx].sum(axis=1) / o[idx].sum(axis=1)
+    return [round(float(x), 4) for x in np.quantile(ratios, [0.025, 0.975])]
 
 
 def early_exit(llm, prompts, max_tokens: int, alpha: float, repeats: int) -> dict:
