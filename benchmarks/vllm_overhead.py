@@ -16,6 +16,7 @@ quartiles of the per-round paired ratios, and the hook's own time clocked inside
 process-level noise of +-8% into a 2% question.) Prints one JSON object.
 
     python benchmarks/vllm_overhead.py --probe probes/organism --n 256 --max-tokens 256
+    python benchmarks/vllm_overhead.py --configs plain,lynx --repeats 40   # the target's pair, more rounds
 """
 
 from __future__ import annotations
@@ -83,14 +84,18 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def overhead(engines: dict, prompts, max_tokens: int, repeats: int, clock: HookClock) -> dict:
+CONFIGS = ("plain", "lynx", "lynx_dense", "lynx_engine_not_opted_in")
+
+
+def overhead(engines: dict, prompts, max_tokens: int, repeats: int, clock: HookClock, names=CONFIGS) -> dict:
     never = [{"lynx_threshold": NEVER} for _ in prompts]
     configs = {  # name -> (engine, per-request args)
         "plain": (engines["plain"], None),
         "lynx": (engines["lynx"], never),
-        "lynx_dense": (engines["lynx_dense"], never),
+        "lynx_dense": (engines.get("lynx_dense"), never),
         "lynx_engine_not_opted_in": (engines["lynx"], None),
     }
+    configs = {k: v for k, v in configs.items() if k in names}
     for name, (llm, extra) in configs.items():
         _timed(llm, prompts, extra, max_tokens, 1)  # warm-up at full size
     tps: dict[str, list[float]] = {k: [] for k in configs}
@@ -164,8 +169,15 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--alpha", type=float, default=0.1)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=5, help="rounds of the overhead comparison")
+    ap.add_argument("--exit-repeats", type=int, default=5, help="runs of vanilla and of early exit (best of)")
+    ap.add_argument("--configs", default=",".join(CONFIGS),
+                    help="which configurations to time (plain and lynx always; fewer -> more rounds in the same time)")
     args = ap.parse_args()
+    names = ["plain", "lynx"] + [c for c in args.configs.split(",") if c in CONFIGS and c not in ("plain", "lynx")]
+    bad = [c for c in args.configs.split(",") if c not in CONFIGS]
+    if bad:
+        ap.error(f"unknown configuration(s) {bad}; choose from {', '.join(CONFIGS)}")
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # engine core in this process: engines side by side
 
     from lynx.engines.vllm import build_llm, build_lynx_llm
@@ -184,12 +196,13 @@ def main() -> None:
     engines = {
         "plain": build_llm(ref),
         "lynx": build_lynx_llm(ref, {"probe": args.probe})[0],
-        "lynx_dense": build_lynx_llm(ref, {"probe": args.probe, "probe_rows": "all"})[0],
     }
+    if "lynx_dense" in names:
+        engines["lynx_dense"] = build_lynx_llm(ref, {"probe": args.probe, "probe_rows": "all"})[0]
     prompts = _prompts(engines["plain"].get_tokenizer(), args.n, probe.meta.get("prompt_suffix") or "")
     result: dict = {"model": args.model, "n_prompts": args.n, "max_tokens": args.max_tokens, "repeats": args.repeats, "probe": args.probe}
-    result["overhead"] = overhead(engines, prompts, args.max_tokens, args.repeats, clock)
-    result["early_exit"] = early_exit(engines["lynx"], prompts, args.max_tokens, args.alpha, args.repeats)
+    result["overhead"] = overhead(engines, prompts, args.max_tokens, args.repeats, clock, names)
+    result["early_exit"] = early_exit(engines["lynx"], prompts, args.max_tokens, args.alpha, args.exit_repeats)
     print(json.dumps(result))
 
 
