@@ -102,3 +102,18 @@ def test_dense_scores_every_row_with_either_handoff(monkeypatch):
     expected = probe(torch.cat([states[2], states[4]], -1)[LOGITS_INDICES])
     torch.testing.assert_close(got["output"], expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(got["direct"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_rows_whose_latest_token_is_watched_are_found_from_the_input_ids():
+    """The processor's row table: logits row r is watched iff the token at
+    query_start_loc[r + 1] - 1 (its latest) is marked; padded entries are ignored."""
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(0, 50, (int(QSL[-1]),), generator=g)
+    watched = torch.zeros(50, dtype=torch.bool)
+    latest = ids[LOGITS_INDICES]
+    watched[latest[[0, 2]]] = True  # rows 0 and 2 (and any other row sharing their tokens)
+    expected = [r for r in range(len(QUERY_LENS)) if watched[latest[r]]]
+    padded = torch.cat([QSL, QSL[-1:].repeat(3)])
+    feats = shared.StepFeatures([(torch.zeros(len(QUERY_LENS), H), False)], len(QUERY_LENS), padded, ids)
+    assert feats.rows_with_last_token_in(watched) == expected and {0, 2} <= set(expected)
+    assert shared.StepFeatures.of(torch.zeros(4, H)).rows_with_last_token_in(watched) is None  # ids unknown

@@ -67,8 +67,12 @@ class LynxLogitsProcessor(LogitsProcessor):
             if self._watch is None or self._watch.device != feats.input_ids.device:
                 # a lookup table over the vocabulary (the logits' width bounds every token id)
                 self._watch = torch.zeros(logits_width, dtype=torch.bool, device=feats.input_ids.device)
-                self._watch[self.watch_ids] = True
-            hits = feats.rows_with_last_token_in(self._watch)
-            rows = self.rows
-            return [(r, rows[r]) for r in hits if r in rows]
+                self._watch[[t for t in self.watch_ids if t < logits_width]] = True
+            try:
+                hits = feats.rows_with_last_token_in(self._watch)
+            except (IndexError, RuntimeError):  # an id beyond the table: never fail the step, scan instead
+                hits = None
+            if hits is not None:
+                rows = self.rows
+                return [(r, rows[r]) for r in hits if r in rows]
         return self.rows.items() if max(self.rows) < n else [(row, state) for row, state in self.rows.items() if row < n]
