@@ -5,9 +5,10 @@ Interface: ``vllm.v1.worker.gpu.sample.logits_processor.interface``. State is pe
 token and position. The input token of a decode row is the token sampled last step — the cue
 candidate — and the wrapper model published that token's probe features for the same row;
 the probe runs only on rows at a cue.
-Token history is read from the runner's device buffer only when a candidate cue shows up,
-so the common step costs one host copy of the (small) input-id and position vectors, and
-nothing at all when no request in the batch opted in.
+The rows that need a look (input token a cue completer or an exit-string token) are found
+on device with one table lookup for the whole batch; only those rows are copied to the host
+and handled in Python, and token history is read from the runner's device buffer only when a
+candidate cue shows up. Nothing runs while no request has opted in.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class LynxLogitsProcessorV2(LogitsProcessor):
         self.req_states = req_states
         self.controller = ExitController(cfg, vllm_config.model_config.tokenizer) if cfg else None
         self.slots: dict[int, RequestState] = {}
+        self._watch: torch.Tensor | None = None  # watched tokens, a boolean table over the vocabulary
 
     @classmethod
     def validate_params(cls, sampling_params) -> None:
@@ -49,22 +51,29 @@ class LynxLogitsProcessorV2(LogitsProcessor):
         n_prompt = int(self.req_states.prompt_len.np[slot])
         return ids[:n_prompt], ids[n_prompt:]
 
+    def _watched_rows(self, logits: torch.Tensor, ctx) -> list[list[int]]:
+        """``[rows, slots, tokens, positions]`` of the rows whose input token is one the exit rule
+        watches (``ExitController.watch_ids``): one table lookup on device for the whole batch,
+        then one copy of just those rows to the host (no Python work for the other rows)."""
+        ids = ctx.input_ids
+        if self._watch is None or self._watch.device != ids.device:
+            self._watch = torch.zeros(logits.shape[1], dtype=torch.bool, device=ids.device)
+            self._watch[[t for t in self.controller.watch_ids if t < logits.shape[1]]] = True
+        rows = self._watch[ids.long()].nonzero().view(-1)
+        return torch.stack([rows, ctx.expanded_idx_mapping[rows].long(), ids[rows].long(), ctx.pos[rows].long()]).tolist()
+
     def apply(self, logits: torch.Tensor, ctx) -> torch.Tensor:
         if not self.slots:
             return logits
-        slots = ctx.expanded_idx_mapping.tolist()
-        if not any(s in self.slots for s in slots):
-            return logits
         n = logits.shape[0]
-        tokens, positions = ctx.input_ids.tolist(), ctx.pos.tolist()
         exit_ids, candidates = self.controller.exit_ids, self.controller.candidates
         forced: list[tuple[int, int]] = []
         cues: list[tuple[int, RequestState, int]] = []
-        for row, slot in enumerate(slots):
+        positions: dict[int, int] = {}
+        for row, slot, tok, pos in zip(*self._watched_rows(logits, ctx), strict=True):
             state = self.slots.get(slot)
             if state is None or state.disabled:
                 continue
-            tok, pos = tokens[row], positions[row]
             if state.exit_from is not None:  # exit under way: exit_ids[k] goes to position exit_from + k
                 k = pos + 1 - state.exit_from
                 if 1 <= k < len(exit_ids) and tok == exit_ids[k - 1]:
@@ -75,6 +84,7 @@ class LynxLogitsProcessorV2(LogitsProcessor):
                 cue = self.controller.new_cue(state)
                 if cue is not None:
                     cues.append((row, state, cue))
+                    positions[row] = pos
         if cues:
             feats = shared.features_for(n)
             scores = shared.scores_for([row for row, _, _ in cues], n) or [None] * len(cues)
