@@ -97,6 +97,16 @@ class ExitController:
         and the exit string's tokens but its last (the next exit token is then forced)."""
         return sorted(self.candidates | set(self.exit_ids[:-1]))
 
+    def watch_table(self, vocab_size: int, device=None):
+        """:attr:`watch_ids` as a boolean table over a ``vocab_size`` vocabulary (ids beyond it
+        cannot be sampled and are left out), so an engine finds the rows whose latest token is
+        watched with one lookup for the whole batch."""
+        import torch
+
+        table = torch.zeros(vocab_size, dtype=torch.bool, device=device)
+        table[[t for t in self.watch_ids if t < vocab_size]] = True
+        return table
+
     # -- requests -----------------------------------------------------------------
     def new_request(self, extra_args: dict | None, prompt: list[int] | None, output: list[int]) -> RequestState | None:
         args = extra_args or {}

@@ -26,7 +26,6 @@ class LynxLogitsProcessor(LogitsProcessor):
         cfg = dict((vllm_config.additional_config or {}).get("lynx", {}))
         self.controller = ExitController(cfg, vllm_config.model_config.tokenizer) if cfg else None
         self.rows: dict[int, RequestState] = {}
-        self.watch_ids = self.controller.watch_ids if self.controller else []
         self._watch: torch.Tensor | None = None
 
     def is_argmax_invariant(self) -> bool:
@@ -66,8 +65,7 @@ class LynxLogitsProcessor(LogitsProcessor):
         if feats is not None and feats.input_ids is not None:
             if self._watch is None or self._watch.device != feats.input_ids.device:
                 # a lookup table over the vocabulary (the logits' width bounds every token id)
-                self._watch = torch.zeros(logits_width, dtype=torch.bool, device=feats.input_ids.device)
-                self._watch[[t for t in self.watch_ids if t < logits_width]] = True
+                self._watch = self.controller.watch_table(logits_width, feats.input_ids.device)
             try:
                 hits = feats.rows_with_last_token_in(self._watch)
             except (IndexError, RuntimeError):  # an id beyond the table: never fail the step, scan instead

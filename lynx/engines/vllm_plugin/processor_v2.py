@@ -57,8 +57,7 @@ class LynxLogitsProcessorV2(LogitsProcessor):
         then one copy of just those rows to the host (no Python work for the other rows)."""
         ids = ctx.input_ids
         if self._watch is None or self._watch.device != ids.device:
-            self._watch = torch.zeros(logits.shape[1], dtype=torch.bool, device=ids.device)
-            self._watch[[t for t in self.controller.watch_ids if t < logits.shape[1]]] = True
+            self._watch = self.controller.watch_table(logits.shape[1], ids.device)
         rows = self._watch[ids.long()].nonzero().view(-1)
         return torch.stack([rows, ctx.expanded_idx_mapping[rows].long(), ids[rows].long(), ctx.pos[rows].long()]).tolist()
 
