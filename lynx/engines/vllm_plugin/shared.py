@@ -55,6 +55,7 @@ class StepFeatures:
     def _gather(self, rows: torch.Tensor) -> torch.Tensor:
         # index_select, and the rows' token index looked up once for all layers: inside the
         # engine's step every tensor op costs ~10 us (caches cold after the model's forward)
+        rows = rows.to(self.parts[0][0].device)  # the row list is built on the host; index_select wants one device
         tok, cols = None, []
         for t, per_token in self.parts:
             if per_token:
