@@ -58,7 +58,7 @@ def main() -> None:
     d = len(layers) * cfg.hidden_size
     g = torch.Generator().manual_seed(args.seed)
     sizes = [d, 256, 64, 1]
-    probe = Probe(torch.zeros(d), torch.ones(d), [torch.randn(a, b, generator=g) / a**0.5 for a, b in zip(sizes, sizes[1:])],
+    probe = Probe(torch.zeros(d), torch.ones(d), [torch.randn(a, b, generator=g) / a**0.5 for a, b in zip(sizes[:-1], sizes[1:], strict=True)],
                   [torch.zeros(b) for b in sizes[1:]],
                   {"layers": layers, "hidden_size": cfg.hidden_size, "model": str(out), "model_fingerprint": model_fingerprint(resolve_model(str(out))),
                    "cues": organism_probe.meta["cues"], "exit_string": organism_probe.meta["exit_string"],

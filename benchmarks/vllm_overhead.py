@@ -35,13 +35,13 @@ NEVER = 2.0  # probe scores are probabilities: a threshold of 2 is never cleared
 
 def _prompts(tok, n: int, suffix: str):
     from lynx.datasets import load
-    from lynx.organism.prompting import chat_prompt
+    from lynx.prompting import chat_prompt
 
     return [tok(chat_prompt(tok, r.question, suffix=suffix), add_special_tokens=False)["input_ids"] for r in load("organism:test", n=n)]
 
 
 def _timed(llm, prompts, extra, max_tokens, seed):
-    from lynx.engines.vllm import generate_ids
+    from lynx.engines.vllm_engine import generate_ids
 
     t = time.perf_counter()
     outs = generate_ids(llm, prompts, max_new_tokens=max_tokens, temperature=0.6, top_p=0.95, seed=seed, extra_args=extra)
@@ -96,7 +96,7 @@ def overhead(engines: dict, prompts, max_tokens: int, repeats: int, clock: HookC
         "lynx_engine_not_opted_in": (engines["lynx"], None),
     }
     configs = {k: v for k, v in configs.items() if k in names}
-    for name, (llm, extra) in configs.items():
+    for llm, extra in configs.values():
         _timed(llm, prompts, extra, max_tokens, 1)  # warm-up at full size
     tps: dict[str, list[float]] = {k: [] for k in configs}
     secs: dict[str, list[float]] = {k: [] for k in configs}
@@ -180,7 +180,7 @@ def main() -> None:
         ap.error(f"unknown configuration(s) {bad}; choose from {', '.join(CONFIGS)}")
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # engine core in this process: engines side by side
 
-    from lynx.engines.vllm import build_llm, build_lynx_llm
+    from lynx.engines.vllm_engine import build_llm, build_lynx_llm
     from lynx.models import resolve_model
     from lynx.probe import load_probe
 

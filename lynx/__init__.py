@@ -3,11 +3,12 @@
 The Python API in one place (imported on first use, so ``import lynx`` stays light)::
 
     import lynx
-    probe = lynx.load_probe("probes/organism")          # safetensors + JSON, never unpickled
-    cal = lynx.load_calibration("probes/organism")      # thresholds for any alpha
-    out = lynx.generate(["Compute 47 + 8 - 5."], probe="probes/organism", alpha=0.1)
+    policy = lynx.ExitPolicy.load("probes/organism")   # probe + calibration, safetensors + JSON, never unpickled
+    policy.threshold(0.1).promise                       # the threshold at alpha 0.1 and its guarantee in words
+    out = lynx.generate(["Compute 47 + 8 - 5."], probe=policy, alpha=0.1)
 
-Engines: :mod:`lynx.engines.hf` (transformers) and :mod:`lynx.engines.vllm` (the in-engine hook).
+Engines: :mod:`lynx.engines.hf` (transformers) and :mod:`lynx.engines.vllm_engine` (the in-engine hook).
+Errors the user can fix are :class:`lynx.LynxError`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ __version__ = "0.1.0"
 
 #: public name -> (module, attribute)
 _API = {
+    "ExitPolicy": ("lynx.exit_policy", "ExitPolicy"),
+    "HookConfig": ("lynx.exit_policy", "HookConfig"),
+    "LynxError": ("lynx.errors", "LynxError"),
     "load_probe": ("lynx.probe", "load_probe"),
     "Probe": ("lynx.probe", "Probe"),
     "ProbeModelMismatch": ("lynx.probe", "ProbeModelMismatch"),
@@ -31,7 +35,5 @@ def __getattr__(name: str):
         import importlib
 
         module, attr = _API[name]
-        value = getattr(importlib.import_module(module), attr)
-        globals()[name] = value
-        return value
+        return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'lynx' has no attribute {name!r}")

@@ -1,7 +1,8 @@
 """The ``lynx`` command line: one sub-command per stage of the pipeline.
 
-Errors a user can cause (unknown model, bad split, out-of-range layer, ...) are printed as
-one line on stderr with exit code 2, never as a traceback. A stage that is not built yet
+Errors a user can cause (unknown model, bad split, out-of-range layer, ...) are
+:class:`~lynx.errors.LynxError` and are printed as one line on stderr with exit code 2; any
+other exception is a bug and keeps its traceback. A stage that is not built yet
 says so in one line and exits 1 — it never prints made-up output.
 """
 
@@ -16,7 +17,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from lynx.config import BASELINES, CalibrateConfig, CollectConfig, EvalConfig, ProbeTrainConfig, RunConfig, Sampling
 from lynx.cues import DEFAULT_CUES
+from lynx.errors import LynxError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
 organism_app = typer.Typer(no_args_is_help=True, help="The bundled model organism: its data, its training, its figures.")
@@ -25,8 +28,13 @@ err = Console(stderr=True, soft_wrap=True)  # an error is one line, however long
 out = Console()
 
 
-class UserError(Exception):
-    """An error the user can fix; shown as one line."""
+def _csv(values) -> str:
+    """A default tuple as the comma-separated text an option takes."""
+    return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+
+
+class UserError(LynxError):
+    """A bad combination of command-line options; shown as one line."""
 
 
 def friendly(fn):
@@ -36,7 +44,7 @@ def friendly(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (UserError, ValueError, FileNotFoundError, KeyError) as e:
+        except LynxError as e:  # anything else is a bug and keeps its traceback
             msg = str(e).strip("'\"") or type(e).__name__
             err.print(f"[bold red]error:[/] {msg}", highlight=False)
             raise typer.Exit(2) from None
@@ -52,24 +60,25 @@ def collect(
     output: Path = typer.Option(..., "--out", help="output folder (resumed if it already holds this collection)"),
     layers: str = typer.Option(None, help="e.g. '9,16,last' (default: LYNX's depth-based choice)"),
     cues: str = typer.Option(",".join(DEFAULT_CUES), help="comma-separated cue words"),
-    engine: str = typer.Option("hf", help="hf | vllm"),
+    engine: str = typer.Option(CollectConfig.engine, help="hf | vllm"),
     n_problems: int = typer.Option(None, min=1, help="first N problems of the dataset"),
-    samples_per_problem: int = typer.Option(1, min=1),
-    max_new_tokens: int = typer.Option(1024, min=1),
-    temperature: float = typer.Option(0.6, min=0.0),
-    top_p: float = typer.Option(0.95, min=0.0, max=1.0),
-    seed: int = typer.Option(0),
+    samples_per_problem: int = typer.Option(CollectConfig.samples_per_problem, min=1),
+    max_new_tokens: int = typer.Option(CollectConfig.max_new_tokens, min=1),
+    temperature: float = typer.Option(CollectConfig.temperature, min=0.0),
+    top_p: float = typer.Option(CollectConfig.top_p, min=0.0, max=1.0),
+    seed: int = typer.Option(CollectConfig.seed),
     exit_string: str = typer.Option(None, help="appended after a cue to force an exit (default closes thinking and opens \\boxed{)"),
-    answer_tokens: int = typer.Option(64, min=1, help="greedy tokens for a forced answer"),
-    shard_size: int = typer.Option(64, min=1, help="problems per Parquet shard"),
-    batch_size: int = typer.Option(64, min=1),
+    answer_tokens: int = typer.Option(CollectConfig.answer_tokens, min=1, help="greedy tokens for a forced answer"),
+    shard_size: int = typer.Option(CollectConfig.shard_size, min=1, help="problems per Parquet shard"),
+    batch_size: int = typer.Option(CollectConfig.batch_size, min=1),
     question_field: str = typer.Option(None),
     answer_field: str = typer.Option(None),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
     """Roll out a model, force exits at cue tokens, write labelled hidden states (resumable)."""
-    from lynx.collect.pipeline import CollectConfig, collect as run_collect, summary_table
-    from lynx.defaults import DEFAULT_EXIT
+    from lynx.collect.pipeline import collect as run_collect
+    from lynx.collect.pipeline import summary_table
+    from lynx.config import DEFAULT_EXIT
 
     cfg = CollectConfig(
         model=model, dataset=dataset, out=output, layers=layers, cues=tuple(c.strip() for c in cues.split(",")),
@@ -97,19 +106,19 @@ def _floats(text: str, what: str) -> list[float]:
 def train(
     data: Path = typer.Option(..., help="a lynx collect folder"),
     output: Path = typer.Option(..., "--out", help="probe folder to write (e.g. probes/<name>)"),
-    hidden: str = typer.Option("256,64", help="MLP hidden layer sizes"),
-    learning_rate: float = typer.Option(1e-3, min=0.0),
-    l2: float = typer.Option(1e-4, min=0.0),
-    max_epochs: int = typer.Option(200, min=1),
-    patience: int = typer.Option(10, min=1),
-    test_fraction: float = typer.Option(0.2, min=0.0, max=0.9, help="share of problems held out for the report"),
-    val_fraction: float = typer.Option(0.15, min=0.0, max=0.9, help="share of problems for early stopping"),
-    balanced: bool = typer.Option(True, help="class-balanced loss"),
-    seed: int = typer.Option(0),
+    hidden: str = typer.Option(",".join(map(str, ProbeTrainConfig.hidden_layer_sizes)), help="MLP hidden layer sizes"),
+    learning_rate: float = typer.Option(ProbeTrainConfig.learning_rate, min=0.0),
+    l2: float = typer.Option(ProbeTrainConfig.l2, min=0.0),
+    max_epochs: int = typer.Option(ProbeTrainConfig.max_epochs, min=1),
+    patience: int = typer.Option(ProbeTrainConfig.patience, min=1),
+    test_fraction: float = typer.Option(ProbeTrainConfig.test_fraction, min=0.0, max=0.9, help="share of problems held out for the report"),
+    val_fraction: float = typer.Option(ProbeTrainConfig.val_fraction, min=0.0, max=0.9, help="share of problems for early stopping"),
+    balanced: bool = typer.Option(ProbeTrainConfig.class_balanced, help="class-balanced loss"),
+    seed: int = typer.Option(ProbeTrainConfig.seed),
     as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON"),
 ) -> None:
     """Train the probe (StandardScaler + MLP) on cue points, split by problem; write probe.safetensors + probe.json."""
-    from lynx.probe.train import ProbeTrainConfig, train_probe
+    from lynx.probe.train import train_probe
 
     sizes = tuple(int(x) for x in _floats(hidden, "--hidden"))
     if not sizes or any(s < 1 for s in sizes):
@@ -134,12 +143,12 @@ def train(
 def calibrate(
     probe: Path = typer.Option(..., help="probe folder from lynx train"),
     data: Path = typer.Option(..., help="lynx collect folder on problems disjoint from the probe's training data"),
-    alphas: str = typer.Option("0.05,0.1,0.2", help="risk levels to report (any alpha can be used later)"),
-    mode: str = typer.Option("per-problem", help="per-problem (default) | per-cue (paper-faithful)"),
-    method: str = typer.Option("crc", help="per-problem procedure: crc (expected risk) | ltt (high probability, see --delta)"),
-    risk: str = typer.Option("premature", help="premature: exit turned a right answer wrong | unsafe-exit: exit answer wrong"),
-    delta: float = typer.Option(0.1, help="ltt: allowed probability that the guarantee fails"),
-    n_splits: int = typer.Option(100, min=1, help="half splits for the held-out estimate in the report"),
+    alphas: str = typer.Option(_csv(CalibrateConfig.alphas), help="risk levels to report (any alpha can be used later)"),
+    mode: str = typer.Option(CalibrateConfig.mode, help="per-problem (default) | per-cue (paper-faithful)"),
+    method: str = typer.Option(CalibrateConfig.method, help="per-problem procedure: crc (expected risk) | ltt (high probability, see --delta)"),
+    risk: str = typer.Option(CalibrateConfig.risk, help="premature: exit turned a right answer wrong | unsafe-exit: exit answer wrong"),
+    delta: float = typer.Option(CalibrateConfig.delta, help="ltt: allowed probability that the guarantee fails"),
+    n_splits: int = typer.Option(CalibrateConfig.n_splits, min=1, help="half splits for the held-out estimate in the report"),
     as_json: bool = typer.Option(False, "--json", help="print the report rows as JSON"),
 ) -> None:
     """Calibrate a probe: store per-trace scores in the probe folder and report thresholds per alpha."""
@@ -169,7 +178,7 @@ def calibrate(
 @app.command()
 @friendly
 def run(
-    model: str = typer.Option("organism", help="'organism', a local model folder, or a hub id"),
+    model: str = typer.Option(RunConfig.model, help="'organism', a local model folder, or a hub id"),
     probe: Path = typer.Option(None, help="calibrated probe folder (without it: plain generation)"),
     alpha: float = typer.Option(None, help="risk level of the guarantee (needs a calibrated probe)"),
     threshold: float = typer.Option(None, help="raw probe threshold instead of alpha (no guarantee)"),
@@ -177,11 +186,11 @@ def run(
     method: str = typer.Option(None, help="crc | ltt (per-problem only)"),
     prompt: list[str] = typer.Option(None, help="a question (repeatable)"),
     dataset: str = typer.Option(None, help="or: a dataset, e.g. organism:test:8"),
-    engine: str = typer.Option("hf", help="hf | vllm"),
-    max_new_tokens: int = typer.Option(1024, min=1),
-    temperature: float = typer.Option(0.6, min=0.0),
-    top_p: float = typer.Option(0.95, min=0.0, max=1.0),
-    seed: int = typer.Option(0),
+    engine: str = typer.Option(RunConfig.engine, help="hf | vllm"),
+    max_new_tokens: int = typer.Option(RunConfig.max_new_tokens, min=1),
+    temperature: float = typer.Option(RunConfig.temperature, min=0.0),
+    top_p: float = typer.Option(RunConfig.top_p, min=0.0, max=1.0),
+    seed: int = typer.Option(RunConfig.seed),
     as_json: bool = typer.Option(False, "--json", help="one JSON object per answer (with the exit audit)"),
 ) -> None:
     """Generate with calibrated early exit: thinking stops at the first cue the probe clears."""
@@ -213,28 +222,28 @@ def run(
 @app.command(name="eval")
 @friendly
 def eval_(
-    model: str = typer.Option("organism", help="'organism', a local model folder, or a hub id"),
+    model: str = typer.Option(EvalConfig.model, help="'organism', a local model folder, or a hub id"),
     probe: Path = typer.Option(None, help="calibrated probe folder (needed for lynx's rows)"),
-    dataset: str = typer.Option("organism:test", help="organism:<split>[:N], a .jsonl/.parquet file, or a hub id"),
-    output: Path = typer.Option(Path("runs/eval"), "--out", help="folder for the table, samples and plot"),
-    n_problems: int = typer.Option(300, min=1, help="problems to evaluate (the first N)"),
-    alphas: str = typer.Option("0.05,0.1,0.2", help="lynx's risk levels ('' for baselines only)"),
-    baselines: str = typer.Option(",".join(("vanilla", "budget", "deer", "dynasor", "oracle")), help="comma-separated"),
+    dataset: str = typer.Option(EvalConfig.dataset, help="organism:<split>[:N], a .jsonl/.parquet file, or a hub id"),
+    output: Path = typer.Option(EvalConfig.out, "--out", help="folder for the table, samples and plot"),
+    n_problems: int = typer.Option(EvalConfig.n_problems, min=1, help="problems to evaluate (the first N)"),
+    alphas: str = typer.Option(_csv(EvalConfig.alphas), help="lynx's risk levels ('' for baselines only)"),
+    baselines: str = typer.Option(_csv(BASELINES), help="comma-separated"),
     budgets: str = typer.Option(None, help="static thinking budgets in tokens (default: 25/50/75%% of vanilla's mean)"),
-    deer_thresholds: str = typer.Option("0.9,0.95,0.99", help="DEER confidence thresholds"),
-    dynasor_k: str = typer.Option("2,3", help="Dynasor: consecutive agreeing probe answers needed"),
-    dynasor_chunk: int = typer.Option(32, min=1, help="Dynasor: tokens between probes"),
-    engine: str = typer.Option("auto", help="auto (vLLM if installed) | vllm | hf"),
-    temperature: float = typer.Option(0.6, min=0.0),
-    top_p: float = typer.Option(0.95, min=0.0, max=1.0),
-    max_new_tokens: int = typer.Option(1024, min=1),
-    seed: int = typer.Option(0),
+    deer_thresholds: str = typer.Option(_csv(EvalConfig.deer_thresholds), help="DEER confidence thresholds"),
+    dynasor_k: str = typer.Option(_csv(EvalConfig.dynasor_k), help="Dynasor: consecutive agreeing probe answers needed"),
+    dynasor_chunk: int = typer.Option(EvalConfig.dynasor_chunk, min=1, help="Dynasor: tokens between probes"),
+    engine: str = typer.Option(EvalConfig.engine, help="auto (vLLM if installed) | vllm | hf"),
+    temperature: float = typer.Option(EvalConfig.temperature, min=0.0),
+    top_p: float = typer.Option(EvalConfig.top_p, min=0.0, max=1.0),
+    max_new_tokens: int = typer.Option(EvalConfig.max_new_tokens, min=1),
+    seed: int = typer.Option(EvalConfig.seed),
     question_field: str = typer.Option(None),
     answer_field: str = typer.Option(None),
     as_json: bool = typer.Option(False, "--json", help="print the table as JSON records"),
 ) -> None:
     """Compare lynx with vanilla, static budgets, DEER, Dynasor-CoT and the oracle on the same problems and seeds."""
-    from lynx.evaluate import EvalConfig, evaluate
+    from lynx.evaluate import evaluate
     from lynx.evaluate.pipeline import records_json
 
     cfg = EvalConfig(
@@ -350,9 +359,9 @@ def organism_train(
 def organism_info(
     model: str = typer.Option("organism", help="model to measure (the bundled organism by default)"),
     n_problems: int = typer.Option(500, min=20),
-    temperature: float = typer.Option(0.6, min=0.0),
-    top_p: float = typer.Option(0.95, min=0.0, max=1.0),
-    seed: int = typer.Option(0),
+    temperature: float = typer.Option(Sampling.temperature, min=0.0),
+    top_p: float = typer.Option(Sampling.top_p, min=0.0, max=1.0),
+    seed: int = typer.Option(Sampling.seed),
     split: str = typer.Option("test"),
     as_json: bool = typer.Option(False, "--json", help="print the figures as one JSON object"),
 ) -> None:

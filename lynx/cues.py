@@ -23,13 +23,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from lynx.errors import InvalidInput
+
 DEFAULT_CUES = ("wait", "hmm", "alternatively")
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
 WINDOW = 8  # tokens of left context decoded to match multi-token cue words
 
 
-class NoThinkingMarkers(ValueError):
+class NoThinkingMarkers(InvalidInput):
     """The tokenizer has no <think>/</think> tokens, so there is no thinking span to exit."""
 
 
@@ -54,7 +56,7 @@ class CueMatcher:
     def __post_init__(self) -> None:
         words = tuple(sorted({c.strip().lower() for c in self.cues if c.strip()}))
         if not words or not all(re.fullmatch(r"[a-z]+", w) for w in words):
-            raise ValueError(f"cue words must be non-empty letters-only words, got {list(self.cues)!r}")
+            raise InvalidInput(f"cue words must be non-empty letters-only words, got {list(self.cues)!r}")
         self.cues = words
         vocab = self.tokenizer.get_vocab()
         if THINK_OPEN not in vocab or THINK_CLOSE not in vocab:

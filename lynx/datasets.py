@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from lynx.errors import InvalidInput, MissingInput
+
 
 @dataclass(frozen=True)
 class Record:
@@ -43,9 +45,9 @@ def _organism(spec: str, n: int | None, seed: int) -> list[Record]:
         try:
             n = int(parts[2])
         except ValueError:
-            raise ValueError(f"bad organism dataset {spec!r}: the size after the split must be an integer") from None
+            raise InvalidInput(f"bad organism dataset {spec!r}: the size after the split must be an integer") from None
     if split not in DEFAULT_ORGANISM_SIZE:
-        raise ValueError(f"unknown organism split {split!r}; choose one of {', '.join(DEFAULT_ORGANISM_SIZE)}")
+        raise InvalidInput(f"unknown organism split {split!r}; choose one of {', '.join(DEFAULT_ORGANISM_SIZE)}")
     problems = sample_problems(split, n or DEFAULT_ORGANISM_SIZE[split], seed=seed)
     return [Record(p.problem_id, p.text, str(p.answer), "integer") for p in problems]
 
@@ -54,7 +56,7 @@ def _read_rows(path: Path) -> list[dict]:
     if path.is_dir():
         files = sorted([*path.glob("*.jsonl"), *path.glob("*.parquet"), *path.glob("*.json")])
         if not files:
-            raise ValueError(f"no .jsonl/.json/.parquet file in {path}")
+            raise InvalidInput(f"no .jsonl/.json/.parquet file in {path}")
         path = files[0]
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
@@ -69,19 +71,19 @@ def _read_rows(path: Path) -> list[dict]:
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{i}: not valid JSON ({e.msg})") from None
+                raise InvalidInput(f"{path}:{i}: not valid JSON ({e.msg})") from None
     return rows
 
 
 def _pick(row: dict, names: tuple[str, ...], forced: str | None, what: str, where: str) -> object:
     if forced is not None:
         if forced not in row:
-            raise ValueError(f"{where}: no field {forced!r} (fields: {', '.join(row)})")
+            raise InvalidInput(f"{where}: no field {forced!r} (fields: {', '.join(row)})")
         return row[forced]
     for name in names:
         if name in row and row[name] not in (None, ""):
             return row[name]
-    raise ValueError(f"{where}: no {what} field among {', '.join(names)} (fields: {', '.join(row)}); pass the field name")
+    raise InvalidInput(f"{where}: no {what} field among {', '.join(names)} (fields: {', '.join(row)}); pass the field name")
 
 
 def _format_answer(value: object) -> str:
@@ -104,7 +106,7 @@ def to_record(row: dict, index: int, question_field: str | None = None, answer_f
     answer = _format_answer(_pick(row, ANSWER_FIELDS, answer_field, "answer", where))
     choices = row.get("choices")
     if isinstance(choices, dict) and "label" in choices and "text" in choices:
-        question += "\n" + "\n".join(f"{lab}. {txt}" for lab, txt in zip(choices["label"], choices["text"]))
+        question += "\n" + "\n".join(f"{lab}. {txt}" for lab, txt in zip(choices["label"], choices["text"], strict=True))
     letter = _LETTER.match(answer)
     is_choice = bool(letter) and (choices is not None or "options" in row or re.search(r"(?m)^\(?A[.)]", question))
     rid = str(row.get("id") or row.get("unique_id") or row.get("idx") or index)
@@ -139,18 +141,18 @@ def load(
         rows = _read_rows(path)
         where = str(path)
     elif spec.startswith(("/", ".", "~")) or spec.endswith((".jsonl", ".json", ".parquet")):
-        raise FileNotFoundError(f"dataset file not found: {spec}")
+        raise MissingInput(f"dataset file not found: {spec}")
     elif m := HUB_SPEC.fullmatch(spec):
         name, config, split = hub_parts(m, split)
         try:
             import datasets as hf_datasets
         except ImportError:
-            raise ValueError(f"{spec!r} looks like a hub dataset, but the 'datasets' package is not installed (pip install datasets)") from None
+            raise InvalidInput(f"{spec!r} looks like a hub dataset, but the 'datasets' package is not installed (pip install datasets)") from None
         rows = list(hf_datasets.load_dataset(name, config, split=split))
         where = spec
     else:
-        raise ValueError(f"unknown dataset {spec!r}: use organism:train|calibration|test|transfer, a local .jsonl/.parquet file, or a hub id[:config]:split")
+        raise InvalidInput(f"unknown dataset {spec!r}: use organism:train|calibration|test|transfer, a local .jsonl/.parquet file, or a hub id[:config]:split")
     if not rows:
-        raise ValueError(f"dataset {where} is empty")
+        raise InvalidInput(f"dataset {where} is empty")
     records = [to_record(r, i, question_field, answer_field, f"{where} row {i}") for i, r in enumerate(rows)]
     return records[:n] if n else records

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from lynx.errors import InvalidInput
 from lynx.evaluate.pipeline import records_json
 
 console = Console(stderr=True)
@@ -35,7 +36,7 @@ def run_demo(out: Path, *, engine: str = "auto", size: str = "small", as_json: b
     from lynx.probe.train import train_probe
 
     if size not in SIZES:
-        raise ValueError(f"unknown demo size {size!r}: use {' or '.join(SIZES)}")
+        raise InvalidInput(f"unknown demo size {size!r}: use {' or '.join(SIZES)}")
     n = SIZES[size]
     out = Path(out)
     engine = engine_choice(engine)
@@ -62,7 +63,7 @@ def run_demo(out: Path, *, engine: str = "auto", size: str = "small", as_json: b
     probe_dir = out / "probe"
     meta = train_probe(out / "collect-train", probe_dir)
     stage("train")
-    cal_rows = calibrate(probe_dir, out / "collect-calibration", alphas=(0.05, 0.1, 0.2))
+    cal_rows = calibrate(probe_dir, out / "collect-calibration")
     stage("calibrate")
 
     backend = build_backend(engine, "organism", str(probe_dir))

@@ -6,6 +6,8 @@ Indices follow transformers' ``hidden_states``: 1..L are the decoder layers' out
 
 from __future__ import annotations
 
+from lynx.errors import InvalidInput
+
 _LYNX = {28: (9, 16, 28), 32: (8, 16, 24, 32), 64: (16, 32, 48, 64)}
 
 
@@ -30,10 +32,10 @@ def parse_layers(spec: str | None, num_layers: int) -> tuple[int, ...]:
         try:
             layer = int(part)
         except ValueError:
-            raise ValueError(f"layer {part!r} is not an integer or 'last'") from None
+            raise InvalidInput(f"layer {part!r} is not an integer or 'last'") from None
         if layer < 0:
             layer = num_layers + 1 + layer
         if not 1 <= layer <= num_layers:
-            raise ValueError(f"layer {part} is out of range: this model has layers 1..{num_layers}")
+            raise InvalidInput(f"layer {part} is out of range: this model has layers 1..{num_layers}")
         out.append(layer)
     return tuple(dict.fromkeys(out))

@@ -12,11 +12,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from lynx.errors import InvalidInput
+
 ORGANISM_NAME = "organism"
 ORGANISM_DIR = Path(__file__).parent / "organism" / "checkpoint"
 
 
-class ModelNotFound(ValueError):
+class ModelNotFound(InvalidInput):
     """Raised with a one-line message when a model id cannot be resolved."""
 
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from lynx.config import DEFAULT_EXIT  # noqa: E402  (re-exported)
 from lynx.cues import Cue, CueMatcher
 from lynx.engines import hf
 from lynx.grading import extract_boxed
-
-from lynx.defaults import DEFAULT_EXIT  # noqa: E402  (re-exported)
 
 
 @dataclass

@@ -9,13 +9,15 @@ online come from the same distribution it was trained and calibrated on.
 from __future__ import annotations
 
 import math
-import os
 import uuid
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
-from lynx.defaults import DEFAULT_EXIT, TEMPERATURE, TOP_P
-from lynx.models import load_hf, model_fingerprint, resolve_model
-from lynx.organism.prompting import INSTRUCTION, chat_prompt
+from lynx.config import DEFAULT_EXIT, RunConfig
+from lynx.errors import InvalidInput
+from lynx.exit_policy import ExitPolicy, HookConfig, request_args
+from lynx.models import load_hf, resolve_model
+from lynx.prompting import INSTRUCTION, chat_prompt
 
 
 @dataclass
@@ -42,58 +44,46 @@ def thinking_tokens(ids: list[int], open_id: int, close_id: int) -> int:
     return max(0, end - start)
 
 
-def _request_args(alpha, threshold, mode, method, n) -> tuple[list[dict | None], list[str]]:
-    tags = [uuid.uuid4().hex for _ in range(n)]
-    if alpha is None and threshold is None:
-        return [None] * n, tags
-    base = {"lynx_threshold": float(threshold)} if threshold is not None else {"lynx_alpha": float(alpha)}
-    if mode:
-        base["lynx_mode"] = mode
-    if method:
-        base["lynx_method"] = method
-    return [base | {"lynx_tag": t} for t in tags], tags
-
-
 def generate(
     prompts: list[str],
     *,
-    model: str = "organism",
-    probe: str | None = None,
+    model: str = RunConfig.model,
+    probe: ExitPolicy | str | Path | None = None,
     alpha: float | None = None,
     threshold: float | None = None,
     mode: str | None = None,
     method: str | None = None,
-    engine: str = "hf",
-    max_new_tokens: int = 1024,
-    temperature: float = TEMPERATURE,
-    top_p: float = TOP_P,
-    seed: int = 0,
-    batch_size: int = 64,
+    engine: str = RunConfig.engine,
+    max_new_tokens: int = RunConfig.max_new_tokens,
+    temperature: float = RunConfig.temperature,
+    top_p: float = RunConfig.top_p,
+    seed: int = RunConfig.seed,
+    batch_size: int = RunConfig.batch_size,
     raw_prompts: bool = False,
 ) -> list[Generation]:
-    """Generate answers; with ``probe`` and ``alpha`` (or a raw ``threshold``) thinking ends at
-    the first cue the calibrated probe clears. Without them this is plain generation."""
+    """Generate answers; with ``probe`` (an :class:`~lynx.exit_policy.ExitPolicy` or its
+    folder) and ``alpha`` (or a raw ``threshold``) thinking ends at the first cue the
+    calibrated probe clears. Without them this is plain generation."""
     from lynx.calibrate.procedures import check_alpha
-    from lynx.engines.exit_control import AUDIT
     from lynx.grading import extract_boxed
-    from lynx.probe import load_probe
 
     if engine not in ("hf", "vllm"):
-        raise ValueError(f"unknown engine {engine!r}: use hf or vllm")
+        raise InvalidInput(f"unknown engine {engine!r}: use hf or vllm")
+    if (alpha is not None or threshold is not None) and probe is None:
+        raise InvalidInput("early exit needs --probe (a probe folder from lynx train + lynx calibrate)")
     if alpha is not None:
         check_alpha(alpha)
-    if (alpha is not None or threshold is not None) and probe is None:
-        raise ValueError("early exit needs --probe (a probe folder from lynx train + lynx calibrate)")
+    tags = [uuid.uuid4().hex for _ in prompts]
+    args = [request_args(alpha=alpha, threshold=threshold, mode=mode, method=method, tag=t) for t in tags]  # checks alpha first
+    policy = probe if isinstance(probe, ExitPolicy) or probe is None else ExitPolicy.load(probe)
+    if policy is not None and args[0] is not None and alpha is not None:
+        policy.threshold(alpha, mode=mode, method=method)  # an uncalibrated folder is an error here, not a silent plain run
     ref = resolve_model(model)
-    p = None
-    if probe is not None:
-        p = load_probe(probe)
-        p.check_model(model_fingerprint(ref), f"model {model!r}")
-    suffix = (p.meta.get("prompt_suffix") if p is not None else None) or INSTRUCTION
-    exit_string = p.meta["exit_string"] if p is not None else DEFAULT_EXIT
-    lynx_cfg = {"probe": str(probe) if probe else None, "exit_string": exit_string, "cues": p.meta["cues"] if p else None,
-                "layers": p.layers if p else None}
-    args, tags = _request_args(alpha, threshold, mode, method, len(prompts))
+    if policy is not None:
+        policy.check_model(ref)
+    suffix = policy.prompt_suffix if policy is not None else INSTRUCTION
+    hook = (policy.hook_config() if policy is not None else HookConfig(exit_string=DEFAULT_EXIT))
+    hook = HookConfig.from_dict(hook.to_dict() | {"keep_events": True})
 
     if engine == "hf":
         from lynx.engines.exit_control import ExitController
@@ -102,22 +92,23 @@ def generate(
         lm, tok = load_hf(ref)
         texts = prompts if raw_prompts else [chat_prompt(tok, q, suffix=suffix) for q in prompts]
         ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
-        controller = ExitController(lynx_cfg, tok)
-        outs = generate_with_exit(lm, tok, ids, controller, args, probe=p, max_new_tokens=max_new_tokens,
+        controller = ExitController(hook, tok, policy=policy)
+        outs = generate_with_exit(lm, tok, ids, controller, args, max_new_tokens=max_new_tokens,
                                   temperature=temperature, top_p=top_p, seed=seed, batch_size=batch_size)
+        events = controller.events.take(tags)
     else:
-        from lynx.engines.vllm import build_lynx_llm, generate_ids
+        from lynx.engines.vllm_engine import build_lynx_llm, generate_ids, take_events
 
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # audits are read in-process
-        llm, tok = build_lynx_llm(ref, lynx_cfg, seed=seed)
+        llm, tok = build_lynx_llm(ref, hook, seed=seed)
         texts = prompts if raw_prompts else [chat_prompt(tok, q, suffix=suffix) for q in prompts]
         ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
         outs = generate_ids(llm, ids, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, extra_args=args)
+        events = take_events(llm, tags)
 
     vocab = tok.get_vocab()
     results = []
     for text, gen, tag in zip(texts, outs, tags, strict=True):
-        audit = [a for a in AUDIT.pop(tag, []) if a["event"] == "exit"]
+        audit = [a for a in events[tag][0] if a["event"] == "exit"]
         decoded = tok.decode(gen, skip_special_tokens=False)
         results.append(Generation(
             prompt=text, text=decoded, token_ids=gen, thinking_tokens=thinking_tokens(gen, vocab["<think>"], vocab["</think>"]),

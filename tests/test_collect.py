@@ -1,7 +1,7 @@
 """lynx collect on the organism: rows, manifest, resume, refusal, and prefix reuse."""
 
-import re
 import json
+import re
 
 import numpy as np
 import pytest
@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 from lynx.cli import app
 from lynx.collect import CollectConfig, collect
-from lynx.collect.manifest import IncompatibleFolder
-from lynx.collect.shards import CorruptShard, read_folder, shard_paths
+from lynx.store.manifest import IncompatibleFolder
+from lynx.store.shards import CorruptShard, read_folder, shard_paths
 
 runner = CliRunner()
 
@@ -78,12 +78,12 @@ def test_corrupt_shard_is_named(tmp_path):
 
 def test_prefix_reuse_matches_reencoding(organism):
     """Forced exits from the rollout's KV cache equal re-encoding prefix + exit string."""
+    from lynx.config import DEFAULT_EXIT
     from lynx.cues import CueMatcher
-    from lynx.defaults import DEFAULT_EXIT
     from lynx.engines import hf
     from lynx.grading import grade_integer
     from lynx.organism.problems import sample_problems
-    from lynx.organism.prompting import chat_prompt
+    from lynx.prompting import chat_prompt
     from lynx.rollouts import answer_stop_ids, force_exits, make_rollouts
 
     model, tok = organism
@@ -97,13 +97,13 @@ def test_prefix_reuse_matches_reencoding(organism):
     states, answers = hf.cue_states_and_exits(model, [r.ids for r in rs], [[c.cue.position for c in r.cue_points] for r in rs],
                                               (1, 2, 4), exit_ids, max_answer_tokens=16, stop_ids=stops, pad_id=tok.pad_token_id)
     ref_states = hf.hidden_states_at(model, [r.ids for r in rs], [[c.cue.position for c in r.cue_points] for r in rs], (1, 2, 4))
-    for a, b in zip(states, ref_states):
+    for a, b in zip(states, ref_states, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-4)
     force_exits(model, tok, rs, grade_integer, max_answer_tokens=16)
     from lynx.rollouts import parse_forced_answer
 
-    for r, ans in zip(rs, answers):
-        for cp, a in zip(r.cue_points, ans):
+    for r, ans in zip(rs, answers, strict=True):
+        for cp, a in zip(r.cue_points, ans, strict=True):
             assert parse_forced_answer(tok, a) == cp.forced_answer
 
 

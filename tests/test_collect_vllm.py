@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lynx.collect.pipeline import CollectConfig, collect
-from lynx.collect.shards import read_folder
+from lynx.store.shards import read_folder
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 

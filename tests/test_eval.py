@@ -79,8 +79,8 @@ def vctx():
     from lynx.datasets import load
     from lynx.evaluate import build_backend
     from lynx.evaluate.methods import EvalContext
-    from lynx.organism.prompting import chat_prompt
     from lynx.probe import load_probe
+    from lynx.prompting import chat_prompt
 
     probe = load_probe(PROBE)
     backend = build_backend("vllm", "organism", str(PROBE))
@@ -101,7 +101,7 @@ def vanilla_v(vctx):
 @pytest.mark.slow
 @pytest.mark.vllm
 def test_vllm_vanilla_is_plain_vllm_and_lynx_follows_it_until_its_exit(vctx, vanilla_v):
-    from lynx.engines.vllm import generate_ids
+    from lynx.engines.vllm_engine import generate_ids
     from lynx.evaluate import methods as M
 
     plain = generate_ids(vctx.backend.llm, vctx.prompts, max_new_tokens=400, temperature=0.6, top_p=0.95, seed=3)

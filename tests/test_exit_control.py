@@ -4,13 +4,13 @@ import math
 
 import pytest
 
-from lynx.defaults import DEFAULT_EXIT
-from lynx.engines.exit_control import AUDIT, ExitController
+from lynx.config import DEFAULT_EXIT
+from lynx.engines.exit_control import ExitController
 
 
 @pytest.fixture(scope="module")
 def ctl(organism_tokenizer):
-    return ExitController({"exit_string": DEFAULT_EXIT}, organism_tokenizer)
+    return ExitController({"exit_string": DEFAULT_EXIT, "keep_events": True}, organism_tokenizer)
 
 
 def _ids(tok, text):
@@ -37,7 +37,7 @@ def test_exit_then_exit_string_then_free(ctl, organism_tokenizer):
         assert ctl.forced_token(state, 0.0) == ctl.exit_ids[k]
     out.append(ctl.exit_ids[-1])
     assert ctl.forced_token(state, 0.99) is None  # the model answers on its own
-    (entry,) = AUDIT.pop("t1")
+    (entry,) = ctl.events.take(["t1"])["t1"][0]
     assert entry["event"] == "exit" and entry["score"] == 0.9 and entry["threshold"] == 0.5 and entry["cue_text"] == "Wait,"
 
 
@@ -62,14 +62,14 @@ def test_bad_score_disables_the_request_not_the_engine(ctl, organism_tokenizer):
     for t in _ids(tok, "<think>\nHmm,"):
         out.append(t)
     assert ctl.forced_token(state, math.nan) is None
-    assert state.disabled and AUDIT.pop("nan")[0]["event"] == "disabled"
+    assert state.disabled and ctl.events.take(["nan"])["nan"][0][0]["event"] == "disabled"
     out += _ids(tok, " yes.\nWait,")
     assert ctl.forced_token(state, 0.99) is None  # stays off for this request
 
 
 def test_alpha_without_calibration_disables_with_reason(ctl):
     state = ctl.new_request({"lynx_alpha": 0.1, "lynx_tag": "nocal"}, [], [])
-    assert state.disabled and "no calibration" in AUDIT.pop("nocal")[0]["reason"]
+    assert state.disabled and "no calibration" in ctl.events.take(["nocal"])["nocal"][0][0]["reason"]
 
 
 def test_online_cue_detection_equals_offline_find(ctl, organism_tokenizer):

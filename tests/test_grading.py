@@ -23,12 +23,13 @@ def test_math_equivalence_and_choice():
 
 def test_math500_reference_solutions_grade_as_their_answers(capsys):
     """Agreement of boxed-extraction + math-verify with MATH-500's own answers (expect >= 98%)."""
-    from conftest import SHARED
-    from lynx.grading import grade_math
-
     import json
 
-    rows = [json.loads(l) for l in (SHARED / "benchmarks/math500/test.jsonl").read_text().split("\n") if l.strip()]
+    from conftest import SHARED
+
+    from lynx.grading import grade_math
+
+    rows = [json.loads(line) for line in (SHARED / "benchmarks/math500/test.jsonl").read_text().split("\n") if line.strip()]
     disagree = [(r["unique_id"], extract_boxed(r["solution"]), r["answer"]) for r in rows
                 if not grade_math(extract_boxed(r["solution"]), r["answer"])]
     agreement = 1 - len(disagree) / len(rows)

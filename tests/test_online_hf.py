@@ -4,21 +4,29 @@ import numpy as np
 import pytest
 import torch
 
+from lynx.config import DEFAULT_EXIT
 from lynx.cues import CueMatcher
-from lynx.defaults import DEFAULT_EXIT
 from lynx.engines import hf
-from lynx.engines.exit_control import AUDIT, RECORDS, ExitController
+from lynx.engines.exit_control import ExitController
 from lynx.engines.hf_exit import generate_with_exit
 from lynx.layers import default_layers
 from lynx.organism.problems import sample_problems
-from lynx.organism.prompting import chat_prompt
 from lynx.probe.artifact import Probe
+from lynx.prompting import chat_prompt
 
 
 def random_probe(n_in: int, layers, seed: int = 0) -> Probe:
     g = torch.Generator().manual_seed(seed)
     w = [torch.randn(n_in, 16, generator=g) / n_in**0.5, torch.randn(16, 1, generator=g)]
     return Probe(torch.zeros(n_in), torch.ones(n_in), w, [torch.zeros(16), torch.zeros(1)], {"layers": list(layers)})
+
+
+def _audits(ctl, tag):
+    return ctl.events.take([tag])[tag][0]
+
+
+def _records(ctl, tag):
+    return ctl.events.take([tag])[tag][1]
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +36,7 @@ def setup(organism):
     probe = random_probe(len(layers) * lm.config.hidden_size, layers)
     problems = sample_problems("test", 8, seed=4)
     prompts = [tok(chat_prompt(tok, p.text), add_special_tokens=False)["input_ids"] for p in problems]
-    ctl = ExitController({"exit_string": DEFAULT_EXIT}, tok)
+    ctl = ExitController({"exit_string": DEFAULT_EXIT, "keep_events": True}, tok)
     return lm, tok, layers, probe, prompts, ctl
 
 
@@ -42,7 +50,7 @@ def test_rows_that_do_not_opt_in_are_untouched(setup):
     exit_ids = tok(DEFAULT_EXIT, add_special_tokens=False)["input_ids"]
     exited = 0
     for i in range(1, len(prompts), 2):
-        audit = AUDIT.pop(f"u{i}", [])
+        audit = _audits(ctl, f"u{i}")
         if audit:
             exited += 1
             a = audit[0]
@@ -62,11 +70,11 @@ def test_hooked_features_equal_offline_hidden_states_and_replay(setup):
     args = [{"lynx_record": f"rec{i}"} for i in range(len(prompts))]
     again = generate_with_exit(lm, tok, prompts, ctl, args, probe=probe, max_new_tokens=300)
     assert again == vanilla  # recording never changes the output
-    seqs = [p + v for p, v in zip(prompts, vanilla)]
-    cue_pos = [[c.position for c in matcher.find(s, start=len(p))] for s, p in zip(seqs, prompts)]
+    seqs = [p + v for p, v in zip(prompts, vanilla, strict=True)]
+    cue_pos = [[c.position for c in matcher.find(s, start=len(p))] for s, p in zip(seqs, prompts, strict=True)]
     n_cues = 0
-    for i, (s, pos) in enumerate(zip(seqs, cue_pos)):
-        rec = RECORDS.pop(f"rec{i}", [])
+    for i, (s, pos) in enumerate(zip(seqs, cue_pos, strict=True)):
+        rec = _records(ctl, f"rec{i}")
         assert [r[0] for r in rec] == pos
         if pos:
             offline = hf.hidden_states_at(lm, [s], [pos], layers)[0].reshape(len(pos), -1)
@@ -76,7 +84,7 @@ def test_hooked_features_equal_offline_hidden_states_and_replay(setup):
     assert n_cues >= 3
     # replay: each trace exits at its first cue whose offline score clears the threshold
     all_scores = {}
-    for i, (s, pos) in enumerate(zip(seqs, cue_pos)):
+    for i, (s, pos) in enumerate(zip(seqs, cue_pos, strict=True)):
         if pos:
             feats = torch.from_numpy(hf.hidden_states_at(lm, [s], [pos], layers)[0].reshape(len(pos), -1))
             all_scores[i] = probe(feats).numpy()
@@ -89,8 +97,8 @@ def test_hooked_features_equal_offline_hidden_states_and_replay(setup):
     args = [{"lynx_threshold": t, "lynx_tag": f"rp{i}"} for i in range(len(prompts))]
     generate_with_exit(lm, tok, prompts, ctl, args, probe=probe, max_new_tokens=300)
     for i, pos in enumerate(cue_pos):
-        audit = AUDIT.pop(f"rp{i}", [])
-        expect = next((p for p, sc in zip(pos, all_scores.get(i, [])) if sc >= t), None)
+        audit = _audits(ctl, f"rp{i}")
+        expect = next((p for p, sc in zip(pos, all_scores.get(i, []), strict=True) if sc >= t), None)
         assert (audit[0]["cue_position"] - len(prompts[i]) if audit else None) == (expect - len(prompts[i]) if expect is not None else None)
 
 
@@ -110,6 +118,6 @@ def test_a_failing_probe_disables_lynx_and_never_aborts_generation(setup, fault)
     out = generate_with_exit(lm, tok, prompts, ctl, args, probe=broken, layers=layers, max_new_tokens=300,
                              temperature=0.6, top_p=0.95, seed=5)
     assert out == vanilla
-    audits = [AUDIT.pop(f"hf-{fault}{i}", []) for i in range(1, len(prompts), 2)]
+    audits = [_audits(ctl, f"hf-{fault}{i}") for i in range(1, len(prompts), 2)]
     assert sum(1 for a in audits if a) >= 2
     assert all(e["event"] == "disabled" and "probe score" in e["reason"] for a in audits for e in a)

@@ -15,7 +15,7 @@ def _traces(n=600, seed=0):
 
 def test_trace_format_and_boxed_answer_matches_the_trace_belief():
     kinds = {"full": 0, "forced": 0, "no_think": 0}
-    for p, t in _traces():
+    for _p, t in _traces():
         assert t.startswith("<think>\n") and "\n</think>\n\nFinal answer: \\boxed{" in t
         thinking, answer = t.split("</think>")
         boxed = re.search(r"\\boxed\{(-?\d+)\}$", answer).group(1)
@@ -64,12 +64,12 @@ def test_all_cue_words_and_variants_occur():
 
 
 def test_loss_covers_whole_traces_but_only_the_answer_of_forced_exits(organism_tokenizer):
-    from lynx.organism.train import _encode
+    from lynx.organism.examples import encode_example
 
     tok = organism_tokenizer
     full = "<think>\n1 + 2 = 3.\nSo the answer is 3.\n</think>\n\nFinal answer: \\boxed{3}"
-    ids, start = _encode(tok, "Compute 1 + 2.", full)
+    ids, start = encode_example(tok, "Compute 1 + 2.", full)
     assert tok.decode(ids[start:]).startswith("<think>")
     forced = "<think>\n1 + 2 = 3.\nSo the answer is 3.\nHmm,\n</think>\n\nFinal answer: \\boxed{3}"
-    ids, start = _encode(tok, "Compute 1 + 2.", forced)
+    ids, start = encode_example(tok, "Compute 1 + 2.", forced)
     assert tok.decode(ids[start:]) == "3}<|im_end|>"

@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from lynx.cli import app
 from lynx.calibrate import load_calibration
+from lynx.cli import app
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()

@@ -7,7 +7,8 @@ this pins the layout logic itself; tests/test_vllm_lynx.py runs both inside vLLM
 import pytest
 import torch
 
-from lynx.engines.vllm_plugin import model, shared
+from lynx.engines.vllm_plugin import model
+from lynx.engines.vllm_plugin.worker_state import StepFeatures, StepHandoff
 
 H, L = 8, 4
 
@@ -34,6 +35,7 @@ class _Wrapper(model._LynxMixin, _Base):
         self.config, self.lynx_layers = _Config(), layers
         self.lynx_aux = tuple(sorted({x for x in layers if x != L}))
         self.lynx_probe, self._lynx_device_probe, self.lynx_probe_rows, self.lynx_handoff = probe, None, probe_rows, handoff
+        self.lynx_handoff_state = StepHandoff()
 
 
 QUERY_LENS = [5, 1, 3, 1]  # two prefill chunks and two decode rows
@@ -47,13 +49,13 @@ def _run(wrapper, qsl, monkeypatch):
     monkeypatch.setattr(model, "_query_start_loc", lambda: qsl)
     out = wrapper.forward()
     final = wrapper.compute_logits(out[LOGITS_INDICES])  # the runner's selection, then compute_logits
-    return wrapper.states, out, final
+    return wrapper.lynx_handoff_state, wrapper.states, out, final
 
 
 @pytest.mark.parametrize("layers", [[1, 2, 4], [3, 1], [4], [2]])
 @pytest.mark.parametrize("handoff", ["output", "direct"])
 def test_both_handoffs_give_each_logits_row_its_features(layers, handoff, monkeypatch):
-    states, out, final = _run(_Wrapper(layers, handoff), QSL, monkeypatch)
+    shared, states, out, final = _run(_Wrapper(layers, handoff), QSL, monkeypatch)
     torch.testing.assert_close(final, states[L][LOGITS_INDICES])
     expected = torch.cat([states[x][LOGITS_INDICES] for x in layers], dim=-1)
     feats = shared.features_for(len(QUERY_LENS))
@@ -67,7 +69,7 @@ def test_both_handoffs_give_each_logits_row_its_features(layers, handoff, monkey
 
 
 def test_direct_falls_back_to_the_packed_output_without_attention_metadata(monkeypatch):
-    states, out, final = _run(_Wrapper([3, 1], "direct"), None, monkeypatch)
+    shared, states, out, final = _run(_Wrapper([3, 1], "direct"), None, monkeypatch)
     assert out.shape[-1] == 3 * H and shared.layer_states is None
     torch.testing.assert_close(final, states[L][LOGITS_INDICES])
     torch.testing.assert_close(shared.features.dense(), torch.cat([states[3], states[1]], -1)[LOGITS_INDICES])
@@ -76,14 +78,14 @@ def test_direct_falls_back_to_the_packed_output_without_attention_metadata(monke
 def test_padded_query_start_loc_reads_the_real_rows(monkeypatch):
     """Padded requests (no tokens) come after the real ones; their entries are ignored."""
     padded = torch.cat([QSL, QSL[-1:].repeat(3)])
-    states, _, _ = _run(_Wrapper([1, 4], "direct"), padded, monkeypatch)
+    shared, states, _, _ = _run(_Wrapper([1, 4], "direct"), padded, monkeypatch)
     torch.testing.assert_close(shared.features.dense(), torch.cat([states[1], states[4]], -1)[LOGITS_INDICES])
 
 
 def test_layers_of_another_step_are_never_scored(monkeypatch):
     """A query_start_loc with fewer rows than the logits (not this step's): no features, so
     the processor leaves the logits alone and the requests at a cue are disabled."""
-    _run(_Wrapper([1, 4], "direct"), QSL[:3], monkeypatch)
+    shared, _, _, _ = _run(_Wrapper([1, 4], "direct"), QSL[:3], monkeypatch)
     assert shared.features is None and shared.features_for(len(QUERY_LENS)) is None
 
 
@@ -96,7 +98,7 @@ def test_dense_scores_every_row_with_either_handoff(monkeypatch):
                   [torch.zeros(4), torch.zeros(1)], {"layers": [2, 4], "hidden_size": H})
     got = {}
     for handoff in ("output", "direct"):
-        states, _, _ = _run(_Wrapper([2, 4], handoff, probe=probe, probe_rows="all"), QSL, monkeypatch)
+        shared, states, _, _ = _run(_Wrapper([2, 4], handoff, probe=probe, probe_rows="all"), QSL, monkeypatch)
         got[handoff] = shared.scores.clone()
         assert shared.scores_for([1, 3], len(QUERY_LENS)) == got[handoff][[1, 3]].tolist()
     expected = probe(torch.cat([states[2], states[4]], -1)[LOGITS_INDICES])
@@ -114,6 +116,6 @@ def test_rows_whose_latest_token_is_watched_are_found_from_the_input_ids():
     watched[latest[[0, 2]]] = True  # rows 0 and 2 (and any other row sharing their tokens)
     expected = [r for r in range(len(QUERY_LENS)) if watched[latest[r]]]
     padded = torch.cat([QSL, QSL[-1:].repeat(3)])
-    feats = shared.StepFeatures([(torch.zeros(len(QUERY_LENS), H), False)], len(QUERY_LENS), padded, ids)
+    feats = StepFeatures([(torch.zeros(len(QUERY_LENS), H), False)], len(QUERY_LENS), padded, ids)
     assert feats.rows_with_last_token_in(watched) == expected and {0, 2} <= set(expected)
-    assert shared.StepFeatures.of(torch.zeros(4, H)).rows_with_last_token_in(watched) is None  # ids unknown
+    assert StepFeatures.of(torch.zeros(4, H)).rows_with_last_token_in(watched) is None  # ids unknown

@@ -3,27 +3,38 @@ features equal to transformers', exits at the same cue as the transformers engin
 Every engine test runs with both hand-offs of the probe's layers (``direct``, the CPU
 default, and ``output``, the CUDA-graph-safe layout), switched inside the one engine."""
 
-import os
 
 import numpy as np
 import pytest
 import torch
 
-from lynx.defaults import DEFAULT_EXIT
+from lynx.config import DEFAULT_EXIT
 from lynx.engines import hf
-from lynx.engines.exit_control import AUDIT, RECORDS, ExitController
+from lynx.engines.exit_control import ExitController
 from lynx.engines.hf_exit import generate_with_exit
 from lynx.layers import default_layers
 from lynx.models import model_fingerprint, resolve_model
 from lynx.organism.problems import sample_problems
-from lynx.organism.prompting import chat_prompt
 from lynx.probe.artifact import Probe, save_probe
+from lynx.prompting import chat_prompt
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
 
 def _prompts(tok, n, seed):
     return [tok(chat_prompt(tok, p.text), add_special_tokens=False)["input_ids"] for p in sample_problems("test", n, seed=seed)]
+
+
+def _audits(llm, tag):
+    from lynx.engines.vllm_engine import take_events
+
+    return take_events(llm, [tag])[tag][0]
+
+
+def _records(llm, tag):
+    from lynx.engines.vllm_engine import take_events
+
+    return take_events(llm, [tag])[tag][1]
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +54,11 @@ def probe_dir(tmp_path_factory, organism):
 
 @pytest.fixture(scope="module")
 def engine(probe_dir):
-    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    from lynx.engines.vllm import build_lynx_llm
+    from lynx.engines.vllm_engine import build_lynx_llm
 
     folder, probe = probe_dir
-    llm, _ = build_lynx_llm(resolve_model("organism"), {"probe": str(folder), "layers": probe.layers, "exit_string": DEFAULT_EXIT})
+    llm, _ = build_lynx_llm(resolve_model("organism"), {"probe": str(folder), "layers": probe.layers, "exit_string": DEFAULT_EXIT,
+                                                        "keep_events": True})
     return llm
 
 
@@ -55,19 +66,18 @@ def engine(probe_dir):
 def lynx_llm(engine, request):
     """The engine with the probe's layers handed to compute_logits one way or the other; the
     test then checks that this hand-off, and not the other, carried the step's features."""
-    from lynx.engines.vllm_plugin import shared
-
     _set_model(engine, "lynx_handoff", request.param)
-    shared.layer_states = None
+    engine.apply_model(lambda model: setattr(model.lynx_handoff_state, "layer_states", None))
     try:
         yield engine
     finally:
         _set_model(engine, "lynx_handoff", "direct")
-    assert (shared.layer_states is not None) == (request.param == "direct")
+    handed = engine.apply_model(lambda model: model.lynx_handoff_state.layer_states is not None)[0]
+    assert handed == (request.param == "direct")
 
 
 def test_requests_without_lynx_are_plain_generation(organism, lynx_llm):
-    from lynx.engines.vllm import generate_ids
+    from lynx.engines.vllm_engine import generate_ids
 
     lm, tok = organism
     prompts = _prompts(tok, 8, seed=21)
@@ -77,7 +87,7 @@ def test_requests_without_lynx_are_plain_generation(organism, lynx_llm):
     args = [None if i % 2 == 0 else {"lynx_threshold": 0.0, "lynx_tag": f"mix{i}"} for i in range(8)]
     mixed = generate_ids(lynx_llm, prompts, max_new_tokens=300, temperature=0.6, top_p=0.95, seed=5, extra_args=args)
     assert [mixed[i] for i in range(0, 8, 2)] == [alone[i] for i in range(0, 8, 2)]
-    exited = [AUDIT.pop(f"mix{i}", []) for i in range(1, 8, 2)]
+    exited = [_audits(lynx_llm, f"mix{i}") for i in range(1, 8, 2)]
     assert sum(bool(a) for a in exited) >= 2
 
 
@@ -87,7 +97,7 @@ def test_vectorised_row_filter_never_misses_a_row_that_needs_a_decision(organism
     Checked at every step against the full per-row scan: every row that the scan finds at a
     candidate cue token or in the middle of an exit is among them. Exits do happen (threshold
     0), so the exit string's rows are covered; the output hand-off falls back to the scan."""
-    from lynx.engines.vllm import generate_ids
+    from lynx.engines.vllm_engine import generate_ids
     from lynx.engines.vllm_plugin import processor_v1
 
     _, tok = organism
@@ -98,7 +108,7 @@ def test_vectorised_row_filter_never_misses_a_row_that_needs_a_decision(organism
         got = original(self, feats, n, width)
         full = [(r, s) for r, s in self.rows.items() if r < n]
         need = {r for r, s in full if (s.exit_from is None and s.output and s.output[-1] in self.controller.candidates)
-                or (s.exit_from is not None and self.controller.exit_token(s) is not None)}
+                or (s.exit_from is not None and self.controller.exit_token(s, len(s.output), s.output[-1]) is not None)}
         got_rows = {r for r, _ in got}
         assert need <= got_rows, f"missed rows {sorted(need - got_rows)}"
         seen["filtered" if feats is not None and feats.input_ids is not None else "scanned"] += 1
@@ -109,7 +119,7 @@ def test_vectorised_row_filter_never_misses_a_row_that_needs_a_decision(organism
     prompts = _prompts(tok, 8, seed=25)
     args = [{"lynx_threshold": 0.0 if i % 2 else 2.0, "lynx_tag": f"vf{i}"} for i in range(8)]
     generate_ids(lynx_llm, prompts, max_new_tokens=300, temperature=0.6, top_p=0.95, seed=7, extra_args=args)
-    exits = [AUDIT.pop(f"vf{i}", []) for i in range(8)]
+    exits = [_audits(lynx_llm, f"vf{i}") for i in range(8)]
     assert sum(bool(a) for a in exits) >= 2 and seen["needed"] > 20
     direct = shared_handoff(lynx_llm) == "direct"
     assert (seen["filtered"] > 50 and seen["scanned"] <= 2) if direct else seen["filtered"] == 0
@@ -123,7 +133,7 @@ def shared_handoff(llm) -> str:
 
 def test_recorded_features_equal_transformers_hidden_states(organism, lynx_llm, probe_dir):
     from lynx.cues import CueMatcher
-    from lynx.engines.vllm import generate_ids
+    from lynx.engines.vllm_engine import generate_ids
 
     lm, tok = organism
     _, probe = probe_dir
@@ -131,8 +141,8 @@ def test_recorded_features_equal_transformers_hidden_states(organism, lynx_llm, 
     outs = generate_ids(lynx_llm, prompts, max_new_tokens=300, extra_args=[{"lynx_record": f"r{i}"} for i in range(8)])
     matcher = CueMatcher(tok)
     n = 0
-    for i, (p, o) in enumerate(zip(prompts, outs)):
-        rec = RECORDS.pop(f"r{i}", [])
+    for i, (p, o) in enumerate(zip(prompts, outs, strict=True)):
+        rec = _records(lynx_llm, f"r{i}")
         pos = [c.position for c in matcher.find(p + o, start=len(p))]
         pos = [q for q in pos if q < len(p) + len(o) - 1]  # the last token is never fed back in
         assert [r[0] for r in rec][: len(pos)] == pos
@@ -145,7 +155,7 @@ def test_recorded_features_equal_transformers_hidden_states(organism, lynx_llm, 
 
 
 def test_exit_at_the_same_cue_as_transformers(organism, lynx_llm, probe_dir):
-    from lynx.engines.vllm import generate_ids
+    from lynx.engines.vllm_engine import generate_ids
 
     lm, tok = organism
     folder, probe = probe_dir
@@ -153,15 +163,16 @@ def test_exit_at_the_same_cue_as_transformers(organism, lynx_llm, probe_dir):
     # a threshold between the cue scores so that some traces exit late, some early, some never
     rec_args = [{"lynx_record": f"s{i}"} for i in range(8)]
     generate_ids(lynx_llm, prompts, max_new_tokens=300, extra_args=rec_args)
-    scores = np.concatenate([[r[2] for r in RECORDS.pop(f"s{i}", [])] for i in range(8)])
+    scores = np.concatenate([[r[2] for r in _records(lynx_llm, f"s{i}")] for i in range(8)])
     t = float(np.quantile(scores, 0.6))
     v_args = [{"lynx_threshold": t, "lynx_tag": f"v{i}"} for i in range(8)]
     h_args = [{"lynx_threshold": t, "lynx_tag": f"h{i}"} for i in range(8)]
     v_out = generate_ids(lynx_llm, prompts, max_new_tokens=300, extra_args=v_args)
-    h_out = generate_with_exit(lm, tok, prompts, ExitController({"exit_string": DEFAULT_EXIT}, tok), h_args, probe=probe, max_new_tokens=300)
+    hf_ctl = ExitController({"exit_string": DEFAULT_EXIT, "keep_events": True}, tok)
+    h_out = generate_with_exit(lm, tok, prompts, hf_ctl, h_args, probe=probe, max_new_tokens=300)
     assert v_out == h_out
-    v_audit = [[a["cue_position"] for a in AUDIT.pop(f"v{i}", [])] for i in range(8)]
-    h_audit = [[a["cue_position"] for a in AUDIT.pop(f"h{i}", [])] for i in range(8)]
+    v_audit = [[a["cue_position"] for a in _audits(lynx_llm, f"v{i}")] for i in range(8)]
+    h_audit = [[a["cue_position"] for a in hf_ctl.events.take([f"h{i}"])[f"h{i}"][0]] for i in range(8)]
     assert v_audit == h_audit and sum(map(len, v_audit)) >= 4
     # the dense variant (the model scores every row on device) makes the same decisions
     _set_model(lynx_llm, "lynx_probe_rows", "all")
@@ -169,7 +180,7 @@ def test_exit_at_the_same_cue_as_transformers(organism, lynx_llm, probe_dir):
         assert generate_ids(lynx_llm, prompts, max_new_tokens=300, extra_args=v_args) == v_out
     finally:
         _set_model(lynx_llm, "lynx_probe_rows", "cues")
-    assert [[a["cue_position"] for a in AUDIT.pop(f"v{i}", [])] for i in range(8)] == v_audit
+    assert [[a["cue_position"] for a in _audits(lynx_llm, f"v{i}")] for i in range(8)] == v_audit
 
 
 def _set_model(llm, attr, value):
@@ -182,7 +193,7 @@ def test_a_failing_probe_disables_lynx_requests_and_leaves_the_others(organism, 
     """Safety: a probe that raises (wrong input width) or returns NaN switches lynx off for the
     requests at a cue, with an audit entry; the engine keeps running and every output is the
     plain one (lynx never forced a token)."""
-    from lynx.engines.vllm import generate_ids
+    from lynx.engines.vllm_engine import generate_ids
 
     _, tok = organism
     _, probe = probe_dir
@@ -200,13 +211,13 @@ def test_a_failing_probe_disables_lynx_requests_and_leaves_the_others(organism, 
     finally:
         _set_model(lynx_llm, "_lynx_device_probe", None)  # rebuilt from the real probe at the next step
     assert out == plain
-    audits = [AUDIT.pop(f"{fault}{i}", []) for i in range(1, 8, 2)]
+    audits = [_audits(lynx_llm, f"{fault}{i}") for i in range(1, 8, 2)]
     assert sum(1 for a in audits if a) >= 2  # at threshold 0 every request at a cue would have exited
     assert all(e["event"] == "disabled" and "probe score" in e["reason"] for a in audits for e in a)
 
 
 def test_unsupported_configurations_are_refused_at_start_up():
-    from lynx.engines.vllm import build_lynx_llm
+    from lynx.engines.vllm_engine import build_lynx_llm
 
     ref = resolve_model("organism")
     with pytest.raises(ValueError, match="speculative decoding"):

@@ -12,9 +12,7 @@ pytest.importorskip("vllm.v1.worker.gpu.sample.logits_processor.interface", reas
 from vllm import SamplingParams  # noqa: E402
 from vllm.v1.worker.gpu.sample.logits_processor.interface import LogitsContext  # noqa: E402
 
-from lynx.defaults import DEFAULT_EXIT  # noqa: E402
-from lynx.engines.exit_control import AUDIT  # noqa: E402
-from lynx.engines.vllm_plugin import shared  # noqa: E402
+from lynx.config import DEFAULT_EXIT  # noqa: E402
 from lynx.engines.vllm_plugin.processor_v2 import LynxLogitsProcessorV2  # noqa: E402
 from lynx.models import ORGANISM_DIR  # noqa: E402
 
@@ -37,13 +35,13 @@ def _probe(features):
     return features[:, 0]
 
 
-def _publish(mode, values):
+def _publish(handoff, mode, values):
     """This step's hand-off as the wrapper model leaves it: features (column 0 = the score the
     stand-in probe reads off) and, in all-rows mode, every row's score."""
     feats = torch.zeros(len(values), 8)
     feats[:, 0] = torch.tensor(values)
-    shared.probe = _probe
-    shared.publish(feats, feats[:, 0].clone() if mode == "all" else None)
+    handoff.probe = _probe
+    handoff.publish(feats, feats[:, 0].clone() if mode == "all" else None)
 
 
 @pytest.mark.parametrize("mode", ["cues", "all"])
@@ -54,7 +52,7 @@ def test_v2_processor_exits_only_the_opted_in_request(organism_tokenizer, mode):
         all_token_ids=SimpleNamespace(gpu=torch.zeros(4, max_len, dtype=torch.long)),
         prompt_len=SimpleNamespace(np=np.zeros(4, dtype=np.int32)),
     )
-    cfg = SimpleNamespace(additional_config={"lynx": {"exit_string": DEFAULT_EXIT}}, model_config=SimpleNamespace(tokenizer=str(ORGANISM_DIR)))
+    cfg = SimpleNamespace(additional_config={"lynx": {"exit_string": DEFAULT_EXIT, "keep_events": True}}, model_config=SimpleNamespace(tokenizer=str(ORGANISM_DIR)))
     proc = LynxLogitsProcessorV2(cfg, req_states)
     assert proc.add_request(0, SamplingParams(extra_args={"lynx_threshold": 0.5, "lynx_tag": "v2"}))
     PROBE_CALLS.clear()
@@ -72,7 +70,7 @@ def test_v2_processor_exits_only_the_opted_in_request(organism_tokenizer, mode):
     # decode steps: every row's input token is the last token so far; scores are high
     for p in range(len(prompt), len(seq)):
         logits = torch.zeros(2, V)
-        _publish(mode, [0.9, 0.9])
+        _publish(proc.handoff, mode, [0.9, 0.9])
         out = proc.apply(logits, _ctx([0, 1], [seq[p], seq[p]], [p, p]))
         if p < len(seq) - 1:
             assert torch.isfinite(out).all()  # no cue yet
@@ -81,13 +79,13 @@ def test_v2_processor_exits_only_the_opted_in_request(organism_tokenizer, mode):
     # the exit string continues token by token (rows may be reordered between steps)
     pos = len(seq)
     for k in range(1, len(exit_ids)):
-        _publish(mode, [0.1, 0.1])
+        _publish(proc.handoff, mode, [0.1, 0.1])
         out = proc.apply(torch.zeros(2, V), _ctx([1, 0], [5, exit_ids[k - 1]], [pos, pos]))
         assert out[1].argmax().item() == exit_ids[k] and torch.isfinite(out[0]).all()
         pos += 1
-    _publish(mode, [0.1])
+    _publish(proc.handoff, mode, [0.1])
     assert torch.isfinite(proc.apply(torch.zeros(1, V), _ctx([0], [exit_ids[-1]], [pos]))).all()  # answering freely
-    (entry,) = AUDIT.pop("v2")
+    (entry,) = proc.controller.events.take(["v2"])["v2"][0]
     assert entry["event"] == "exit" and entry["cue_position"] == len(seq) - 1 and entry["score"] == pytest.approx(0.9)
     # lazy mode: the probe ran once, on the one row at a cue, not on every row of every step
     assert PROBE_CALLS == ([1] if mode == "cues" else [])

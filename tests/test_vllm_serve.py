@@ -71,7 +71,7 @@ def server(tmp_path_factory):
 def test_serve_concurrent_requests_with_and_without_lynx(server, organism):
     from lynx.engines import hf
     from lynx.organism.problems import sample_problems
-    from lynx.organism.prompting import chat_prompt, user_message
+    from lynx.prompting import chat_prompt, user_message
 
     base, audit = server
     lm, tok = organism

@@ -13,34 +13,37 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lynx.calibrate.procedures import METHODS, MODES, check_alpha
 from lynx.calibrate.policy import RISKS
+from lynx.calibrate.procedures import METHODS, MODES, check_alpha
 from lynx.calibrate.report import write_report
 from lynx.calibrate.store import Calibration, traces_from_rows
-from lynx.collect.shards import read_folder
+from lynx.config import CalibrateConfig
+from lynx.errors import InvalidInput
 from lynx.probe.artifact import load_probe
-from lynx.probe.data import load_cue_data, manifest_hash
 from lynx.probe.train import TRAIN_PROBLEMS
+from lynx.store.cue_data import load_cue_data, manifest_hash
+from lynx.store.shards import read_folder
 
 
-class OverlapError(ValueError):
+class OverlapError(InvalidInput):
     """Calibration problems that the probe was trained on."""
 
 
 def check_matches(probe_meta: dict, manifest: dict, data_dir) -> None:
     for key, what in (("layers", "layers"), ("cues", "cue words"), ("exit_string", "exit string")):
         if probe_meta.get(key) != manifest.get(key):
-            raise ValueError(f"the data in {data_dir} was collected with other {what} ({manifest.get(key)!r}) than the probe ({probe_meta.get(key)!r})")
+            raise InvalidInput(f"the data in {data_dir} was collected with other {what} ({manifest.get(key)!r}) than the probe ({probe_meta.get(key)!r})")
 
 
-def calibrate(probe_dir: Path | str, data_dir: Path | str, alphas=(0.05, 0.1, 0.2), mode: str = "per-problem",
-              method: str = "crc", risk: str = "premature", delta: float = 0.1, n_splits: int = 100) -> list[dict]:
+def calibrate(probe_dir: Path | str, data_dir: Path | str, alphas=CalibrateConfig.alphas, mode: str = CalibrateConfig.mode,
+              method: str = CalibrateConfig.method, risk: str = CalibrateConfig.risk, delta: float = CalibrateConfig.delta,
+              n_splits: int = CalibrateConfig.n_splits) -> list[dict]:
     probe_dir = Path(probe_dir)
     alphas = [check_alpha(a) for a in alphas]
     if mode not in MODES or method not in METHODS or risk not in RISKS:
-        raise ValueError(f"mode must be one of {MODES}, method one of {METHODS}, risk one of {tuple(RISKS)}")
+        raise InvalidInput(f"mode must be one of {MODES}, method one of {METHODS}, risk one of {tuple(RISKS)}")
     if not 0 < delta < 1:
-        raise ValueError(f"delta must be strictly between 0 and 1, got {delta}")
+        raise InvalidInput(f"delta must be strictly between 0 and 1, got {delta}")
     probe = load_probe(probe_dir)
     data = load_cue_data(data_dir)
     probe.check_model(data.manifest["model_fingerprint"], f"the model of the data in {data_dir} ({data.manifest['model']!r})")
@@ -51,7 +54,7 @@ def calibrate(probe_dir: Path | str, data_dir: Path | str, alphas=(0.05, 0.1, 0.
         if overlap:
             raise OverlapError(f"{len(overlap)} calibration problems were used to train the probe (e.g. {overlap[0]!r}); calibrate on disjoint problems")
     if len(np.unique(data.label)) < 2:
-        raise ValueError(f"calibration data in {data_dir} has only {'safe' if data.label[0] else 'unsafe'} cue points; it needs both")
+        raise InvalidInput(f"calibration data in {data_dir} has only {'safe' if data.label[0] else 'unsafe'} cue points; it needs both")
     with torch.no_grad():
         scores = probe(torch.from_numpy(data.features)).double().numpy()
     cues = {"problem_id": data.problem_id, "sample_id": data.sample_id, "cue_index": data.cue_index,

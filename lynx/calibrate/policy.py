@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lynx.errors import InvalidInput
+
 #: what counts as a loss for the per-problem guarantee
 RISKS = {
     "premature": "the early exit turned a right full-CoT answer wrong",
@@ -68,7 +70,7 @@ def exit_cues(traces: Traces, thresholds: np.ndarray) -> np.ndarray:
 def trace_losses(traces: Traces, exits: np.ndarray, risk: str) -> np.ndarray:
     """``(T, K)`` 0/1 loss of each trace under each threshold's exit."""
     if risk not in RISKS:
-        raise ValueError(f"unknown risk {risk!r}: choose one of {', '.join(RISKS)}")
+        raise InvalidInput(f"unknown risk {risk!r}: choose one of {', '.join(RISKS)}")
     exited = exits >= 0
     wrong = np.zeros_like(exited)
     wrong[exited] = traces.label[exits[exited]] == 0

@@ -33,13 +33,15 @@ import math
 
 import numpy as np
 
+from lynx.errors import InvalidInput
+
 MODES = ("per-problem", "per-cue")
 METHODS = ("crc", "ltt")
 
 
 def check_alpha(alpha: float) -> float:
     if not (isinstance(alpha, (int, float)) and 0.0 < float(alpha) < 1.0):
-        raise ValueError(f"alpha must be strictly between 0 and 1, got {alpha!r}")
+        raise InvalidInput(f"alpha must be strictly between 0 and 1, got {alpha!r}")
     return float(alpha)
 
 
@@ -81,7 +83,7 @@ def ltt_index(losses: np.ndarray, alpha: float, delta: float) -> int | None:
 
     check_alpha(alpha)
     if not 0.0 < delta < 1.0:
-        raise ValueError(f"delta must be strictly between 0 and 1, got {delta!r}")
+        raise InvalidInput(f"delta must be strictly between 0 and 1, got {delta!r}")
     n = losses.shape[0]
     binary = bool(np.all((losses == 0) | (losses == 1)))
     p = compute_hoeffding_bentkus_p_value(losses.mean(0), n, alpha, binary=binary)[:, 0]

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lynx.calibrate.procedures import crc_index, ltt_index, per_cue_threshold
 from lynx.calibrate.policy import RISKS
+from lynx.calibrate.procedures import crc_index, ltt_index, per_cue_threshold
 from lynx.calibrate.store import Calibration
 
 SETTINGS = (("per-problem", "crc"), ("per-problem", "ltt"), ("per-cue", None))

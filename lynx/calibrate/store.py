@@ -20,6 +20,8 @@ import pyarrow.parquet as pq
 
 from lynx.calibrate.policy import RISKS, Traces, exit_cues, problem_losses, threshold_grid, trace_losses
 from lynx.calibrate.procedures import METHODS, MODES, check_alpha, crc_index, ltt_index, per_cue_threshold
+from lynx.config import CalibrateConfig
+from lynx.errors import InvalidInput, MissingInput
 
 CUES_FILE = "calibration.parquet"
 TRACES_FILE = "calibration_traces.parquet"
@@ -65,7 +67,7 @@ class Calibration:
 
     @property
     def default_mode(self) -> str:
-        return self.meta.get("mode", "per-problem")
+        return self.meta.get("mode", CalibrateConfig.mode)
 
     @cached_property
     def grid(self) -> np.ndarray:
@@ -87,17 +89,17 @@ class Calibration:
         alpha = check_alpha(alpha)
         mode = mode or self.default_mode
         if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}: choose {' or '.join(MODES)}")
+            raise InvalidInput(f"unknown mode {mode!r}: choose {' or '.join(MODES)}")
         if mode == "per-cue":
             t = per_cue_threshold(self.traces.score, self.traces.label, alpha)
             return Decision(t, alpha, mode, None, None, None, math.isfinite(t))
-        method = method or self.meta.get("method", "crc")
-        risk = risk or self.meta.get("risk", "premature")
-        delta = float(delta if delta is not None else self.meta.get("delta", 0.1))
+        method = method or self.meta.get("method", CalibrateConfig.method)
+        risk = risk or self.meta.get("risk", CalibrateConfig.risk)
+        delta = float(delta if delta is not None else self.meta.get("delta", CalibrateConfig.delta))
         if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}: choose {' or '.join(METHODS)}")
+            raise InvalidInput(f"unknown method {method!r}: choose {' or '.join(METHODS)}")
         if risk not in RISKS:
-            raise ValueError(f"unknown risk {risk!r}: choose {' or '.join(RISKS)}")
+            raise InvalidInput(f"unknown risk {risk!r}: choose {' or '.join(RISKS)}")
         key = (alpha, method, risk, delta if method == "ltt" else None)
         if key not in self._cache:
             losses = self.losses(risk)
@@ -131,13 +133,13 @@ def traces_from_rows(cues: dict, traces: dict) -> Traces:
     tkey = [tkey[i] for i in order]
     pos_of = {k: i for i, k in enumerate(tkey)}
     if len(pos_of) != len(tkey):
-        raise ValueError("calibration data lists a trace twice")
+        raise InvalidInput("calibration data lists a trace twice")
     cpid = np.asarray(cues["problem_id"]).astype(str)
     csid = np.asarray(cues["sample_id"]).astype(int)
     try:
         trace_of = np.array([pos_of[(p, s)] for p, s in zip(cpid, csid, strict=True)], dtype=np.int64)
     except KeyError as e:
-        raise ValueError(f"cue rows refer to a trace missing from the trace table: {e}") from None
+        raise InvalidInput(f"cue rows refer to a trace missing from the trace table: {e}") from None
     corder = np.lexsort((np.asarray(cues["cue_index"]), trace_of))
     counts = np.bincount(trace_of, minlength=len(tkey))
     pick = lambda d, k: np.asarray(d[k])[order]  # noqa: E731
@@ -156,10 +158,10 @@ def load_calibration(folder: Path | str) -> Calibration:
     paths = [folder / n for n in (CUES_FILE, TRACES_FILE, META_FILE)]
     missing = [p.name for p in paths if not p.exists()]
     if missing:
-        raise FileNotFoundError(f"{folder} is not calibrated (missing {', '.join(missing)}); run lynx calibrate --probe {folder} --data ...")
+        raise MissingInput(f"{folder} is not calibrated (missing {', '.join(missing)}); run lynx calibrate --probe {folder} --data ...")
     try:
         cues, traces = pq.read_table(paths[0]).to_pydict(), pq.read_table(paths[1]).to_pydict()
         meta = json.loads(paths[2].read_text())
     except Exception as e:
-        raise ValueError(f"calibration files in {folder} are corrupt ({e})") from None
+        raise InvalidInput(f"calibration files in {folder} are corrupt ({e})") from None
     return Calibration(traces_from_rows(cues, traces), meta)

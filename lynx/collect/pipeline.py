@@ -11,7 +11,6 @@ by index, so a resumed run produces exactly the rows an uninterrupted one would.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,45 +20,23 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from lynx import __version__
-from lynx.collect.manifest import check_compatible, tokenizer_hash, write_manifest
-from lynx.collect.shards import completed_shards, read_folder, write_shard
-from lynx.cues import DEFAULT_CUES, CueMatcher
+from lynx.config import CollectConfig
+from lynx.cues import CueMatcher
 from lynx.datasets import load as load_dataset
-from lynx.defaults import DEFAULT_EXIT, TEMPERATURE, TOP_P
 from lynx.engines import hf
+from lynx.errors import InvalidInput
 from lynx.grading import grader_for
 from lynx.layers import parse_layers
 from lynx.models import load_hf, model_fingerprint, resolve_model
-from lynx.organism.prompting import INSTRUCTION, chat_prompt
+from lynx.prompting import chat_prompt
 from lynx.rollouts import answer_stop_ids, make_rollouts, parse_forced_answer
+from lynx.store.manifest import check_compatible, tokenizer_hash, write_manifest
+from lynx.store.shards import completed_shards, read_folder, write_shard
 
 console = Console(stderr=True)
 
 
-@dataclass
-class CollectConfig:
-    model: str
-    dataset: str
-    out: Path
-    layers: str | None = None
-    cues: tuple[str, ...] = DEFAULT_CUES
-    engine: str = "hf"
-    n_problems: int | None = None
-    samples_per_problem: int = 1
-    max_new_tokens: int = 1024
-    temperature: float = TEMPERATURE
-    top_p: float = TOP_P
-    seed: int = 0
-    exit_string: str = DEFAULT_EXIT
-    answer_tokens: int = 64
-    shard_size: int = 64
-    batch_size: int = 64
-    question_field: str | None = None
-    answer_field: str | None = None
-    prompt_suffix: str = INSTRUCTION
-
-
-class NoCuesFound(ValueError):
+class NoCuesFound(InvalidInput):
     """The model produced no cue inside its thinking span."""
 
 
@@ -101,9 +78,9 @@ def collect(cfg: CollectConfig, engine=None) -> dict:
     ``engine``: a collector from an earlier call with the same model and engine kind, reused
     so that several collections (the demo's train and calibration sets) start one engine."""
     if cfg.engine not in ("hf", "vllm"):
-        raise ValueError(f"unknown engine {cfg.engine!r}: use hf or vllm")
+        raise InvalidInput(f"unknown engine {cfg.engine!r}: use hf or vllm")
     if cfg.samples_per_problem < 1 or cfg.max_new_tokens < 1 or cfg.answer_tokens < 1:
-        raise ValueError("--samples-per-problem, --max-new-tokens and --answer-tokens must be >= 1")
+        raise InvalidInput("--samples-per-problem, --max-new-tokens and --answer-tokens must be >= 1")
     ref = resolve_model(cfg.model)
     records = load_dataset(cfg.dataset, n=cfg.n_problems, seed=cfg.seed, question_field=cfg.question_field, answer_field=cfg.answer_field)
     if engine is None:
@@ -126,7 +103,7 @@ def collect(cfg: CollectConfig, engine=None) -> dict:
     if (out / "manifest.json").exists():
         check_compatible(out, manifest)
     elif out.exists() and any(out.iterdir()):
-        raise ValueError(f"output folder {out} is not empty and has no manifest.json; refusing to write into it")
+        raise InvalidInput(f"output folder {out} is not empty and has no manifest.json; refusing to write into it")
     write_manifest(out, manifest)
     done = completed_shards(out)
     n_shards = (len(records) + cfg.shard_size - 1) // cfg.shard_size
@@ -221,11 +198,8 @@ class VLLMCollector:
     """
 
     def __init__(self, ref, cfg: CollectConfig):
-        import os
-
         from transformers import AutoConfig, AutoTokenizer
 
-        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         self.cfg, self.ref = cfg, ref
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(ref.path)
@@ -236,21 +210,21 @@ class VLLMCollector:
             raise ModelNotFound(f"cannot load model {ref.name!r}: {str(e).splitlines()[0]}") from None
 
     def start(self, layers, matcher, exit_ids, stops) -> None:
-        from lynx.engines.vllm import build_lynx_llm
+        from lynx.engines.vllm_engine import build_lynx_llm
 
         key = (tuple(layers), tuple(matcher.cues), tuple(exit_ids))
         if getattr(self, "_key", None) == key:
             return  # already running with this configuration (a second collection on one engine)
         self._key = key
         self.layers, self.exit_ids, self.stops = layers, exit_ids, sorted(stops)
-        self.llm, _ = build_lynx_llm(self.ref, {"layers": list(layers), "cues": list(matcher.cues), "exit_ids": exit_ids, "record": True},
+        self.llm, _ = build_lynx_llm(self.ref, {"layers": list(layers), "cues": list(matcher.cues), "exit_ids": exit_ids, "keep_events": True},
                                      seed=self.cfg.seed, enable_prefix_caching=True)
         self._tags: list[str] = []
 
     def generate(self, prompts, seed: int):
         import uuid
 
-        from lynx.engines.vllm import generate_ids
+        from lynx.engines.vllm_engine import generate_ids
 
         c = self.cfg
         self._tags = [uuid.uuid4().hex for _ in prompts]
@@ -259,11 +233,12 @@ class VLLMCollector:
         return [o[: c.max_new_tokens] for o in outs]
 
     def label(self, rollouts, kinds) -> None:
-        from lynx.engines.exit_control import RECORDS
+        from lynx.engines.vllm_engine import take_events
 
+        events = take_events(self.llm, self._tags)
         jobs, states = [], {}
         for i, (r, tag) in enumerate(zip(rollouts, self._tags, strict=True)):
-            rec = {pos: feat for pos, feat, _ in RECORDS.pop(tag, [])}
+            rec = {pos: feat for pos, feat, _ in events[tag][1]}
             if not r.cue_points:
                 continue
             missing = [cp.cue.position for cp in r.cue_points if cp.cue.position not in rec]

@@ -23,73 +23,52 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lynx.cues import WINDOW
+from lynx.engines.events import EventSink
+from lynx.exit_policy import ExitPolicy, HookConfig, RequestOptions
 
 log = logging.getLogger("lynx.exit")
-
-#: per-request keys in SamplingParams.extra_args (flat, so they work as HTTP vllm_xargs)
-ALPHA, THRESHOLD, MODE, METHOD, TAG, RECORD = "lynx_alpha", "lynx_threshold", "lynx_mode", "lynx_method", "lynx_tag", "lynx_record"
-
-#: in-process results by tag: audits of exits, recorded cue features (collection)
-AUDIT: dict[str, list[dict]] = {}
-RECORDS: dict[str, list[tuple[int, object, float | None]]] = {}
-
-
-def with_probe_defaults(lynx_cfg: dict) -> dict:
-    """Fill ``layers``, ``cues`` and ``exit_string`` from the probe's metadata when a probe is
-    configured and they are not given, so ``{"probe": "probes/x"}`` is a complete engine config."""
-    cfg = dict(lynx_cfg)
-    if cfg.get("probe"):
-        meta_path = Path(cfg["probe"]) / "probe.json"
-        if meta_path.exists():
-            meta = json.loads(meta_path.read_text())
-            cfg.setdefault("layers", meta.get("layers"))
-            cfg.setdefault("cues", meta.get("cues"))
-            if "exit_ids" not in cfg:
-                cfg.setdefault("exit_string", meta.get("exit_string"))
-    return cfg
 
 
 @dataclass
 class RequestState:
     prompt: list[int]
-    output: list[int]  # live list owned by vLLM
+    output: list[int]  # live list owned by vLLM (V1); the token history up to the cue (V2)
     threshold: float | None  # None: record only
     alpha: float | None
     mode: str | None
     tag: str | None
     record: bool
-    exit_from: int | None = None  # len(output) when the exit started
+    exit_from: int | None = None  # output length when the exit started (the cue is output[exit_from - 1])
     disabled: bool = False
     seen: int = 0  # cue checks done up to this output length
     thinking: bool | None = None  # is the thinking span open after output[:seen - 1]? (None: not looked yet)
 
 
 class ExitController:
-    def __init__(self, lynx_cfg: dict, tokenizer):
-        """``lynx_cfg``: probe (folder), cues, exit_ids or exit_string, audit_path; ``tokenizer``:
-        the model's tokenizer or a path to it."""
+    """The exit rule of one engine, and the state it keeps: per-request states (owned by the
+    engine's processor, released with the request) and an :class:`EventSink` for audits and
+    recorded features."""
+
+    def __init__(self, hook: HookConfig | dict | None, tokenizer, policy: ExitPolicy | None = None):
+        """``hook``: the engine's lynx settings; ``tokenizer``: the model's tokenizer or a path
+        to it; ``policy``: the probe folder already loaded (else loaded from ``hook.probe``)."""
         from lynx.cues import DEFAULT_CUES, CueMatcher
 
         if isinstance(tokenizer, str):
             from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(tokenizer)
-        lynx_cfg = with_probe_defaults(lynx_cfg)
-        self.cfg = lynx_cfg
-        self.tokenizer = tokenizer
-        self.matcher = CueMatcher(self.tokenizer, cues=tuple(lynx_cfg.get("cues") or DEFAULT_CUES))
+        hook = hook if isinstance(hook, HookConfig) else HookConfig.from_dict(hook)
+        if policy is None:
+            policy = ExitPolicy.from_engine_config(hook)
+        if policy is not None:
+            hook = policy.hook_config(hook)
+        self.hook, self.policy, self.tokenizer = hook, policy, tokenizer
+        self.matcher = CueMatcher(self.tokenizer, cues=tuple(hook.cues or DEFAULT_CUES))
         self.candidates = self.matcher.candidate_ids
-        self.exit_ids = list(lynx_cfg.get("exit_ids") or self.tokenizer(lynx_cfg.get("exit_string", ""), add_special_tokens=False)["input_ids"])
-        self.calibration = None
-        self.audit_path = Path(lynx_cfg["audit_path"]) if lynx_cfg.get("audit_path") else None
-        probe = lynx_cfg.get("probe")
-        if probe:
-            try:
-                from lynx.calibrate import load_calibration
-
-                self.calibration = load_calibration(probe)
-            except FileNotFoundError:
-                self.calibration = None  # thresholds must then come per request (lynx_threshold)
+        self.exit_ids = list(hook.exit_ids or self.tokenizer(hook.exit_string or "", add_special_tokens=False)["input_ids"])
+        self.audit_path = Path(hook.audit_path) if hook.audit_path else None
+        self.events = EventSink(keep=hook.keep_events, max_requests=hook.max_kept_requests)
 
     @property
     def watch_ids(self) -> list[int]:
@@ -109,31 +88,30 @@ class ExitController:
 
     # -- requests -----------------------------------------------------------------
     def new_request(self, extra_args: dict | None, prompt: list[int] | None, output: list[int]) -> RequestState | None:
-        args = extra_args or {}
-        if not any(k in args for k in (ALPHA, THRESHOLD, RECORD)):
-            return None  # not opted in: untouched
-        tag = args.get(TAG) or (args.get(RECORD) if isinstance(args.get(RECORD), str) else None)
-        state = RequestState(list(prompt or []), output, None, None, None, tag, bool(args.get(RECORD)))
-        try:
-            if THRESHOLD in args:
-                state.threshold = float(args[THRESHOLD])
-                state.mode = "threshold"
-            elif ALPHA in args:
-                if self.calibration is None:
-                    raise ValueError("the probe folder has no calibration; run lynx calibrate, or pass lynx_threshold")
-                d = self.calibration.threshold(float(args[ALPHA]), mode=args.get(MODE), method=args.get(METHOD))
+        """The state of a request that opted in (None: untouched). Bad switches raise
+        :class:`~lynx.errors.InvalidInput` (vLLM refuses them earlier, in ``validate_params``)."""
+        opts = RequestOptions.parse(extra_args)
+        if opts is None:
+            return None
+        state = RequestState(list(prompt or []), output, None, None, None, opts.tag, opts.record)
+        if opts.threshold is not None:
+            state.threshold, state.mode = opts.threshold, "threshold"
+        elif opts.alpha is not None:
+            if self.policy is None or not self.policy.is_calibrated:
+                state.disabled = True
+                reason = "the probe folder has no calibration; run lynx calibrate, or pass lynx_threshold"
+                log.warning("lynx disabled for a request: %s", reason)
+                self._audit(state, {"event": "disabled", "reason": reason})
+            else:
+                d = self.policy.threshold(opts.alpha, mode=opts.mode, method=opts.method)
                 state.threshold, state.alpha, state.mode = d.threshold, d.alpha, d.mode + (f"/{d.method}" if d.method else "")
-        except (ValueError, TypeError) as e:
-            log.warning("lynx disabled for a request: %s", e)
-            state.disabled = True
-            self._audit(state, {"event": "disabled", "reason": str(e)})
         return state
 
     # -- per step -----------------------------------------------------------------
     def forced_token(self, state: RequestState, score: float | None, features=None) -> int | None:
         """The token to force for this request at this step, or None (one request, score known)."""
         if state.exit_from is not None:
-            return self.exit_token(state)
+            return self.exit_token(state, len(state.output), state.output[-1]) if state.output else None
         pos = self.new_cue(state)
         return None if pos is None else self.decide(state, pos, score, features)
 
@@ -157,7 +135,7 @@ class ExitController:
                 if pos is not None:
                     cues.append((row, state, pos))
             else:
-                tok = self.exit_token(state)
+                tok = self.exit_token(state, len(state.output), state.output[-1])
                 if tok is not None:
                     forced.append((row, tok))
         if cues:
@@ -169,14 +147,17 @@ class ExitController:
                     forced.append((row, tok))
         return forced
 
-    def exit_token(self, state: RequestState) -> int | None:
-        """The next token of an exit under way (None once the exit string is complete or the
-        sampled tokens left it)."""
-        out = state.output
+    def exit_token(self, state: RequestState, n_output: int, last_token: int) -> int | None:
+        """The next token of an exit under way, given the request's output length and latest
+        token (None once the exit string is complete or the sampled tokens left it).
+
+        The one exit rule of every engine: the exit started after ``exit_from`` output tokens
+        (the cue the last of them), ``exit_ids[0]`` was forced then, and ``exit_ids[k]`` is
+        forced while the output has ``exit_from + k`` tokens and the last is ``exit_ids[k - 1]``."""
         if state.disabled or state.exit_from is None:
             return None
-        k = len(out) - state.exit_from
-        if 0 <= k < len(self.exit_ids) and out[state.exit_from :] == self.exit_ids[:k]:
+        k = n_output - state.exit_from
+        if 1 <= k < len(self.exit_ids) and last_token == self.exit_ids[k - 1]:
             return self.exit_ids[k]
         return None
 
@@ -212,8 +193,8 @@ class ExitController:
         """At a cue: record it (collection), then start the exit if the score clears the
         request's threshold. A missing or non-finite score disables lynx for the request."""
         out = state.output
-        if state.record and state.tag is not None:
-            RECORDS.setdefault(state.tag, []).append((pos, None if features is None else features.detach().float().cpu().numpy().copy(), score))
+        if state.record:
+            self.events.record(state.tag, pos, None if features is None else features.detach().float().cpu().numpy().copy(), score)
         if state.threshold is None:
             return None
         if score is None or not math.isfinite(score):
@@ -230,11 +211,19 @@ class ExitController:
 
     def _audit(self, state: RequestState, entry: dict) -> None:
         entry = {"tag": state.tag, "time": time.time()} | entry
-        if state.tag is not None:
-            AUDIT.setdefault(state.tag, []).append(entry)
+        self.events.audit(state.tag, entry)
         if self.audit_path is not None:
             with self.audit_path.open("a") as f:
                 f.write(json.dumps(entry) + "\n")
+
+
+def force(logits, forced: list[tuple[int, int]]):
+    """Force ``(row, token)`` pairs: every other token of the row impossible. The one forcing
+    step of every engine's processor (transformers, vLLM V1 and V2)."""
+    for row, tok in forced:
+        logits[row] = float("-inf")
+        logits[row, tok] = 0.0
+    return logits
 
 
 def probe_scores(probe, features, errors: list[str], rows: list[int] | None = None):

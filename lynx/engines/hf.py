@@ -142,7 +142,7 @@ def cue_states_and_exits(
     stacked = torch.stack([out.hidden_states[layer] for layer in layers], dim=2)
     states: list[np.ndarray] = []
     rows, row_cut = [], []
-    for b, (s, ps) in enumerate(zip(cut, cue_positions)):
+    for b, (s, ps) in enumerate(zip(cut, cue_positions, strict=True)):
         offset = width - len(s)
         states.append(stacked[b, [p + offset for p in ps]].float().cpu().numpy())
         for p in ps:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from lynx.engines.exit_control import ExitController, RequestState, score_rows
+from lynx.engines.exit_control import ExitController, RequestState, force, score_rows
 from lynx.engines.hf import _device, generate
 
 
@@ -68,10 +68,7 @@ class _ExitProcessor(LogitsProcessor):
                 return None
             return score_rows(self.probe, feats.to(self.probe.mean.device), rows, self.errors)
 
-        for r, tok in self.controller.step_rows(active, scores_of, feats):
-            scores[r] = float("-inf")
-            scores[r, tok] = 0.0
-        return scores
+        return force(scores, self.controller.step_rows(active, scores_of, feats))
 
 
 @torch.inference_mode()
@@ -93,7 +90,10 @@ def generate_with_exit(
 ) -> list[list[int]]:
     """Like :func:`lynx.engines.hf.generate`, with lynx's exit for requests whose
     ``request_args`` opt in (``lynx_alpha`` / ``lynx_threshold`` / ``lynx_record``, plus a
-    ``lynx_tag`` under which the audit is kept in ``exit_control.AUDIT``)."""
+    ``lynx_tag`` under which the controller's :class:`~lynx.engines.events.EventSink` keeps
+    the audit when it keeps events). ``probe``: the scorer (default: the controller's policy's)."""
+    if probe is None and controller.policy is not None:
+        probe = controller.policy.probe
     probe = probe.to(device=_device(model)) if probe is not None else None
     capture = LayerCapture(model, layers or (probe.layers if probe is not None else [model.config.num_hidden_layers]))
 

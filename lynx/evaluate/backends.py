@@ -12,11 +12,12 @@ transformers each round re-encodes the prefix, which costs time but not correctn
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+
+from lynx.exit_policy import HookConfig
 
 
 @dataclass
@@ -30,6 +31,11 @@ class Backend:
 
     name = "?"
     tokenizer = None
+    policy = None  # the ExitPolicy lynx's requests run with (None: baselines only)
+
+    def take_events(self, tags) -> dict[str, tuple[list[dict], list[tuple]]]:
+        """Remove and return lynx's audits and records of the requests tagged ``tags``."""
+        raise NotImplementedError
 
     def complete(
         self, prompts: Sequence[list[int]], *, max_tokens: int, temperature: float, top_p: float, seeds: Sequence[int],
@@ -49,17 +55,22 @@ class VLLMBackend(Backend):
 
     name = "vllm"
 
-    def __init__(self, ref, lynx_cfg: dict, *, seed: int = 0, max_model_len: int | None = None):
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # lynx audits are read in-process
+    def __init__(self, ref, hook: HookConfig, policy=None, *, seed: int = 0, max_model_len: int | None = None):
         from vllm.config import ReasoningConfig
 
-        from lynx.engines.vllm import build_lynx_llm
+        from lynx.engines.vllm_engine import build_lynx_llm
 
         # thinking_token_budget needs a reasoning config; vLLM forces its end string (`</think>`)
         # once the budget is spent and detects a natural end by the same token ids
         reasoning = ReasoningConfig(reasoning_parser="qwen3", reasoning_start_str="<think>", reasoning_end_str="</think>")
-        self.llm, self.tokenizer = build_lynx_llm(ref, lynx_cfg, seed=seed, enable_prefix_caching=True,
+        self.llm, self.tokenizer = build_lynx_llm(ref, policy if policy is not None else hook, seed=seed, enable_prefix_caching=True,
                                                   reasoning_config=reasoning, max_model_len=max_model_len)
+        self.policy = policy
+
+    def take_events(self, tags):
+        from lynx.engines.vllm_engine import take_events
+
+        return take_events(self.llm, tags)
 
     def _params(self, n, *, max_tokens, temperature, top_p, seeds, stop_ids, probs, extra_args, budget=None):
         from vllm import SamplingParams
@@ -104,14 +115,17 @@ class HFBackend(Backend):
 
     name = "hf"
 
-    def __init__(self, ref, lynx_cfg: dict, *, probe=None, batch_size: int = 64):
+    def __init__(self, ref, hook: HookConfig, policy=None, *, batch_size: int = 64):
         from lynx.engines.exit_control import ExitController
         from lynx.models import load_hf
 
         self.model, self.tokenizer = load_hf(ref)
-        self.controller = ExitController(lynx_cfg, self.tokenizer)
-        self.probe = probe
+        self.controller = ExitController(hook, self.tokenizer, policy=policy)
+        self.policy = policy
         self.batch_size = batch_size
+
+    def take_events(self, tags):
+        return self.controller.events.take(tags)
 
     def complete(self, prompts, *, max_tokens, temperature, top_p, seeds, stop_ids=(), probs=False, extra_args=None):
         from lynx.engines import hf
@@ -124,7 +138,7 @@ class HFBackend(Backend):
         if probs:
             return self._greedy_with_probs(prompts, max_tokens, stops)
         if extra_args is not None and any(a for a in extra_args):
-            outs = generate_with_exit(self.model, self.tokenizer, prompts, self.controller, extra_args, probe=self.probe,
+            outs = generate_with_exit(self.model, self.tokenizer, prompts, self.controller, extra_args,
                                       max_new_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
                                       batch_size=self.batch_size, stop_ids=stops)
         else:

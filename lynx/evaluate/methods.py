@@ -25,7 +25,9 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from lynx.config import Sampling
 from lynx.evaluate.backends import Backend
+from lynx.exit_policy import request_args
 from lynx.grading import extract_boxed, grader_for
 from lynx.rollouts import answer_stop_ids, parse_forced_answer
 from lynx.run import thinking_tokens
@@ -57,11 +59,10 @@ class EvalContext:
     seeds: list[int]
     matcher: object
     exit_ids: list[int]
-    max_new_tokens: int = 1024
-    temperature: float = 0.6
-    top_p: float = 0.95
+    max_new_tokens: int = Sampling.max_new_tokens
+    temperature: float = Sampling.temperature
+    top_p: float = Sampling.top_p
     answer_tokens: int = 20
-    probe_path: str | None = None
     _stops: set[int] | None = field(default=None, repr=False)
 
     @property
@@ -98,16 +99,14 @@ def vanilla(ctx: EvalContext) -> list[Sample]:
 
 def lynx(ctx: EvalContext, alpha: float, *, mode: str | None = None, method: str | None = None) -> list[Sample]:
     """lynx's online exit, through the engine's hook, with the calibration stored in the probe."""
-    from lynx.engines.exit_control import AUDIT
-
     tags = [uuid.uuid4().hex for _ in ctx.prompts]
-    args = [{"lynx_alpha": float(alpha), "lynx_tag": t} | ({"lynx_mode": mode} if mode else {}) | ({"lynx_method": method} if method else {})
-            for t in tags]
+    args = [request_args(alpha=alpha, mode=mode, method=method, tag=t) for t in tags]
     outs = ctx.backend.complete(ctx.prompts, max_tokens=ctx.max_new_tokens, temperature=ctx.temperature, top_p=ctx.top_p,
                                 seeds=ctx.seeds, stop_ids=[ctx.eos], extra_args=args)
+    events = ctx.backend.take_events(tags)
     res = []
     for i, (o, t) in enumerate(zip(outs, tags, strict=True)):
-        audit = [a for a in AUDIT.pop(t, []) if a["event"] == "exit"]
+        audit = [a for a in events[t][0] if a["event"] == "exit"]
         res.append(ctx.sample(i, o.ids, exited=bool(audit), exit=audit[0] if audit else None))
     return res
 

@@ -9,106 +9,82 @@ Outputs per evaluation folder: ``samples.parquet`` (one row per problem and meth
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 from rich.console import Console
 
+from lynx.config import BASELINES, DEFAULT_EXIT, EvalConfig
 from lynx.cues import DEFAULT_CUES, CueMatcher
 from lynx.datasets import load as load_dataset
-from lynx.defaults import DEFAULT_EXIT, TEMPERATURE, TOP_P
+from lynx.errors import InvalidInput
 from lynx.evaluate import methods as M
 from lynx.evaluate.table import acceptance, pareto_comparison, pareto_markdown, pareto_plot, row, to_markdown
-from lynx.models import model_fingerprint, resolve_model
-from lynx.organism.prompting import INSTRUCTION, chat_prompt
+from lynx.exit_policy import ExitPolicy, HookConfig
+from lynx.models import resolve_model
+from lynx.prompting import INSTRUCTION, chat_prompt
 
 console = Console(stderr=True)
-BASELINES = ("vanilla", "budget", "deer", "dynasor", "oracle")
-
-
-@dataclass
-class EvalConfig:
-    model: str = "organism"
-    probe: str | None = None
-    dataset: str = "organism:test"
-    out: Path = Path("runs/eval")
-    n_problems: int | None = 300
-    alphas: tuple[float, ...] = (0.05, 0.1, 0.2)
-    baselines: tuple[str, ...] = BASELINES
-    budgets: tuple[int, ...] | None = None  # default: 25/50/75% of vanilla's mean thinking
-    deer_thresholds: tuple[float, ...] = (0.9, 0.95, 0.99)
-    dynasor_k: tuple[int, ...] = (2, 3)
-    dynasor_chunk: int = 32
-    engine: str = "auto"
-    temperature: float = TEMPERATURE
-    top_p: float = TOP_P
-    max_new_tokens: int = 1024
-    seed: int = 0
-    question_field: str | None = None
-    answer_field: str | None = None
-    title: str | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def engine_choice(engine: str) -> str:
     """``auto`` -> vLLM when it is installed and usable, else transformers."""
     if engine not in ("auto", "hf", "vllm"):
-        raise ValueError(f"unknown engine {engine!r}: use auto, hf or vllm")
+        raise InvalidInput(f"unknown engine {engine!r}: use auto, hf or vllm")
     if engine != "auto":
         return engine
-    from lynx.engines.vllm import available
+    from lynx.engines.vllm_engine import available
 
     return "vllm" if available() else "hf"
 
 
-def build_backend(engine: str, model: str, probe: str | None):
-    """The engine every method of an evaluation runs on (lynx's hook installed when a probe is given)."""
-    from lynx.probe import load_probe
-
+def build_backend(engine: str, model: str, probe: ExitPolicy | str | Path | None):
+    """The engine every method of an evaluation runs on (lynx's hook installed when a probe is
+    given; the probe folder is read here, once, and checked against the model)."""
     ref = resolve_model(model)
-    p = None
-    if probe is not None:
-        p = load_probe(probe)
-        p.check_model(model_fingerprint(ref), f"model {model!r}")
-    cfg = {"probe": str(probe) if probe else None, "exit_string": p.meta["exit_string"] if p else DEFAULT_EXIT,
-           "cues": p.meta["cues"] if p else None, "layers": p.layers if p else None}
+    policy = probe if isinstance(probe, ExitPolicy) or probe is None else ExitPolicy.load(probe)
+    if policy is not None:
+        policy.check_model(ref)
+    hook = policy.hook_config({"keep_events": True}) if policy is not None else HookConfig(exit_string=DEFAULT_EXIT, keep_events=True)
     if engine == "vllm":
         from lynx.evaluate.backends import VLLMBackend
 
-        return VLLMBackend(ref, cfg)
+        return VLLMBackend(ref, hook, policy)
     from lynx.evaluate.backends import HFBackend
 
-    return HFBackend(ref, cfg, probe=p)
+    return HFBackend(ref, hook, policy)
 
 
 def evaluate(cfg: EvalConfig, backend=None) -> dict:
     """Run every requested method; write the table, samples and plot; return the results."""
     from lynx.calibrate.procedures import check_alpha
-    from lynx.probe import load_probe
 
     unknown = [b for b in cfg.baselines if b not in BASELINES]
     if unknown:
-        raise ValueError(f"unknown baseline(s) {unknown}: choose from {', '.join(BASELINES)}")
+        raise InvalidInput(f"unknown baseline(s) {unknown}: choose from {', '.join(BASELINES)}")
     for a in cfg.alphas:
         check_alpha(a)
     if cfg.alphas and cfg.probe is None:
-        raise ValueError("lynx needs --probe (a folder from lynx train + lynx calibrate); or pass --alphas '' to run baselines only")
-    probe = load_probe(cfg.probe) if cfg.probe else None
+        raise InvalidInput("lynx needs --probe (a folder from lynx train + lynx calibrate); or pass --alphas '' to run baselines only")
     engine = engine_choice(cfg.engine)
     if backend is None:
         console.print(f"engine: {engine}")
         backend = build_backend(engine, cfg.model, cfg.probe)
+    policy = backend.policy
+    if cfg.probe is not None and (policy is None or Path(cfg.probe).resolve() != policy.folder.resolve()):
+        raise InvalidInput(f"the evaluation asks for probe {cfg.probe} but its engine runs {policy.folder if policy else 'no probe'}")
+    if cfg.alphas and policy is not None:
+        policy.threshold(cfg.alphas[0])  # an uncalibrated probe is refused here, before any generation
     tok = backend.tokenizer
-    suffix = (probe.meta.get("prompt_suffix") if probe is not None else None) or INSTRUCTION
-    exit_string = probe.meta["exit_string"] if probe is not None else DEFAULT_EXIT
+    suffix = policy.prompt_suffix if policy is not None else INSTRUCTION
+    exit_string = policy.exit_string if policy is not None else DEFAULT_EXIT
     records = load_dataset(cfg.dataset, n=cfg.n_problems, seed=cfg.seed, question_field=cfg.question_field,
                            answer_field=cfg.answer_field)
     prompts = [tok(chat_prompt(tok, r.question, suffix=suffix), add_special_tokens=False)["input_ids"] for r in records]
-    matcher = CueMatcher(tok, cues=tuple(probe.meta["cues"]) if probe is not None else DEFAULT_CUES)
+    matcher = CueMatcher(tok, cues=tuple(policy.cues) if policy is not None else DEFAULT_CUES)
     ctx = M.EvalContext(backend, records, prompts, [cfg.seed * 1_000_003 + i for i in range(len(records))], matcher,
                         tok(exit_string, add_special_tokens=False)["input_ids"], max_new_tokens=cfg.max_new_tokens,
-                        temperature=cfg.temperature, top_p=cfg.top_p, probe_path=cfg.probe)
+                        temperature=cfg.temperature, top_p=cfg.top_p)
 
     runs: list[tuple[str, str, float | None, list, float]] = []
     with console.status("vanilla") as status:

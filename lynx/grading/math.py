@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from lynx.errors import InvalidInput
 from lynx.grading.boxed import grade_integer
 
 _LETTER = re.compile(r"\b([A-J])\b")
@@ -47,5 +48,5 @@ def grader_for(kind: str):
     """The grading function for a :class:`lynx.datasets.Record` kind."""
     graders = {"integer": grade_integer, "math": grade_math, "choice": grade_choice}
     if kind not in graders:
-        raise ValueError(f"no grader for answer kind {kind!r}")
+        raise InvalidInput(f"no grader for answer kind {kind!r}")
     return graders[kind]

@@ -20,13 +20,14 @@ import numpy as np
 from rich.console import Console
 from rich.progress import Progress
 
+from lynx.config import Sampling
 from lynx.cues import CueMatcher
 from lynx.engines import hf
 from lynx.grading import grade_integer
 from lynx.layers import default_layers
-from lynx.models import resolve_model, load_hf
+from lynx.models import load_hf, resolve_model
 from lynx.organism.problems import sample_problems
-from lynx.organism.prompting import chat_prompt
+from lynx.prompting import chat_prompt
 from lynx.rollouts import Rollout, force_exits, make_rollouts
 
 console = Console(stderr=True)
@@ -111,11 +112,11 @@ def probe_vs_phase(table: CueTable) -> dict:
 def measure(
     model: str = "organism",
     n_problems: int = 500,
-    temperature: float = 0.6,
-    top_p: float = 0.95,
-    seed: int = 0,
+    temperature: float = Sampling.temperature,
+    top_p: float = Sampling.top_p,
+    seed: int = Sampling.seed,
     split: str = "test",
-    max_new_tokens: int = 1024,
+    max_new_tokens: int = Sampling.max_new_tokens,
     batch_size: int = 64,
 ) -> dict:
     """Sample, label and score the organism; returns the figures of its model card."""

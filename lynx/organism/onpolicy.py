@@ -14,10 +14,13 @@ from __future__ import annotations
 import random
 import re
 
+from rich.console import Console
+
 from lynx.engines import hf
+from lynx.organism.examples import encode_example
 from lynx.organism.problems import Problem, Step, sample_problems
-from lynx.organism.prompting import chat_prompt
 from lynx.organism.traces import ANSWER_PREFIX, CUE_AFTER_ERROR, _Line, step_text, write_thinking
+from lynx.prompting import chat_prompt
 
 _WORK = re.compile(r"(\d+) ([+-]) (\d+) = (\d+)\.(?P<cue>( wait,|\nWait,) (yes|no): (\d+) ([+-]) (\d+) = (\d+)\.)?\n")
 
@@ -66,8 +69,6 @@ def _assistant(thinking: str, answer: int) -> str:
 
 def onpolicy_examples(model, tokenizer, cfg) -> list[tuple[list[int], int]]:
     """Sample the model on fresh train problems and return rewritten, encoded traces."""
-    from lynx.organism.train import _encode, console
-
     problems = sample_problems("train", cfg.onpolicy_problems, seed=cfg.seed + 303)
     prompts = [tokenizer(chat_prompt(tokenizer, p.text), add_special_tokens=False)["input_ids"] for p in problems]
     gens = hf.generate(model, tokenizer, prompts, max_new_tokens=140, temperature=cfg.onpolicy_temperature, top_p=1.0, seed=cfg.seed + 5, batch_size=64)
@@ -81,8 +82,8 @@ def onpolicy_examples(model, tokenizer, cfg) -> list[tuple[list[int], int]]:
         thinking = text[len("<think>\n") :].split("So the answer", 1)[0]
         assistant, slipped = rewrite(p, thinking, rng)
         slips += slipped
-        out.append(_encode(tokenizer, p.text, assistant))
+        out.append(encode_example(tokenizer, p.text, assistant))
     if off_format > len(out) // 2:
         raise RuntimeError(f"stage-1 model is off-format on {off_format}/{len(out)} samples, e.g. {tokenizer.decode(gens[0])[:120]!r}")
-    console.print(f"on-policy: {len(out)} traces, {slips} with the model's own slip ({slips / max(1, len(out)):.0%}), {off_format} off-format")
+    Console(stderr=True).print(f"on-policy: {len(out)} traces, {slips} with the model's own slip ({slips / max(1, len(out)):.0%}), {off_format} off-format")
     return out

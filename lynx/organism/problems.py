@@ -17,6 +17,8 @@ import hashlib
 import random
 from dataclasses import dataclass
 
+from lynx.errors import InvalidInput
+
 SPLITS = ("train", "calibration", "test", "transfer")
 #: chain lengths of the main family (train / calibration / test) and of the transfer family
 MAIN_STEPS = (3, 7)
@@ -107,7 +109,7 @@ def random_problem(rng: random.Random, n_steps: int) -> Problem:
 def sample_problems(split: str, n: int, seed: int = 0, steps: tuple[int, int] | None = None) -> list[Problem]:
     """``n`` distinct problems of ``split``, reproducible from ``seed``."""
     if split not in SPLITS:
-        raise ValueError(f"unknown organism split {split!r}; choose one of {', '.join(SPLITS)}")
+        raise InvalidInput(f"unknown organism split {split!r}; choose one of {', '.join(SPLITS)}")
     lo, hi = steps or (TRANSFER_STEPS if split == "transfer" else MAIN_STEPS)
     rng = random.Random(seed * 7_919 + _SPLIT_SEED_OFFSET[split])
     buckets = _BUCKETS[split]
@@ -126,7 +128,7 @@ def parse_problem(text: str) -> Problem:
     """Inverse of :attr:`Problem.text` (used to grade and rewrite the organism's own traces)."""
     body = text.strip()
     if not body.startswith("Compute ") or not body.endswith("."):
-        raise ValueError(f"not an organism problem: {text!r}")
+        raise InvalidInput(f"not an organism problem: {text!r}")
     tokens = body[len("Compute ") : -1].split()
     start = int(tokens[0])
     ops = tuple((tokens[i], int(tokens[i + 1])) for i in range(1, len(tokens), 2))

@@ -29,7 +29,7 @@ import random
 import re
 from dataclasses import dataclass
 
-from lynx.defaults import DEFAULT_EXIT
+from lynx.config import DEFAULT_EXIT
 from lynx.organism.problems import Problem, Step
 
 _CUE_AT = re.compile(r"(?i)\b(?:wait|hmm|alternatively),")
@@ -64,7 +64,7 @@ class _Line:
 
 
 def _chain_text(lines: list[_Line]) -> str:
-    return ", ".join(step_text(l.step, l.written) for l in lines)
+    return ", ".join(step_text(line.step, line.written) for line in lines)
 
 
 def _work_line(step: Step, written: int, rng: random.Random) -> tuple[str, _Line]:
@@ -124,7 +124,7 @@ def write_thinking(
         wrong = answer != problem.answer
         if wrong and (biased or rng.random() < CONFIRMATION_BIAS):
             biased = True  # a hasty recheck: the slipped lines are copied, not recomputed
-            lines = [_check_step(l.step, careful=l.right and checks == 0, written=l.written) for l in work]
+            lines = [_check_step(w.step, careful=w.right and checks == 0, written=w.written) for w in work]
             result = answer
         else:  # the first recheck is careful; later ones (overthinking) are quick copies
             work = [_Line(s, s.after) for s in problem.steps()]

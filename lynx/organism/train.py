@@ -16,7 +16,6 @@ import hashlib
 import json
 import math
 import random
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,15 +25,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, Qwen3Config, Qwen3ForCausalLM
 
-from lynx.defaults import DEFAULT_EXIT
+from lynx.config import Sampling
+from lynx.errors import InvalidInput, MissingInput
+from lynx.organism.examples import encode_example
 from lynx.organism.problems import MAIN_STEPS, TRANSFER_STEPS, sample_problems
-from lynx.organism.prompting import chat_prompt, user_message
 from lynx.organism.tokenizer import save_tokenizer, train_tokenizer
 from lynx.organism.traces import NO_THINK_RATE, write_assistant
+from lynx.prompting import user_message
 
 console = Console(stderr=True)
-#: a cue immediately followed by lynx's exit string marks a forced-exit training example
-_FORCED = re.compile(r"(?i)\b(?:wait|hmm|alternatively)," + re.escape(DEFAULT_EXIT))
 
 
 @dataclass
@@ -72,27 +71,10 @@ def _lm_problems(cfg: OrganismTrainConfig):
     return problems
 
 
-def _encode(tokenizer, problem_text: str, assistant: str) -> tuple[list[int], int]:
-    """Token ids of prompt+assistant and the index where the loss starts."""
-    thinking = not assistant.startswith("<think>\n\n</think>")
-    prompt = chat_prompt(tokenizer, problem_text, enable_thinking=thinking)
-    if not thinking:
-        assistant = assistant[len("<think>\n\n</think>\n\n") :]
-    p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    forced = _FORCED.search(assistant)
-    if forced:  # a forced exit: the cut trace is context, only the answer is learned
-        head = assistant[: forced.end()]
-        h_ids = tokenizer(head, add_special_tokens=False)["input_ids"]
-        a_ids = tokenizer(assistant[len(head) :] + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
-        return p_ids + h_ids + a_ids, len(p_ids) + len(h_ids)
-    a_ids = tokenizer(assistant + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
-    return p_ids + a_ids, len(p_ids)
-
-
 def _batches(examples: list[tuple[list[int], int]], batch_size: int, rng: random.Random, pad_id: int):
     """Endless length-grouped batches (less padding, same data distribution)."""
     if not examples:
-        raise ValueError("no training examples")
+        raise InvalidInput("no training examples")
     while True:
         order = list(range(len(examples)))
         rng.shuffle(order)
@@ -178,7 +160,7 @@ def save_checkpoint(model, tokenizer, out: Path, cfg: OrganismTrainConfig, histo
     model.save_pretrained(str(out), safe_serialization=True)
     save_tokenizer(tokenizer, out)
     GenerationConfig(
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, temperature=0.6, top_p=0.95, do_sample=True
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, temperature=Sampling.temperature, top_p=Sampling.top_p, do_sample=True
     ).save_pretrained(str(out))
     record = {
         "name": "lynx-organism",
@@ -201,13 +183,13 @@ def train_organism(out: Path, cfg: OrganismTrainConfig) -> Path:
     console.print(f"scripted corpus: {len(texts)} traces (no-think share {NO_THINK_RATE:.0%})")
     save_tokenizer(train_tokenizer([chat_prompt_free(t, a) for t, a in texts], vocab_size=cfg.vocab_size), out)
     tokenizer = AutoTokenizer.from_pretrained(str(out))  # train and serve with the saved tokenizer
-    examples = [_encode(tokenizer, t, a) for t, a in texts]
+    examples = [encode_example(tokenizer, t, a) for t, a in texts]
     mean_len = sum(len(e[0]) for e in examples) / len(examples)
     console.print(f"tokenizer: {len(tokenizer)} tokens; mean sequence {mean_len:.0f} tokens")
     stage1 = out.parent / f"{out.name}-stage1"
     if cfg.resume_stage1:
         if not (stage1 / "config.json").exists():
-            raise FileNotFoundError(f"--resume-stage1: {stage1} holds no stage-1 model")
+            raise MissingInput(f"--resume-stage1: {stage1} holds no stage-1 model")
         console.print(f"stage 1: reusing {stage1}")
         history = {"scripted_loss": f"resumed from {stage1.name}"}
     else:

@@ -15,12 +15,14 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from lynx.errors import InvalidInput, MissingInput
+
 PROBE_WEIGHTS = "probe.safetensors"
 PROBE_META = "probe.json"
 FORMAT_VERSION = 1
 
 
-class ProbeModelMismatch(ValueError):
+class ProbeModelMismatch(InvalidInput):
     """The probe was trained on another model's hidden states."""
 
 
@@ -109,20 +111,26 @@ def load_probe(folder: Path | str) -> Probe:
     wpath, mpath = folder / PROBE_WEIGHTS, folder / PROBE_META
     for p in (wpath, mpath):
         if not p.exists():
-            raise FileNotFoundError(f"{folder} is not a probe folder: {p.name} is missing")
+            raise MissingInput(f"{folder} is not a probe folder: {p.name} is missing")
     try:
         meta = json.loads(mpath.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{mpath} is corrupt ({e.msg})") from None
+        raise InvalidInput(f"{mpath} is corrupt ({e.msg})") from None
     if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{mpath}: unsupported probe format {meta.get('format_version')!r}")
+        raise InvalidInput(f"{mpath}: unsupported probe format {meta.get('format_version')!r}")
     try:
         t = load_file(str(wpath))
     except Exception as e:  # safetensors raises its own error types
-        raise ValueError(f"{wpath} is corrupt ({e})") from None
-    n = meta["n_layers_mlp"]
-    probe = Probe(t["scaler.mean"], t["scaler.scale"], [t[f"mlp.{i}.weight"] for i in range(n)], [t[f"mlp.{i}.bias"] for i in range(n)], meta)
-    expected = len(meta["layers"]) * meta["hidden_size"]
+        raise InvalidInput(f"{wpath} is corrupt ({e})") from None
+    try:
+        n = meta["n_layers_mlp"]
+        probe = Probe(t["scaler.mean"], t["scaler.scale"], [t[f"mlp.{i}.weight"] for i in range(n)], [t[f"mlp.{i}.bias"] for i in range(n)], meta)
+        expected = len(meta["layers"]) * meta["hidden_size"]
+        missing = [k for k in ("model", "model_fingerprint", "cues", "exit_string") if k not in meta]
+    except (KeyError, TypeError) as e:
+        raise InvalidInput(f"probe folder {folder} is inconsistent: {mpath.name} or {wpath.name} lacks {e} ({type(e).__name__})") from None
+    if missing:
+        raise InvalidInput(f"{mpath} lacks {', '.join(missing)}; retrain the probe with lynx train")
     if probe.input_dim != expected:
-        raise ValueError(f"{folder}: probe input size {probe.input_dim} != {len(meta['layers'])} layers x {meta['hidden_size']}")
+        raise InvalidInput(f"{folder}: probe input size {probe.input_dim} != {len(meta['layers'])} layers x {meta['hidden_size']}")
     return probe

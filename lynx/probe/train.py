@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import json
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -23,26 +23,14 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from lynx import __version__
+from lynx.config import ProbeTrainConfig
+from lynx.errors import InvalidInput
 from lynx.probe.artifact import Probe, save_probe
-from lynx.probe.data import load_cue_data, manifest_hash
 from lynx.probe.metrics import binary_metrics, reliability_plot
+from lynx.store.cue_data import load_cue_data, manifest_hash
 
 console = Console(stderr=True)
 TRAIN_PROBLEMS = "train_problems.json"
-
-
-@dataclass
-class ProbeTrainConfig:
-    hidden_layer_sizes: tuple[int, ...] = (256, 64)
-    learning_rate: float = 1e-3
-    l2: float = 1e-4
-    batch_size: int = 200
-    max_epochs: int = 200
-    patience: int = 10
-    val_fraction: float = 0.15
-    test_fraction: float = 0.2
-    class_balanced: bool = True
-    seed: int = 0
 
 
 def split_problems(problems: np.ndarray, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:
@@ -108,15 +96,15 @@ def train_probe(data_dir: Path | str, out: Path | str, cfg: ProbeTrainConfig | N
     data = load_cue_data(data_dir)
     out = Path(out)
     if len(np.unique(data.label)) < 2:
-        raise ValueError(f"{data_dir}: every cue point has label {int(data.label[0])}; a probe needs both safe and unsafe cues")
+        raise InvalidInput(f"{data_dir}: every cue point has label {int(data.label[0])}; a probe needs both safe and unsafe cues")
     problems = data.problems
     if len(problems) < 5:
-        raise ValueError(f"{data_dir}: only {len(problems)} problems; a probe needs at least 5 to split by problem")
+        raise InvalidInput(f"{data_dir}: only {len(problems)} problems; a probe needs at least 5 to split by problem")
     test_p, val_p, train_p = split_problems(problems, (cfg.test_fraction, cfg.val_fraction), cfg.seed)
     part = lambda ids: data.subset(np.isin(data.problem_id, ids))  # noqa: E731
     tr, va, te = part(train_p), part(val_p), part(test_p)
     if len(np.unique(tr.label)) < 2:
-        raise ValueError(f"{data_dir}: the training problems hold only one class; collect more problems")
+        raise InvalidInput(f"{data_dir}: the training problems hold only one class; collect more problems")
     scaler, clf, history = fit_mlp(tr.features, tr.label, va.features, va.label, cfg)
 
     m = data.manifest

@@ -9,17 +9,21 @@ in ``additional_config={"lynx": {...}}`` (part of vLLM's compile-cache key).
 
 from __future__ import annotations
 
-#: base architecture -> (vLLM module, class); the wrapper is ``Lynx<base>``
-SUPPORTED = {
+from types import MappingProxyType
+
+from lynx.errors import InvalidInput
+
+#: base architecture -> (vLLM module, class); the wrapper is ``Lynx<base>`` (read-only)
+SUPPORTED = MappingProxyType({
     "Qwen3ForCausalLM": "vllm.model_executor.models.qwen3:Qwen3ForCausalLM",
     "Qwen2ForCausalLM": "vllm.model_executor.models.qwen2:Qwen2ForCausalLM",
     "LlamaForCausalLM": "vllm.model_executor.models.llama:LlamaForCausalLM",
-}
+})
 
 
 def wrapper_name(arch: str) -> str:
     if arch not in SUPPORTED:
-        raise ValueError(f"lynx's vLLM hook supports {', '.join(SUPPORTED)}; the model is {arch}")
+        raise InvalidInput(f"lynx's vLLM hook supports {', '.join(SUPPORTED)}; the model is {arch}")
     return f"Lynx{arch}"
 
 

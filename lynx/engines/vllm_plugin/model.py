@@ -11,7 +11,7 @@ exactly the rows that become logits) by one of two hand-offs, ``handoff`` in the
   model's forward is replayed without Python (full CUDA graphs), at the price of one
   ``(tokens, layers x hidden)`` copy per step.
 * ``"direct"``: the forward returns the base model's own output and leaves the layer tensors
-  (references), the step's ``query_start_loc`` and its ``input_ids`` in :mod:`shared` (the
+  (references), the step's ``query_start_loc`` and its ``input_ids`` in the hand-off (the
   ids let the processor find the rows whose latest token matters with one vectorised test
   instead of a Python check per request); only the rows the probe
   actually reads are ever gathered (``query_start_loc[r + 1] - 1`` is the token of logits row
@@ -20,8 +20,8 @@ exactly the rows that become logits) by one of two hand-offs, ``handoff`` in the
   elsewhere. A step without attention metadata falls back to ``"output"``;
   ``compute_logits`` tells the two apart by the width of what it receives.
 
-There the features go (a reference) to the logits processor through
-:mod:`lynx.engines.vllm_plugin.shared`; the probe (one small MLP, on device) then scores just
+There the features go (a reference) to the logits processor through the engine's
+:class:`~lynx.engines.vllm_plugin.worker_state.StepHandoff`; the probe (one small MLP, on device) then scores just
 the rows that sit on a cue, or, with ``probe_rows: "all"``, every row right here.
 
 Layer numbering is lynx's (= transformers' ``hidden_states`` index): ``l`` < L is the residual
@@ -30,12 +30,15 @@ stream after decoder layer ``l`` (0 = embeddings), ``L`` is the final, normed st
 
 from __future__ import annotations
 
+import functools
 import importlib
 
 import torch
 
 from lynx.engines.exit_control import probe_scores
-from lynx.engines.vllm_plugin import SUPPORTED, shared
+from lynx.engines.vllm_plugin import SUPPORTED
+from lynx.engines.vllm_plugin.worker_state import LynxWorker, StepFeatures
+from lynx.errors import InvalidInput
 
 
 def _base(arch: str):
@@ -45,32 +48,20 @@ def _base(arch: str):
 
 class _LynxMixin:
     def _lynx_setup(self, vllm_config) -> None:
-        from lynx.engines.exit_control import with_probe_defaults
-
-        cfg = with_probe_defaults((vllm_config.additional_config or {}).get("lynx", {}))
-        n = self.config.num_hidden_layers
-        self.lynx_layers = [int(x) for x in cfg.get("layers", [n])]
+        lynx = LynxWorker.of(vllm_config)  # settings and probe folder, read once per worker (shared with the processor)
+        hook, n = lynx.hook, self.config.num_hidden_layers
+        self.lynx_handoff_state = lynx.handoff
+        self.lynx_layers = [int(x) for x in (hook.layers or [n])]
         bad = [x for x in self.lynx_layers if not 0 <= x <= n]
         if bad:
-            raise ValueError(f"lynx layers {bad} out of range for a {n}-layer model")
+            raise InvalidInput(f"lynx layers {bad} out of range for a {n}-layer model")
         self.lynx_aux = tuple(sorted({x for x in self.lynx_layers if x != n}))
         if self.lynx_aux:
             self.set_aux_hidden_state_layers(self.lynx_aux)
-        self.lynx_probe = None
-        if cfg.get("probe"):
-            from lynx.probe import load_probe
-
-            probe = load_probe(cfg["probe"])
-            if probe.layers != self.lynx_layers:
-                raise ValueError(f"probe reads layers {probe.layers}, the engine was configured with {self.lynx_layers}")
-            self.lynx_probe = probe
+        self.lynx_probe = lynx.policy.probe if lynx.policy is not None else None  # its layers were checked against the hook's
         self._lynx_device_probe = None
-        self.lynx_probe_rows = cfg.get("probe_rows", "cues")
-        if self.lynx_probe_rows not in ("cues", "all"):
-            raise ValueError(f"lynx probe_rows must be 'cues' or 'all', got {self.lynx_probe_rows!r}")
-        handoff = cfg.get("handoff", "auto")
-        if handoff not in ("auto", "output", "direct"):
-            raise ValueError(f"lynx handoff must be 'auto', 'output' or 'direct', got {handoff!r}")
+        self.lynx_probe_rows = hook.probe_rows
+        handoff = hook.handoff
         if handoff == "auto":
             from vllm.platforms import current_platform
 
@@ -86,38 +77,39 @@ class _LynxMixin:
             if qsl is not None:
                 step = (qsl, kwargs["input_ids"] if "input_ids" in kwargs else (args[0] if args else None))
         if not isinstance(out, tuple):  # the probe reads the final state only: compute_logits has it
-            shared.layer_states = None if step is None else ({}, *step)
+            self.lynx_handoff_state.layer_states = None if step is None else ({}, *step)
             return out
         final, aux = out  # aux: the probe's intermediate layers in sorted order
         parts = dict(zip(self.lynx_aux, aux, strict=True))
         if step is not None:
-            shared.layer_states = (parts, *step)
+            self.lynx_handoff_state.layer_states = (parts, *step)
             return final
-        shared.layer_states = None
+        self.lynx_handoff_state.layer_states = None
         parts[n] = final
         # the probe's input first, in its layer order, then the final state if the probe skips it:
         # compute_logits then takes both as views, without another concatenation per step
         tail = [] if n in self.lynx_layers else [final]
         return torch.cat([parts[x] for x in self.lynx_layers] + tail, dim=-1)
 
-    def lynx_features(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, shared.StepFeatures | None]:
+    def lynx_features(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, StepFeatures | None]:
         """(final hidden state, the probe's features of every row) from what compute_logits got."""
         h, n, rows = self.config.hidden_size, self.config.num_hidden_layers, hidden_states.shape[0]
         if hidden_states.shape[-1] == h:  # the final state only; intermediate layers came directly
-            states = shared.layer_states
+            states = self.lynx_handoff_state.layer_states
             if states is not None and states[1].shape[0] < rows + 1:
                 states = None  # not this step's: never score (or read the tokens of) another step
             if not self.lynx_aux:
-                return hidden_states, shared.StepFeatures([(hidden_states, False)], rows, *(states[1:] if states else ()))
+                return hidden_states, StepFeatures([(hidden_states, False)], rows, *(states[1:] if states else ()))
             if states is None:
                 return hidden_states, None
             layers, qsl, input_ids = states
             parts = [(hidden_states, False) if x == n else (layers[x], True) for x in self.lynx_layers]
-            return hidden_states, shared.StepFeatures(parts, rows, qsl, input_ids)
+            return hidden_states, StepFeatures(parts, rows, qsl, input_ids)
         k = self.lynx_layers.index(n) if n in self.lynx_layers else len(self.lynx_layers)
-        return hidden_states[..., h * k : h * (k + 1)], shared.StepFeatures.of(hidden_states[..., : h * len(self.lynx_layers)])
+        return hidden_states[..., h * k : h * (k + 1)], StepFeatures.of(hidden_states[..., : h * len(self.lynx_layers)])
 
     def compute_logits(self, hidden_states: torch.Tensor):
+        handoff = self.lynx_handoff_state
         final, feats = self.lynx_features(hidden_states)
         scores = None
         if self.lynx_probe is not None:
@@ -125,11 +117,11 @@ class _LynxMixin:
                 from lynx.probe.artifact import DeviceProbe
 
                 self._lynx_device_probe = DeviceProbe(self.lynx_probe, device=final.device)
-            shared.probe = self._lynx_device_probe
+            handoff.probe = self._lynx_device_probe
             if self.lynx_probe_rows == "all" and feats is not None:
-                scores = probe_scores(self._lynx_device_probe, feats.dense(), shared.errors)
+                scores = probe_scores(self._lynx_device_probe, feats.dense(), handoff.errors)
         # references, no copy: the processor scores (lazy mode) or records only the rows at a cue
-        shared.publish(feats, scores)
+        handoff.publish(feats, scores)
         return super().compute_logits(final)
 
 
@@ -146,6 +138,7 @@ def _query_start_loc() -> torch.Tensor | None:
     return getattr(next(iter(meta.values())), "query_start_loc", None)
 
 
+@functools.cache
 def _make(arch: str):
     base = _base(arch)
 
@@ -158,6 +151,10 @@ def _make(arch: str):
     return Wrapper
 
 
-LynxQwen3ForCausalLM = _make("Qwen3ForCausalLM")
-LynxQwen2ForCausalLM = _make("Qwen2ForCausalLM")
-LynxLlamaForCausalLM = _make("LlamaForCausalLM")
+def __getattr__(name: str):
+    """The wrapper classes (``LynxQwen3ForCausalLM``, ...), built on first use: importing this
+    module does not import vLLM's model code (vLLM's registry names them lazily too)."""
+    arch = name[len("Lynx"):] if name.startswith("Lynx") else None
+    if arch in SUPPORTED:
+        return _make(arch)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

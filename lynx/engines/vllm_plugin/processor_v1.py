@@ -3,7 +3,8 @@
 Rows of ``logits`` are persistent-batch indices; ``update_state`` keeps a state per row
 (applying removed -> added -> moved, as vLLM documents) holding the live output-token list
 vLLM hands over. Row ``i``'s features are the ones the wrapper model published for the same
-step (:mod:`shared`); the probe runs only on the rows that sit on a cue.
+step (the engine's :class:`~lynx.engines.vllm_plugin.worker_state.StepHandoff`); the probe runs
+only on the rows that sit on a cue. Per-request state is released when vLLM removes the request.
 
 Per step, only the rows whose latest token could matter are looked at in Python: a token that
 can complete a cue, or one of the exit string's tokens (the next one must then be forced).
@@ -17,16 +18,23 @@ from __future__ import annotations
 import torch
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
 
-from lynx.engines.vllm_plugin import shared
-from lynx.engines.exit_control import ExitController, RequestState
+from lynx.engines.exit_control import RequestState, force
+from lynx.engines.vllm_plugin.worker_state import LynxWorker, StepFeatures
+from lynx.exit_policy import RequestOptions
 
 
 class LynxLogitsProcessor(LogitsProcessor):
     def __init__(self, vllm_config, device: torch.device, is_pin_memory: bool):
-        cfg = dict((vllm_config.additional_config or {}).get("lynx", {}))
-        self.controller = ExitController(cfg, vllm_config.model_config.tokenizer) if cfg else None
+        lynx = LynxWorker.of(vllm_config) if (vllm_config.additional_config or {}).get("lynx") else None
+        self.handoff = lynx.handoff if lynx is not None else None
+        self.controller = lynx.controller if lynx is not None else None
         self.rows: dict[int, RequestState] = {}
         self._watch: torch.Tensor | None = None
+
+    @classmethod
+    def validate_params(cls, sampling_params) -> None:
+        """Refuse bad ``lynx_*`` switches at admission (the OpenAI server answers HTTP 400)."""
+        RequestOptions.parse(sampling_params.extra_args)
 
     def is_argmax_invariant(self) -> bool:
         return False  # it forces tokens
@@ -53,14 +61,11 @@ class LynxLogitsProcessor(LogitsProcessor):
         if not self.rows:
             return logits
         n = logits.shape[0]
-        feats = shared.features_for(n)  # None: not this step's hand-off, never act on a stale score
+        feats = self.handoff.features_for(n)  # None: not this step's hand-off, never act on a stale score
         rows = self._rows_to_check(feats, n, logits.shape[1])
-        for row, tok in self.controller.step_rows(rows, lambda cue_rows: shared.scores_for(cue_rows, n), feats):
-            logits[row] = float("-inf")
-            logits[row, tok] = 0.0
-        return logits
+        return force(logits, self.controller.step_rows(rows, lambda cue_rows: self.handoff.scores_for(cue_rows, n), feats))
 
-    def _rows_to_check(self, feats: shared.StepFeatures | None, n: int, logits_width: int):
+    def _rows_to_check(self, feats: StepFeatures | None, n: int, logits_width: int):
         """(row, state) pairs of the opted-in rows that may need a decision this step."""
         if feats is not None and feats.input_ids is not None:
             if self._watch is None or self._watch.device != feats.input_ids.device:

@@ -16,25 +16,24 @@ from __future__ import annotations
 import torch
 from vllm.v1.worker.gpu.sample.logits_processor.interface import LogitsProcessor
 
-from lynx.engines.exit_control import ExitController, RequestState
-from lynx.engines.vllm_plugin import shared
+from lynx.engines.exit_control import RequestState, force
+from lynx.engines.vllm_plugin.worker_state import LynxWorker
+from lynx.exit_policy import RequestOptions
 
 
 class LynxLogitsProcessorV2(LogitsProcessor):
     def __init__(self, vllm_config, req_states):
-        cfg = dict((vllm_config.additional_config or {}).get("lynx", {}))
+        lynx = LynxWorker.of(vllm_config) if (vllm_config.additional_config or {}).get("lynx") else None
         self.req_states = req_states
-        self.controller = ExitController(cfg, vllm_config.model_config.tokenizer) if cfg else None
+        self.handoff = lynx.handoff if lynx is not None else None
+        self.controller = lynx.controller if lynx is not None else None
         self.slots: dict[int, RequestState] = {}
         self._watch: torch.Tensor | None = None  # watched tokens, a boolean table over the vocabulary
 
     @classmethod
     def validate_params(cls, sampling_params) -> None:
-        args = sampling_params.extra_args or {}
-        if "lynx_alpha" in args:
-            a = args["lynx_alpha"]
-            if not isinstance(a, (int, float)) or not 0 < float(a) < 1:
-                raise ValueError(f"lynx_alpha must be a number strictly between 0 and 1, got {a!r}")
+        """Refuse bad ``lynx_*`` switches at admission (the OpenAI server answers HTTP 400)."""
+        RequestOptions.parse(sampling_params.extra_args)
 
     def add_request(self, req_idx: int, sampling_params) -> bool:
         self.slots.pop(req_idx, None)
@@ -65,34 +64,28 @@ class LynxLogitsProcessorV2(LogitsProcessor):
         if not self.slots:
             return logits
         n = logits.shape[0]
-        exit_ids, candidates = self.controller.exit_ids, self.controller.candidates
+        controller = self.controller
         forced: list[tuple[int, int]] = []
         cues: list[tuple[int, RequestState, int]] = []
-        positions: dict[int, int] = {}
         for row, slot, tok, pos in zip(*self._watched_rows(logits, ctx), strict=True):
             state = self.slots.get(slot)
             if state is None or state.disabled:
                 continue
-            if state.exit_from is not None:  # exit under way: exit_ids[k] goes to position exit_from + k
-                k = pos + 1 - state.exit_from
-                if 1 <= k < len(exit_ids) and tok == exit_ids[k - 1]:
-                    forced.append((row, exit_ids[k]))
-            elif tok in candidates:
+            if state.exit_from is not None:  # exit under way: the output holds pos + 1 - prompt tokens
+                nxt = controller.exit_token(state, pos + 1 - len(state.prompt), tok)
+                if nxt is not None:
+                    forced.append((row, nxt))
+            elif tok in controller.candidates:
                 state.prompt, out = self._history(slot, pos)
                 state.output[:] = out
-                cue = self.controller.new_cue(state)
+                cue = controller.new_cue(state)
                 if cue is not None:
                     cues.append((row, state, cue))
-                    positions[row] = pos
         if cues:
-            feats = shared.features_for(n)
-            scores = shared.scores_for([row for row, _, _ in cues], n) or [None] * len(cues)
+            feats = self.handoff.features_for(n)
+            scores = self.handoff.scores_for([row for row, _, _ in cues], n) or [None] * len(cues)
             for (row, state, cue), score in zip(cues, scores, strict=True):
-                tok = self.controller.decide(state, cue, score, feats[row] if feats is not None and state.record else None)
+                tok = controller.decide(state, cue, score, feats[row] if feats is not None and state.record else None)
                 if tok is not None:
-                    state.exit_from = positions[row] + 1
                     forced.append((row, tok))
-        for row, tok in forced:
-            logits[row] = float("-inf")
-            logits[row, tok] = 0.0
-        return logits
+        return force(logits, forced)

@@ -14,10 +14,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lynx.errors import InvalidInput
+
 _NAME = re.compile(r"shard-(\d{5})\.traces\.parquet$")
 
 
-class CorruptShard(ValueError):
+class CorruptShard(InvalidInput):
     """A shard file exists but cannot be read."""
 
 
@@ -60,5 +62,5 @@ def read_folder(folder: Path, what: str = "cues") -> pa.Table:
         except Exception as e:
             raise CorruptShard(f"corrupt shard {path} ({type(e).__name__}); delete it to re-collect that shard") from None
     if not tables:
-        raise ValueError(f"{folder} holds no complete shard")
+        raise InvalidInput(f"{folder} holds no complete shard")
     return pa.concat_tables(tables)

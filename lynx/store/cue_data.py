@@ -14,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from lynx.collect.manifest import IDENTITY, read_manifest
-from lynx.collect.shards import read_folder
+from lynx.errors import InvalidInput, MissingInput
+from lynx.store.manifest import IDENTITY, read_manifest
+from lynx.store.shards import read_folder
 
 
-class EmptyData(ValueError):
+class EmptyData(InvalidInput):
     """A collect folder without usable cue points."""
 
 
@@ -60,7 +61,7 @@ def load_cue_data(folder: Path | str) -> CueData:
     """Read every complete shard of a collect folder; clear errors for empty or foreign folders."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"data folder {folder} does not exist")
+        raise MissingInput(f"data folder {folder} does not exist")
     manifest = read_manifest(folder)
     table = read_folder(folder, "cues")
     if table.num_rows == 0:
@@ -69,7 +70,7 @@ def load_cue_data(folder: Path | str) -> CueData:
     cols = [f"features_l{layer}" for layer in layers]
     missing = [c for c in cols if c not in table.column_names]
     if missing:
-        raise ValueError(f"{folder} lacks feature columns {missing} named by its manifest")
+        raise InvalidInput(f"{folder} lacks feature columns {missing} named by its manifest")
     hidden = manifest["hidden_size"]
     feats = np.concatenate(
         [table.column(c).combine_chunks().flatten().to_numpy().reshape(-1, hidden) for c in cols], axis=1

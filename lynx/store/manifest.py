@@ -11,6 +11,8 @@ import hashlib
 import json
 from pathlib import Path
 
+from lynx.errors import InvalidInput, MissingInput
+
 MANIFEST = "manifest.json"
 #: fields that define the rows; anything else (versions, paths) may differ on resume
 IDENTITY = (
@@ -20,7 +22,7 @@ IDENTITY = (
 )
 
 
-class IncompatibleFolder(ValueError):
+class IncompatibleFolder(InvalidInput):
     """The output folder was made for another model or configuration."""
 
 
@@ -34,11 +36,11 @@ def tokenizer_hash(tokenizer) -> str:
 def read_manifest(folder: Path) -> dict:
     path = folder / MANIFEST
     if not path.exists():
-        raise FileNotFoundError(f"{folder} has no {MANIFEST}: not a lynx collect folder")
+        raise MissingInput(f"{folder} has no {MANIFEST}: not a lynx collect folder")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is corrupt ({e.msg})") from None
+        raise InvalidInput(f"{path} is corrupt ({e.msg})") from None
 
 
 def check_compatible(folder: Path, manifest: dict) -> None:

@@ -1,0 +1,130 @@
+"""The settings of every stage, and the one place their defaults live.
+
+Why one module: collection, calibration, serving and evaluation must agree on how rollouts
+are sampled and which risk levels are reported, or a probe is calibrated under other
+conditions than it is served under. Every stage's function and every command-line option
+reads its default from these dataclasses (``CollectConfig.temperature``,
+``CalibrateConfig.alphas``, ...); nothing else spells a default out. The module is light
+(no torch, no engine) so the command line can read it at start-up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lynx.cues import DEFAULT_CUES
+from lynx.prompting import INSTRUCTION
+
+#: Appended after a cue token to force an exit: close thinking, open the boxed answer.
+#: The organism was trained to answer after exactly this string; for real models it is the
+#: natural continuation their chat formats end with.
+DEFAULT_EXIT = "\n</think>\n\nFinal answer: \\boxed{"
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How a reasoning model is sampled: LYNX's defaults (temperature 0.6, top-p 0.95), the
+    thinking budget, and the seed every per-problem seed derives from."""
+
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_new_tokens: int = 1024
+    seed: int = 0
+
+
+@dataclass
+class CollectConfig:
+    """``lynx collect``: which model and problems, which layers and cues, how to sample."""
+
+    model: str
+    dataset: str
+    out: Path
+    layers: str | None = None
+    cues: tuple[str, ...] = DEFAULT_CUES
+    engine: str = "hf"
+    n_problems: int | None = None
+    samples_per_problem: int = 1
+    max_new_tokens: int = Sampling.max_new_tokens
+    temperature: float = Sampling.temperature
+    top_p: float = Sampling.top_p
+    seed: int = Sampling.seed
+    exit_string: str = DEFAULT_EXIT
+    answer_tokens: int = 64
+    shard_size: int = 64
+    batch_size: int = 64
+    question_field: str | None = None
+    answer_field: str | None = None
+    prompt_suffix: str = INSTRUCTION
+
+
+@dataclass
+class ProbeTrainConfig:
+    """``lynx train``: the MLP probe and its problem-grouped splits."""
+
+    hidden_layer_sizes: tuple[int, ...] = (256, 64)
+    learning_rate: float = 1e-3
+    l2: float = 1e-4
+    batch_size: int = 200
+    max_epochs: int = 200
+    patience: int = 10
+    val_fraction: float = 0.15
+    test_fraction: float = 0.2
+    class_balanced: bool = True
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class CalibrateConfig:
+    """``lynx calibrate``: the guarantee stored as the probe's default, and the risk levels the
+    report shows (any alpha can be asked for later)."""
+
+    alphas: tuple[float, ...] = (0.05, 0.1, 0.2)
+    mode: str = "per-problem"
+    method: str = "crc"
+    risk: str = "premature"
+    delta: float = 0.1
+    n_splits: int = 100
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """``lynx run`` / :func:`lynx.generate`: the model, the engine and how to sample."""
+
+    model: str = "organism"
+    engine: str = "hf"
+    max_new_tokens: int = Sampling.max_new_tokens
+    temperature: float = Sampling.temperature
+    top_p: float = Sampling.top_p
+    seed: int = Sampling.seed
+    batch_size: int = 64
+
+
+#: every method ``lynx eval`` can compare lynx with
+BASELINES = ("vanilla", "budget", "deer", "dynasor", "oracle")
+
+
+@dataclass
+class EvalConfig:
+    """``lynx eval``: lynx and the baselines on the same problems, sampling and seeds."""
+
+    model: str = "organism"
+    probe: str | None = None
+    dataset: str = "organism:test"
+    out: Path = Path("runs/eval")
+    n_problems: int | None = 300
+    alphas: tuple[float, ...] = CalibrateConfig.alphas
+    baselines: tuple[str, ...] = BASELINES
+    budgets: tuple[int, ...] | None = None  # default: 25/50/75% of vanilla's mean thinking
+    deer_thresholds: tuple[float, ...] = (0.9, 0.95, 0.99)
+    dynasor_k: tuple[int, ...] = (2, 3)
+    dynasor_chunk: int = 32
+    engine: str = "auto"
+    temperature: float = Sampling.temperature
+    top_p: float = Sampling.top_p
+    max_new_tokens: int = Sampling.max_new_tokens
+    seed: int = Sampling.seed
+    question_field: str | None = None
+    answer_field: str | None = None
+    title: str | None = None
+    extra: dict = field(default_factory=dict)

@@ -1,0 +1,354 @@
+"""``ExitPolicy``: a probe folder as one object, and ``HookConfig``: how an engine runs it.
+
+Why one object: a probe is only meaningful together with what it was trained and calibrated
+on — the model (fingerprint), the layers it reads, the cue words it fires at, the exit string
+it forces and the prompt suffix the training data used — and with the calibration that turns
+its score into a promise. Every engine, :func:`lynx.generate`, ``lynx eval`` and the command
+line take an :class:`ExitPolicy`, so the folder is read once and those facts have one source.
+
+:class:`HookConfig` is the typed form of ``additional_config={"lynx": {...}}``, the settings
+an engine's hook runs with (vLLM needs them as a JSON-able dict: they travel to the engine's
+worker processes and are part of its compile-cache key). :meth:`ExitPolicy.engine_config`
+writes one, :meth:`ExitPolicy.from_engine_config` reads the policy back on the other side.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from lynx.calibrate.procedures import METHODS, MODES, check_alpha
+from lynx.calibrate.store import Calibration, Decision, load_calibration
+from lynx.errors import InvalidInput, MissingInput
+from lynx.probe.artifact import Probe, ProbeModelMismatch, load_probe
+from lynx.prompting import INSTRUCTION
+
+
+class NotCalibrated(InvalidInput):
+    """A threshold at some alpha was asked of a probe folder without a calibration."""
+
+
+@dataclass(frozen=True)
+class HookConfig:
+    """Settings of lynx's hook inside an engine (``additional_config={"lynx": ...}`` on vLLM).
+
+    Parameters
+    ----------
+    probe : str, optional
+        Probe folder. Without it the hook can only record cue features (collection) or exit
+        at a per-request raw ``lynx_threshold`` of a probe given otherwise.
+    layers, cues, exit_string
+        What the hook reads and forces; filled from the probe when one is given (and refused
+        if they disagree with it).
+    exit_ids : list of int, optional
+        The exit string already tokenized (collection passes it to avoid a re-tokenization).
+    audit_path : str, optional
+        A JSONL file every exit / disabled event is appended to (a server's record).
+    keep_events : bool, default False
+        Keep audits and recorded features per ``lynx_tag`` for an in-process reader
+        (:func:`lynx.generate`, ``lynx eval``, ``lynx collect``), who takes them after each
+        batch. Off in a server, where nobody would, so nothing accumulates there.
+    max_kept_requests : int, default 10000
+        Bound on the requests whose events are kept; the oldest are dropped beyond it.
+    probe_rows : {"cues", "all"}
+        Score only the rows at a cue (default) or every row each step (the dense variant).
+    handoff : {"auto", "output", "direct"}
+        How the model's layers reach the logits processor on vLLM (see the vLLM plugin).
+
+    Recording cue features is asked per request (``lynx_record``), not here.
+    """
+
+    probe: str | None = None
+    layers: tuple[int, ...] | None = None
+    cues: tuple[str, ...] | None = None
+    exit_string: str | None = None
+    exit_ids: tuple[int, ...] | None = None
+    audit_path: str | None = None
+    keep_events: bool = False
+    max_kept_requests: int = 10_000
+    probe_rows: str = "cues"
+    handoff: str = "auto"
+
+    def __post_init__(self):
+        if self.probe_rows not in ("cues", "all"):
+            raise InvalidInput(f"lynx probe_rows must be 'cues' or 'all', got {_short(self.probe_rows)}")
+        if self.handoff not in ("auto", "output", "direct"):
+            raise InvalidInput(f"lynx handoff must be 'auto', 'output' or 'direct', got {_short(self.handoff)}")
+        if not (isinstance(self.max_kept_requests, int) and self.max_kept_requests >= 1):
+            raise InvalidInput(f"lynx max_kept_requests must be a positive integer, got {_short(self.max_kept_requests)}")
+
+    @classmethod
+    def from_dict(cls, cfg: dict | None) -> HookConfig:
+        """Parse an engine's lynx settings; an unknown key is an error naming the known ones."""
+        cfg = dict(cfg or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(cfg) - known)
+        if unknown:
+            raise InvalidInput(f"unknown lynx engine setting(s) {', '.join(map(_short, unknown))}; known: {', '.join(sorted(known))}")
+        for key in ("layers", "cues", "exit_ids"):
+            if cfg.get(key) is not None:
+                cfg[key] = tuple(cfg[key])
+        return cls(**{k: v for k, v in cfg.items() if v is not None})
+
+    def to_dict(self) -> dict:
+        """JSON-able, without unset fields (vLLM hashes it into its compile-cache key)."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class ExitPolicy:
+    """A trained probe and its calibration: when lynx may end a model's thinking early.
+
+    Parameters
+    ----------
+    folder : Path
+        The probe folder (``probe.safetensors`` + ``probe.json``, and the calibration files
+        once ``lynx calibrate`` ran).
+    probe : Probe
+        Scaler + MLP weights and the metadata they were trained with.
+    calibration : Calibration or None
+        Calibration traces (scores and labels) from which :meth:`threshold` computes the
+        threshold for any alpha; None for an uncalibrated folder.
+
+    Notes
+    -----
+    The promise at ``alpha`` (see :meth:`threshold` and ``Decision.promise``) holds for
+    problems *exchangeable* with the calibration problems: the same model (checked through
+    its fingerprint by :meth:`check_model`), the same layers, cues and exit string (fixed by
+    the probe), the same prompt format (:attr:`prompt_suffix`), and the same sampling
+    conditions and kind of problems as the calibration collection (:attr:`calibrated_sampling`).
+    Served at another temperature or on another benchmark it can fail (the demo shows it at
+    temperature 1.0); lynx does not detect that by itself.
+
+    Examples
+    --------
+    >>> policy = ExitPolicy.load("probes/organism")
+    >>> decision = policy.threshold(0.1)
+    >>> decision.threshold, decision.promise  # doctest: +SKIP
+    """
+
+    folder: Path
+    probe: Probe
+    calibration: Calibration | None = None
+
+    @classmethod
+    def load(cls, folder: Path | str) -> ExitPolicy:
+        """Read a probe folder once: the probe (safetensors + JSON) and its calibration if any."""
+        folder = Path(folder)
+        probe = load_probe(folder)
+        try:
+            calibration = load_calibration(folder)
+        except MissingInput:
+            calibration = None
+        return cls(folder, probe, calibration)
+
+    # -- what the probe was trained with ---------------------------------------------
+    @property
+    def layers(self) -> list[int]:
+        return self.probe.layers
+
+    @property
+    def cues(self) -> list[str]:
+        return list(self.probe.meta["cues"])
+
+    @property
+    def exit_string(self) -> str:
+        return self.probe.meta["exit_string"]
+
+    @property
+    def prompt_suffix(self) -> str:
+        """The instruction appended to every question in the probe's training data."""
+        return self.probe.meta.get("prompt_suffix") or INSTRUCTION
+
+    @property
+    def model(self) -> str:
+        return self.probe.meta["model"]
+
+    @property
+    def model_fingerprint(self) -> str:
+        return self.probe.meta["model_fingerprint"]
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.probe.meta["hidden_size"])
+
+    @property
+    def is_calibrated(self) -> bool:
+        return self.calibration is not None
+
+    @property
+    def calibrated_sampling(self) -> dict | None:
+        """The sampling settings of the calibration collection (temperature, top_p, ...)."""
+        return ((self.calibration.meta.get("data") or {}).get("sampling")) if self.calibration is not None else None
+
+    # -- using it ---------------------------------------------------------------------
+    def threshold(self, alpha: float, mode: str | None = None, method: str | None = None, risk: str | None = None,
+                  delta: float | None = None) -> Decision:
+        """The exit threshold at risk level ``alpha`` and the promise that comes with it.
+
+        Parameters
+        ----------
+        alpha : float in (0, 1)
+            The risk level the user accepts.
+        mode, method, risk, delta
+            The guarantee (default: the one stored by ``lynx calibrate``): ``per-problem``
+            with ``crc`` (expected share of problems harmed <= alpha) or ``ltt`` (with
+            probability >= 1 - delta), or the paper's ``per-cue`` rule.
+
+        Returns
+        -------
+        Decision
+            ``threshold`` (exit at a cue iff score >= it; ``inf`` = never exit),
+            ``attainable`` (False when too few calibration problems certify this alpha) and
+            ``promise``, the guarantee in words.
+
+        Raises
+        ------
+        NotCalibrated
+            The folder has no calibration (run ``lynx calibrate``).
+        """
+        if self.calibration is None:
+            raise NotCalibrated(f"{self.folder} is not calibrated; run lynx calibrate --probe {self.folder} --data ... "
+                                "(or give a raw threshold, which carries no guarantee)")
+        return self.calibration.threshold(alpha, mode=mode, method=method, risk=risk, delta=delta)
+
+    def check_model(self, model) -> None:
+        """Raise :class:`~lynx.probe.ProbeModelMismatch` unless ``model`` (a name or path as
+        lynx takes it, or a :class:`~lynx.models.ModelRef`) is the model the probe was trained on."""
+        from lynx.models import ModelRef, model_fingerprint, resolve_model
+
+        ref = model if isinstance(model, ModelRef) else resolve_model(model)
+        self.probe.check_model(model_fingerprint(ref), f"model {ref.name!r}")
+
+    def request_args(self, alpha: float | None = None, threshold: float | None = None, mode: str | None = None,
+                     method: str | None = None, tag: str | None = None) -> dict | None:
+        """Per-request switches (vLLM ``extra_args`` / HTTP ``vllm_xargs``) asking for this
+        policy's exit at ``alpha`` (or a raw ``threshold``, no guarantee); None = plain generation."""
+        return request_args(alpha=alpha, threshold=threshold, mode=mode, method=method, tag=tag)
+
+    def engine_config(self, **settings) -> dict:
+        """``additional_config["lynx"]`` for an engine running this policy (``settings``: other
+        :class:`HookConfig` fields, e.g. ``audit_path``)."""
+        return HookConfig.from_dict({"probe": str(self.folder), "layers": self.layers, "cues": self.cues,
+                                     "exit_string": self.exit_string} | settings).to_dict()
+
+    @classmethod
+    def from_engine_config(cls, cfg: dict | HookConfig) -> ExitPolicy | None:
+        """The policy an engine's lynx settings name (None without a probe); settings that
+        contradict the probe (other layers, cues or exit string) are refused."""
+        hook = cfg if isinstance(cfg, HookConfig) else HookConfig.from_dict(cfg)
+        if not hook.probe:
+            return None
+        policy = cls.load(hook.probe)
+        policy.check_hook(hook)
+        return policy
+
+    def check_hook(self, hook: HookConfig) -> None:
+        """Refuse engine settings that contradict the probe."""
+        for key, mine in (("layers", self.layers), ("cues", self.cues), ("exit_string", self.exit_string)):
+            given = getattr(hook, key)
+            if given is None:
+                continue
+            if (given != mine) if isinstance(mine, str) else (list(given) != list(mine)):
+                raise ProbeModelMismatch(f"the engine was configured with {key} {_short(given)} but the probe in {self.folder} uses {_short(mine)}")
+
+    def hook_config(self, hook: HookConfig | dict | None = None) -> HookConfig:
+        """``hook`` completed with the probe's layers, cues and exit string."""
+        hook = hook if isinstance(hook, HookConfig) else HookConfig.from_dict(hook)
+        self.check_hook(hook)
+        d = hook.to_dict() | {"probe": str(self.folder), "layers": self.layers, "cues": self.cues}
+        if hook.exit_ids is None:
+            d["exit_string"] = self.exit_string
+        return HookConfig.from_dict(d)
+
+
+#: per-request keys in SamplingParams.extra_args (flat, so they work as HTTP vllm_xargs)
+ALPHA, THRESHOLD, MODE, METHOD, TAG, RECORD = "lynx_alpha", "lynx_threshold", "lynx_mode", "lynx_method", "lynx_tag", "lynx_record"
+REQUEST_KEYS = (ALPHA, THRESHOLD, MODE, METHOD, TAG, RECORD)
+#: longest tag (and recorded tag) a request may carry: tags go into logs and audit files
+MAX_TAG = 200
+
+
+@dataclass(frozen=True)
+class RequestOptions:
+    """One request's lynx switches, checked. Why one parser: vLLM's ``validate_params`` (which
+    turns a bad value into HTTP 400 at admission) and the engine's per-request state must
+    agree on what a request asked for."""
+
+    alpha: float | None = None
+    threshold: float | None = None
+    mode: str | None = None
+    method: str | None = None
+    tag: str | None = None
+    record: bool = False
+
+    @classmethod
+    def parse(cls, extra_args: dict | None) -> RequestOptions | None:
+        """None when the request did not opt in (no ``lynx_alpha`` / ``lynx_threshold`` /
+        ``lynx_record``); :class:`~lynx.errors.InvalidInput` for a bad or unknown ``lynx_`` key."""
+        args = extra_args or {}
+        unknown = sorted(k for k in args if isinstance(k, str) and k.startswith("lynx_") and k not in REQUEST_KEYS)
+        if unknown:
+            raise InvalidInput(f"unknown lynx request key(s) {', '.join(map(_short, unknown))}; known: {', '.join(REQUEST_KEYS)}")
+        if not any(k in args for k in (ALPHA, THRESHOLD, RECORD)):
+            if any(k in args for k in (MODE, METHOD, TAG)):
+                raise InvalidInput(f"{', '.join(k for k in (MODE, METHOD, TAG) if k in args)} given without {ALPHA} or {THRESHOLD}: "
+                                   "the request would silently run without lynx")
+            return None
+        if ALPHA in args and THRESHOLD in args:
+            raise InvalidInput(f"give {ALPHA} or {THRESHOLD}, not both")
+        alpha = threshold = None
+        if ALPHA in args:
+            alpha = _number(args[ALPHA], ALPHA)
+            try:
+                check_alpha(alpha)
+            except InvalidInput:
+                raise InvalidInput(f"{ALPHA} must be a number strictly between 0 and 1, got {_short(args[ALPHA])}") from None
+        if THRESHOLD in args:
+            threshold = _number(args[THRESHOLD], THRESHOLD)
+            if not math.isfinite(threshold):
+                raise InvalidInput(f"{THRESHOLD} must be a finite number, got {_short(args[THRESHOLD])}")
+        mode, method = args.get(MODE), args.get(METHOD)
+        if mode is not None and mode not in MODES:
+            raise InvalidInput(f"{MODE} must be one of {', '.join(MODES)}, got {_short(mode)}")
+        if method is not None and method not in METHODS:
+            raise InvalidInput(f"{METHOD} must be one of {', '.join(METHODS)}, got {_short(method)}")
+        record = args.get(RECORD, False)
+        if not isinstance(record, (bool, str)):
+            raise InvalidInput(f"{RECORD} must be true/false or a tag string, got {_short(record)}")
+        tag = args.get(TAG) or (record if isinstance(record, str) else None)
+        if tag is not None and (not isinstance(tag, str) or len(tag) > MAX_TAG):
+            raise InvalidInput(f"{TAG} must be a string of at most {MAX_TAG} characters, got {_short(tag)}")
+        return cls(alpha, threshold, mode, method, tag, bool(record))
+
+
+def request_args(alpha: float | None = None, threshold: float | None = None, mode: str | None = None, method: str | None = None,
+                 tag: str | None = None, record: bool | str = False) -> dict | None:
+    """The ``extra_args`` of a request asking for lynx (checked by :class:`RequestOptions`)."""
+    args: dict = {}
+    if threshold is not None:
+        args[THRESHOLD] = float(threshold)
+    elif alpha is not None:
+        args[ALPHA] = float(alpha)
+    if record:
+        args[RECORD] = record
+    if not args:
+        return None
+    for key, value in ((MODE, mode), (METHOD, method), (TAG, tag)):
+        if value is not None:
+            args[key] = value
+    RequestOptions.parse(args)
+    return args
+
+
+def _number(value, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidInput(f"{key} must be a number, got {_short(value)}")
+    return float(value)
+
+
+def _short(value, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: user values go into errors and logs, never whole."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 5] + "...'" + f" ({len(text)} chars)"
