@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -108,3 +109,33 @@ def test_serve_concurrent_requests_with_and_without_lynx(server, organism):
         else:
             assert with_lynx["choices"][0]["message"]["content"] == plain
     assert n_exit >= len(problems) // 2
+
+
+def _post_status(url: str, body: dict) -> tuple[int, str]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=300) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+@pytest.mark.parametrize("xargs, expect", [
+    ({"lynx_alpha": "abc"}, "lynx_alpha must be a number"),
+    ({"lynx_alpha": 2}, "strictly between 0 and 1"),
+    ({"lynx_alpha": 0}, "strictly between 0 and 1"),
+    ({"lynx_alpha": -1}, "strictly between 0 and 1"),
+    ({"lynx_threshold": "nan"}, "lynx_threshold must be a number"),
+    ({"lynx_alpha": 0.1, "lynx_mode": "bogus"}, "lynx_mode must be one of"),
+    ({"lynx_alpah": 0.1}, "unknown lynx request key"),
+    ({"lynx_alpha": "x" * 1_000_000}, "chars)"),
+])
+def test_serve_refuses_bad_lynx_values_with_400_and_keeps_serving(server, xargs, expect):
+    """A bad per-request value is an HTTP 400 naming the problem (never a silent plain run),
+    the message never echoes an unbounded value, and the next good request is served."""
+    base, _ = server
+    body = {"model": "organism", "messages": [{"role": "user", "content": "Compute 1 + 2."}], "temperature": 0.0, "max_tokens": 8}
+    status, text = _post_status(base + "/v1/chat/completions", body | {"vllm_xargs": xargs})
+    assert status == 400 and expect in text and len(text) < 2000, (status, text[:500])
+    status, text = _post_status(base + "/v1/chat/completions", body | {"vllm_xargs": {"lynx_alpha": 0.1}})
+    assert status == 200, text[:500]
