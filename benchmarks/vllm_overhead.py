@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import statistics
 import sys
 import time
@@ -145,7 +144,7 @@ def _bootstrap_ci(plain: list[float], other: list[float], n: int = 10_000, seed:
 
 
 def early_exit(llm, prompts, max_tokens: int, alpha: float, repeats: int) -> dict:
-    from lynx.engines.exit_control import AUDIT
+    from lynx.engines.vllm_engine import take_events
 
     tagged = [{"lynx_alpha": alpha, "lynx_tag": f"b{i}"} for i in range(len(prompts))]
     runs = {"vanilla": [], "lynx": []}
@@ -153,7 +152,8 @@ def early_exit(llm, prompts, max_tokens: int, alpha: float, repeats: int) -> dic
         runs["vanilla"].append(_timed(llm, prompts, None, max_tokens, 2))
         runs["lynx"].append(_timed(llm, prompts, tagged, max_tokens, 2))
     (t_van, van), (t_exit, ex) = (min(runs[k], key=lambda x: x[0]) for k in ("vanilla", "lynx"))
-    exits = sum(any(a["event"] == "exit" for a in AUDIT.pop(f"b{i}", [])) for i in range(len(prompts)))
+    events = take_events(llm, [f"b{i}" for i in range(len(prompts))])
+    exits = sum(any(a["event"] == "exit" for a in audits) for audits, _ in events.values())
     return {
         "alpha": alpha, "vanilla_seconds": round(t_van, 3), "lynx_seconds": round(t_exit, 3),
         "vanilla_tokens": sum(map(len, van)), "lynx_tokens": sum(map(len, ex)),
@@ -178,14 +178,13 @@ def main() -> None:
     bad = [c for c in args.configs.split(",") if c not in CONFIGS]
     if bad:
         ap.error(f"unknown configuration(s) {bad}; choose from {', '.join(CONFIGS)}")
-    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # engine core in this process: engines side by side
-
-    from lynx.engines.vllm_engine import build_llm, build_lynx_llm
+    from lynx.engines.vllm_engine import build_llm, build_lynx_llm, in_process_engine
+    from lynx.exit_policy import ExitPolicy
     from lynx.models import resolve_model
-    from lynx.probe import load_probe
 
+    in_process_engine()  # engine cores in this process: engines side by side, audits read back
     ref = resolve_model(args.model)
-    probe = load_probe(args.probe)
+    policy = ExitPolicy.load(args.probe)
     import importlib
 
     from lynx.engines.vllm_plugin import SUPPORTED
@@ -195,11 +194,11 @@ def main() -> None:
     clock = HookClock(getattr(importlib.import_module(module), cls))
     engines = {
         "plain": build_llm(ref),
-        "lynx": build_lynx_llm(ref, {"probe": args.probe})[0],
+        "lynx": build_lynx_llm(ref, policy.hook_config({"keep_events": True}))[0],
     }
     if "lynx_dense" in names:
-        engines["lynx_dense"] = build_lynx_llm(ref, {"probe": args.probe, "probe_rows": "all"})[0]
-    prompts = _prompts(engines["plain"].get_tokenizer(), args.n, probe.meta.get("prompt_suffix") or "")
+        engines["lynx_dense"] = build_lynx_llm(ref, policy.hook_config({"probe_rows": "all"}))[0]
+    prompts = _prompts(engines["plain"].get_tokenizer(), args.n, policy.prompt_suffix)
     result: dict = {"model": args.model, "n_prompts": args.n, "max_tokens": args.max_tokens, "repeats": args.repeats, "probe": args.probe}
     result["overhead"] = overhead(engines, prompts, args.max_tokens, args.repeats, clock, names)
     result["early_exit"] = early_exit(engines["lynx"], prompts, args.max_tokens, args.alpha, args.exit_repeats)

@@ -180,6 +180,7 @@ def test_eval_cli_writes_table_plot_and_json(tmp_path):
                    ("budget", "N=60"), ("budget", "N=120"), ("deer", "p>0.95"), ("dynasor", "k=2/32")}
     for x in recs:
         assert 0 <= x["accuracy"] <= 1 and x["n"] == 24 and not math.isnan(x["mean_thinking_tokens"])
+    assert all(x["exit_rate"] > 0 for x in recs if x["method"] == "lynx")  # the hook's audits reached the table
     for f in ("results.csv", "results.parquet", "results.md", "pareto.png", "samples.parquet", "eval.json"):
         assert (out / f).stat().st_size > 0
     samples = pd.read_parquet(out / "samples.parquet")

@@ -63,7 +63,7 @@ class VLLMBackend(Backend):
         # thinking_token_budget needs a reasoning config; vLLM forces its end string (`</think>`)
         # once the budget is spent and detects a natural end by the same token ids
         reasoning = ReasoningConfig(reasoning_parser="qwen3", reasoning_start_str="<think>", reasoning_end_str="</think>")
-        self.llm, self.tokenizer = build_lynx_llm(ref, policy if policy is not None else hook, seed=seed, enable_prefix_caching=True,
+        self.llm, self.tokenizer = build_lynx_llm(ref, hook, seed=seed, enable_prefix_caching=True,
                                                   reasoning_config=reasoning, max_model_len=max_model_len)
         self.policy = policy
 
