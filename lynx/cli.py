@@ -16,6 +16,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from lynx.config import BASELINES, CalibrateConfig, CollectConfig, EvalConfig, ProbeTrainConfig, RunConfig, Sampling
 from lynx.cues import DEFAULT_CUES
@@ -24,8 +25,18 @@ from lynx.errors import LynxError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
 organism_app = typer.Typer(no_args_is_help=True, help="The bundled model organism: its data, its training, its figures.")
 app.add_typer(organism_app, name="organism")
-err = Console(stderr=True, soft_wrap=True)  # an error is one line, however long
-out = Console()
+#: width for output that is not a terminal (a pipe, a log, CI): wide enough that no table cell is
+#: cut ("vani…"); rich would otherwise assume 80 columns. A terminal keeps its own width.
+PIPED_WIDTH = 240
+
+
+def _console(stderr: bool = False, **kwargs) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else PIPED_WIDTH, **kwargs)
+
+
+err = _console(stderr=True, soft_wrap=True)  # an error is one line, however long
+out = _console()
 
 
 def _csv(values) -> str:
@@ -45,8 +56,8 @@ def friendly(fn):
         try:
             return fn(*args, **kwargs)
         except LynxError as e:  # anything else is a bug and keeps its traceback
-            msg = str(e).strip("'\"") or type(e).__name__
-            err.print(f"[bold red]error:[/] {msg}", highlight=False)
+            # Text, not markup: the message quotes user input ("organism:train:abc" is no emoji code)
+            err.print(Text.assemble(("error:", "bold red"), " ", str(e) or type(e).__name__))
             raise typer.Exit(2) from None
 
     return wrapper
@@ -212,7 +223,7 @@ def run(
         if as_json:
             print(json.dumps({"question": q, "gold": g} | {k: v for k, v in r.to_dict().items() if k not in ("prompt", "token_ids")}))
             continue
-        out.rule(q[:70])
+        out.rule(Text(q[:70]))
         out.print(r.text, highlight=False, markup=False)
         how = (f"exited at cue {r.exit['cue_text']!r} (position {r.exit['cue_position']}, score {r.exit['score']:.3f} >= "
                f"threshold {r.exit['threshold']:.3f}, alpha {r.exit['alpha']}, {r.exit['mode']})") if r.exited else "thought to the end"

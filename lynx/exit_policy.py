@@ -329,8 +329,8 @@ def request_args(alpha: float | None = None, threshold: float | None = None, mod
     args: dict = {}
     if threshold is not None:
         args[THRESHOLD] = float(threshold)
-    elif alpha is not None:
-        args[ALPHA] = float(alpha)
+    if alpha is not None:
+        args[ALPHA] = float(alpha)  # both given: refused below (the threshold would silently win)
     if record:
         args[RECORD] = record
     if not args:

@@ -128,3 +128,61 @@ def test_the_cli_shows_lynx_errors_in_one_line_and_bugs_with_a_traceback(monkeyp
     monkeypatch.setattr("lynx.run.generate", broken)
     r = runner.invoke(cli.app, ["run", "--prompt", "x"])
     assert r.exit_code == 1 and isinstance(r.exception, KeyError)
+
+
+def test_a_calibration_is_bound_to_the_exact_probe(tmp_path, caplog):
+    """A retrained or edited probe never reuses the threshold computed for another: the
+    calibration records the probe's hash and is refused when the folder's probe changed;
+    retraining into a calibrated folder removes the stale calibration."""
+    from lynx.calibrate.store import StaleCalibration
+
+    folder = tmp_path / "probe"
+    shutil.copytree(PROBE, folder)
+    assert ExitPolicy.load(folder).is_calibrated
+    meta = json.loads((folder / "probe.json").read_text())
+    (folder / "probe.json").write_text(json.dumps(meta | {"cues": ["so"]}, indent=2))  # an edit after calibration
+    with pytest.raises(StaleCalibration, match="rerun lynx calibrate"):
+        ExitPolicy.load(folder)
+    (folder / "probe.json").write_text(json.dumps(meta | {"layers": [1, 2, 3]}, indent=2))
+    with pytest.raises(StaleCalibration):
+        ExitPolicy.load(folder)
+    (folder / "probe.json").write_text(json.dumps(meta, indent=2) + "\n")
+    assert (folder / "probe.json").read_text() == (PROBE / "probe.json").read_text()
+    ExitPolicy.load(folder)  # restored: bound again
+    # a calibration from before the binding loads, with a warning that says it cannot be checked
+    cal = json.loads((folder / "calibration.json").read_text())
+    del cal["probe_hash"]
+    (folder / "calibration.json").write_text(json.dumps(cal))
+    with caplog.at_level("WARNING"):
+        assert ExitPolicy.load(folder).is_calibrated
+    assert "predates" in caplog.text
+
+
+def test_alpha_and_threshold_together_are_refused():
+    with pytest.raises(InvalidInput, match="not both"):
+        request_args(alpha=0.1, threshold=0.5)
+
+
+def test_piped_tables_are_not_cut(tmp_path):
+    """Output that is not a terminal (a pipe, a log) gets whole cells, not rich's 80 columns."""
+    import subprocess
+    import sys
+
+    code = ("from rich.table import Table; from lynx.cli import out\n"
+            "t = Table(); [t.add_column(c) for c in ('method', 'setting', 'accuracy', 'vs vanilla', 'premature exits (<= alpha)')]\n"
+            "t.add_row('vanilla (think to the end)', 'alpha=0.05 per-problem/crc', '0.777', '+0.000±0.000', '0.083 (<=0.1)')\n"
+            "t.add_row('lynx', 'a much longer setting than eighty columns allow, kept whole', '0.697', '-0.080±0.031', '0.083')\n"
+            "out.print(t)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "…" not in r.stdout and "a much longer setting than eighty columns allow, kept whole" in r.stdout
+    assert "premature exits (<= alpha)" in r.stdout
+
+
+def test_cli_errors_quote_user_text_verbatim():
+    from typer.testing import CliRunner
+
+    from lynx import cli
+
+    r = CliRunner().invoke(cli.app, ["collect", "--model", "organism", "--dataset", "organism:train:abc", "--out", "/tmp/x-none"])
+    assert r.exit_code == 2 and "organism:train:abc" in r.output and "🚋" not in r.output

@@ -19,7 +19,7 @@ from lynx.calibrate.report import write_report
 from lynx.calibrate.store import Calibration, traces_from_rows
 from lynx.config import CalibrateConfig
 from lynx.errors import InvalidInput
-from lynx.probe.artifact import load_probe
+from lynx.probe.artifact import load_probe, probe_hash
 from lynx.probe.train import TRAIN_PROBLEMS
 from lynx.store.cue_data import load_cue_data, manifest_hash
 from lynx.store.shards import read_folder
@@ -62,7 +62,7 @@ def calibrate(probe_dir: Path | str, data_dir: Path | str, alphas=CalibrateConfi
     traces = read_folder(Path(data_dir), "traces").to_pydict()
     cal = Calibration(traces_from_rows(cues, traces), {
         "mode": mode, "method": method, "risk": risk, "delta": delta,
-        "model": probe.meta["model"], "model_fingerprint": probe.meta["model_fingerprint"],
+        "model": probe.meta["model"], "model_fingerprint": probe.meta["model_fingerprint"], "probe_hash": probe_hash(probe_dir),
         "data": {"folder": str(data_dir), "dataset": data.manifest["dataset"], "manifest_hash": manifest_hash(data.manifest),
                  "sampling": data.manifest["sampling"]},
         "n_problems": int(len(data.problems)), "n_traces": len(traces["problem_id"]), "n_cues": len(data),

@@ -9,6 +9,7 @@ runs the chosen procedure on demand (cached; it takes milliseconds).
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -23,9 +24,12 @@ from lynx.calibrate.procedures import METHODS, MODES, check_alpha, crc_index, lt
 from lynx.config import CalibrateConfig
 from lynx.errors import InvalidInput, MissingInput
 
+log = logging.getLogger("lynx.calibrate")
 CUES_FILE = "calibration.parquet"
 TRACES_FILE = "calibration_traces.parquet"
 META_FILE = "calibration.json"
+#: what ``lynx calibrate`` writes into a probe folder (data, report, plots)
+CALIBRATION_FILES = (CUES_FILE, TRACES_FILE, META_FILE, "calibration_report.md", "risk_vs_alpha.png", "savings_vs_alpha.png")
 
 
 @dataclass(frozen=True)
@@ -164,4 +168,26 @@ def load_calibration(folder: Path | str) -> Calibration:
         meta = json.loads(paths[2].read_text())
     except Exception as e:
         raise InvalidInput(f"calibration files in {folder} are corrupt ({e})") from None
+    _check_bound_to_probe(folder, meta)
     return Calibration(traces_from_rows(cues, traces), meta)
+
+
+class StaleCalibration(InvalidInput):
+    """The calibration was computed for another probe than the one now in its folder."""
+
+
+def _check_bound_to_probe(folder: Path, meta: dict) -> None:
+    """A calibration holds only for the exact probe it scored: refuse it when the folder's probe
+    (weights or ``probe.json``) changed since — a retrained probe, an edited layer list or cue
+    word — instead of serving a threshold under a promise that no longer applies."""
+    from lynx.probe.artifact import PROBE_META, PROBE_WEIGHTS, probe_hash
+
+    if not ((folder / PROBE_WEIGHTS).exists() and (folder / PROBE_META).exists()):
+        return  # calibration files alone: nothing to bind to
+    recorded, current = meta.get("probe_hash"), probe_hash(folder)
+    if recorded is None:
+        log.warning("the calibration in %s predates lynx's probe binding and cannot be checked against the probe; "
+                    "rerun lynx calibrate to bind it", folder)
+    elif recorded != current:
+        raise StaleCalibration(f"the calibration in {folder} was computed for another probe (probe hash {recorded}; the folder's "
+                               f"probe.safetensors/probe.json now hash to {current}): rerun lynx calibrate --probe {folder} --data ...")

@@ -31,7 +31,7 @@ from lynx.models import load_hf, model_fingerprint, resolve_model
 from lynx.prompting import chat_prompt
 from lynx.rollouts import answer_stop_ids, make_rollouts, parse_forced_answer
 from lynx.store.manifest import check_compatible, tokenizer_hash, write_manifest
-from lynx.store.shards import completed_shards, read_folder, write_shard
+from lynx.store.shards import TRACE_SCHEMA, completed_shards, cue_schema, read_folder, write_shard
 
 console = Console(stderr=True)
 
@@ -65,11 +65,10 @@ def _tables(rollouts, sample_ids, layers, hidden: int) -> tuple[pa.Table, pa.Tab
             ("generated_tokens", len(r.generated)), ("closed_thinking", r.think_close is not None),
         ):
             trace_cols[name].append(value)
-    cues = pa.table(cue_cols | {"label": pa.array(cue_cols["label"], pa.int8())})
     for layer in layers:
         flat = np.asarray(feats[layer], dtype=np.float32).reshape(-1)
-        cues = cues.append_column(f"features_l{layer}", pa.FixedSizeListArray.from_arrays(pa.array(flat), hidden))
-    return cues, pa.table(trace_cols)
+        cue_cols[f"features_l{layer}"] = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), hidden)
+    return pa.table(cue_cols, schema=cue_schema(layers, hidden)), pa.table(trace_cols, schema=TRACE_SCHEMA)
 
 
 def collect(cfg: CollectConfig, engine=None) -> dict:

@@ -8,6 +8,7 @@ probe belongs to, so using it with another model fails loudly instead of scoring
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,6 +93,17 @@ def score(probe: Probe, features: torch.Tensor) -> torch.Tensor:
     for w, b in zip(probe.weights[:-1], probe.biases[:-1], strict=True):
         x = torch.relu(x @ w + b)
     return torch.sigmoid(x @ probe.weights[-1] + probe.biases[-1]).squeeze(-1)
+
+
+def probe_hash(folder: Path | str) -> str:
+    """The identity of a folder's probe: a hash of its weights and its ``probe.json``. What is
+    computed from a probe (its calibration) records it, so an edited or retrained probe can
+    never silently reuse a threshold computed for another."""
+    folder = Path(folder)
+    h = hashlib.sha256()
+    for name in (PROBE_WEIGHTS, PROBE_META):
+        h.update(name.encode() + b"\0" + (folder / name).read_bytes())
+    return h.hexdigest()[:16]
 
 
 def save_probe(probe: Probe, folder: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,8 +17,9 @@ import numpy as np
 
 from lynx.errors import InvalidInput, MissingInput
 from lynx.store.manifest import IDENTITY, read_manifest
-from lynx.store.shards import read_folder
+from lynx.store.shards import completed_shards, read_folder
 
+log = logging.getLogger("lynx.store")
 
 class EmptyData(InvalidInput):
     """A collect folder without usable cue points."""
@@ -57,12 +59,30 @@ def manifest_hash(manifest: dict) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def warn_if_incomplete(folder: Path, manifest: dict) -> list[int]:
+    """The shards the manifest promises that are not (complete) in the folder, with a warning
+    that counts them: training or calibrating on part of a collection is allowed (a subset of
+    exchangeable problems), but never silently."""
+    n, size = manifest.get("n_problems"), manifest.get("shard_size")
+    if not n or not size:
+        return []
+    expected = range((n + size - 1) // size)
+    missing = [i for i in expected if i not in completed_shards(folder)]
+    if missing:
+        lost = sum(min(size, n - i * size) for i in missing)
+        log.warning("%s holds %d of its %d shards (%d of %d problems; missing shard(s) %s): using what is there; "
+                    "rerun lynx collect with the same options and --out to complete it",
+                    folder, len(expected) - len(missing), len(expected), n - lost, n, ", ".join(map(str, missing[:10])))
+    return missing
+
+
 def load_cue_data(folder: Path | str) -> CueData:
     """Read every complete shard of a collect folder; clear errors for empty or foreign folders."""
     folder = Path(folder)
     if not folder.is_dir():
         raise MissingInput(f"data folder {folder} does not exist")
     manifest = read_manifest(folder)
+    warn_if_incomplete(folder, manifest)
     table = read_folder(folder, "cues")
     if table.num_rows == 0:
         raise EmptyData(f"{folder} holds no cue points (no complete shard, or the model never emitted a cue)")

@@ -19,6 +19,27 @@ from lynx.errors import InvalidInput
 _NAME = re.compile(r"shard-(\d{5})\.traces\.parquet$")
 
 
+#: the columns of a shard's cue rows (then one ``features_l<layer>`` column per layer, see
+#: :func:`cue_schema`) and of its trace rows. Written with these explicit types, so a shard whose
+#: answers happen to be all missing still has a string column, never a null-typed one that no
+#: other shard's schema matches.
+CUE_FIELDS = (
+    ("problem_id", pa.string()), ("sample_id", pa.int64()), ("cue_index", pa.int64()), ("token_position", pa.int64()),
+    ("thinking_position", pa.int64()), ("cue_text", pa.string()), ("cue_word", pa.string()), ("label", pa.int8()),
+    ("forced_answer", pa.string()), ("final_answer", pa.string()), ("gold", pa.string()), ("final_correct", pa.bool_()),
+    ("thinking_tokens_total", pa.int64()),
+)
+TRACE_SCHEMA = pa.schema([
+    ("problem_id", pa.string()), ("sample_id", pa.int64()), ("n_cues", pa.int64()), ("final_answer", pa.string()),
+    ("final_correct", pa.bool_()), ("gold", pa.string()), ("thinking_tokens_total", pa.int64()), ("generated_tokens", pa.int64()),
+    ("closed_thinking", pa.bool_()),
+])
+
+
+def cue_schema(layers, hidden: int) -> pa.Schema:
+    return pa.schema(list(CUE_FIELDS) + [(f"features_l{layer}", pa.list_(pa.float32(), hidden)) for layer in layers])
+
+
 class CorruptShard(InvalidInput):
     """A shard file exists but cannot be read."""
 
@@ -63,4 +84,6 @@ def read_folder(folder: Path, what: str = "cues") -> pa.Table:
             raise CorruptShard(f"corrupt shard {path} ({type(e).__name__}); delete it to re-collect that shard") from None
     if not tables:
         raise InvalidInput(f"{folder} holds no complete shard")
-    return pa.concat_tables(tables)
+    # "default" promotion unifies a null-typed column (written by lynx before shards had an
+    # explicit schema, when a shard's answers were all missing) with the other shards' strings
+    return pa.concat_tables(tables, promote_options="default")
