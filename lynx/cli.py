@@ -21,6 +21,7 @@ from rich.text import Text
 from lynx.config import BASELINES, CalibrateConfig, CollectConfig, EvalConfig, ProbeTrainConfig, RunConfig, Sampling
 from lynx.cues import DEFAULT_CUES
 from lynx.errors import LynxError
+from lynx.store.folders import check_output_file, check_output_folder
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
 organism_app = typer.Typer(no_args_is_help=True, help="The bundled model organism: its data, its training, its figures.")
@@ -37,6 +38,11 @@ def _console(stderr: bool = False, **kwargs) -> Console:
 
 err = _console(stderr=True, soft_wrap=True)  # an error is one line, however long
 out = _console()
+
+
+def _sized(dataset: str) -> bool:
+    """The dataset spec says how many problems itself (``organism:test:50``)."""
+    return dataset.startswith("organism:") and dataset.count(":") >= 2
 
 
 def _csv(values) -> str:
@@ -87,6 +93,7 @@ def collect(
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
     """Roll out a model, force exits at cue tokens, write labelled hidden states (resumable)."""
+    check_output_folder(output)
     from lynx.collect.pipeline import collect as run_collect
     from lynx.collect.pipeline import summary_table
     from lynx.config import DEFAULT_EXIT
@@ -94,7 +101,7 @@ def collect(
     cfg = CollectConfig(
         model=model, dataset=dataset, out=output, layers=layers, cues=tuple(c.strip() for c in cues.split(",")),
         engine=engine, n_problems=n_problems, samples_per_problem=samples_per_problem, max_new_tokens=max_new_tokens,
-        temperature=temperature, top_p=top_p, seed=seed, exit_string=exit_string or DEFAULT_EXIT,
+        temperature=temperature, top_p=top_p, seed=seed, exit_string=DEFAULT_EXIT if exit_string is None else exit_string,
         answer_tokens=answer_tokens, shard_size=shard_size, batch_size=batch_size, question_field=question_field,
         answer_field=answer_field,
     )
@@ -105,11 +112,30 @@ def collect(
         out.print(summary_table(summary))
 
 
-def _floats(text: str, what: str) -> list[float]:
+def _floats(text: str, what: str, *, low: float | None = None, high: float | None = None, open_: bool = True,
+            allow_empty: bool = True) -> list[float]:
+    """Comma-separated numbers, each in its valid range (``open_``: strictly inside it)."""
     try:
-        return [float(x) for x in text.split(",") if x.strip()]
+        values = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise UserError(f"{what} must be comma-separated numbers, got {text!r}") from None
+    if not values and not allow_empty:
+        raise UserError(f"{what} needs at least one value")
+    for v in values:
+        bad = (v != v) or (low is not None and (v <= low if open_ else v < low)) or (high is not None and (v >= high if open_ else v > high))
+        if bad:
+            what_range = f"{'(' if open_ else '['}{low if low is not None else '-inf'}, {high if high is not None else 'inf'}{')' if open_ else ']'}"
+            raise UserError(f"{what}: {v:g} is outside {what_range}")
+    return values
+
+
+def _ints(text: str, what: str, low: int = 1) -> list[int]:
+    """Comma-separated whole numbers >= ``low``."""
+    values = _floats(text, what)
+    for v in values:
+        if not float(v).is_integer() or v < low:
+            raise UserError(f"{what} takes whole numbers >= {low}, got {v:g}")
+    return [int(v) for v in values]
 
 
 @app.command()
@@ -129,9 +155,10 @@ def train(
     as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON"),
 ) -> None:
     """Train the probe (StandardScaler + MLP) on cue points, split by problem; write probe.safetensors + probe.json."""
+    check_output_folder(output)
     from lynx.probe.train import train_probe
 
-    sizes = tuple(int(x) for x in _floats(hidden, "--hidden"))
+    sizes = tuple(_ints(hidden, "--hidden"))
     if not sizes or any(s < 1 for s in sizes):
         raise UserError(f"--hidden needs positive layer sizes, got {hidden!r}")
     cfg = ProbeTrainConfig(hidden_layer_sizes=sizes, learning_rate=learning_rate, l2=l2, max_epochs=max_epochs, patience=patience,
@@ -167,7 +194,7 @@ def calibrate(
 
     from lynx.calibrate.pipeline import calibrate as run_calibrate
 
-    rows = run_calibrate(probe, data, _floats(alphas, "--alphas"), mode=mode, method=method, risk=risk, delta=delta, n_splits=n_splits)
+    rows = run_calibrate(probe, data, _floats(alphas, "--alphas", low=0, high=1, allow_empty=False), mode=mode, method=method, risk=risk, delta=delta, n_splits=n_splits)
     if as_json:
         print(json.dumps([r | {"threshold": None if math.isinf(r["threshold"]) else r["threshold"]} for r in rows]))
         return
@@ -197,6 +224,7 @@ def run(
     method: str = typer.Option(None, help="crc | ltt (per-problem only)"),
     prompt: list[str] = typer.Option(None, help="a question (repeatable)"),
     dataset: str = typer.Option(None, help="or: a dataset, e.g. organism:test:8"),
+    n_problems: int = typer.Option(None, min=1, help="with --dataset: the first N problems"),
     engine: str = typer.Option(RunConfig.engine, help="hf | vllm"),
     max_new_tokens: int = typer.Option(RunConfig.max_new_tokens, min=1),
     temperature: float = typer.Option(RunConfig.temperature, min=0.0),
@@ -212,9 +240,11 @@ def run(
     if dataset:
         from lynx.datasets import load as load_dataset
 
-        recs = load_dataset(dataset)
+        recs = load_dataset(dataset, n=n_problems)
         questions += [r.question for r in recs]
         golds += [r.answer for r in recs]
+    if n_problems is not None and not dataset:
+        raise UserError("--n-problems needs --dataset")
     if not questions:
         raise UserError("give --prompt (repeatable) or --dataset")
     results = generate(questions, model=model, probe=str(probe) if probe else None, alpha=alpha, threshold=threshold, mode=mode,
@@ -237,7 +267,7 @@ def eval_(
     probe: Path = typer.Option(None, help="calibrated probe folder (needed for lynx's rows)"),
     dataset: str = typer.Option(EvalConfig.dataset, help="organism:<split>[:N], a .jsonl/.parquet file, or a hub id"),
     output: Path = typer.Option(EvalConfig.out, "--out", help="folder for the table, samples and plot"),
-    n_problems: int = typer.Option(EvalConfig.n_problems, min=1, help="problems to evaluate (the first N)"),
+    n_problems: int = typer.Option(None, min=1, help=f"problems to evaluate (the first N; default {EvalConfig.n_problems}, or the dataset's :N)"),
     alphas: str = typer.Option(_csv(EvalConfig.alphas), help="lynx's risk levels ('' for baselines only)"),
     baselines: str = typer.Option(_csv(BASELINES), help="comma-separated"),
     budgets: str = typer.Option(None, help="static thinking budgets in tokens (default: 25/50/75%% of vanilla's mean)"),
@@ -254,14 +284,16 @@ def eval_(
     as_json: bool = typer.Option(False, "--json", help="print the table as JSON records"),
 ) -> None:
     """Compare lynx with vanilla, static budgets, DEER, Dynasor-CoT and the oracle on the same problems and seeds."""
+    check_output_folder(output)
     from lynx.evaluate import evaluate
     from lynx.evaluate.pipeline import records_json
 
     cfg = EvalConfig(
-        model=model, probe=str(probe) if probe else None, dataset=dataset, out=output, n_problems=n_problems,
-        alphas=tuple(_floats(alphas, "--alphas")), baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()),
-        budgets=tuple(int(b) for b in _floats(budgets, "--budgets")) if budgets else None,
-        deer_thresholds=tuple(_floats(deer_thresholds, "--deer-thresholds")), dynasor_k=tuple(int(k) for k in _floats(dynasor_k, "--dynasor-k")),
+        model=model, probe=str(probe) if probe else None, dataset=dataset, out=output,
+        n_problems=n_problems if n_problems is not None or _sized(dataset) else EvalConfig.n_problems,
+        alphas=tuple(_floats(alphas, "--alphas", low=0, high=1)), baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()),
+        budgets=tuple(_ints(budgets, "--budgets")) if budgets else None,
+        deer_thresholds=tuple(_floats(deer_thresholds, "--deer-thresholds", low=0, high=1)), dynasor_k=tuple(_ints(dynasor_k, "--dynasor-k")),
         dynasor_chunk=dynasor_chunk, engine=engine, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
         question_field=question_field, answer_field=answer_field,
     )
@@ -302,6 +334,7 @@ def demo(
     as_json: bool = typer.Option(False, "--json", help="also print the table(s) as JSON records"),
 ) -> None:
     """The whole pipeline on the bundled organism: collect -> train -> calibrate -> eval (+ transfer), in minutes on a CPU."""
+    check_output_folder(output)
     from lynx.demo import run_demo
 
     run_demo(output, engine=engine, size=size, as_json=as_json, show=(lambda r: print_eval(r, err)) if as_json else print_eval)
@@ -317,6 +350,8 @@ def organism_data(
     output: Path | None = typer.Option(None, "--out", help="write JSONL here instead of stdout"),
 ) -> None:
     """Print (or write as JSONL) problems of an organism split, optionally with scripted traces."""
+    if output is not None:
+        check_output_file(output)
     import random
 
     from lynx.organism.problems import sample_problems
@@ -342,13 +377,14 @@ def organism_data(
 def organism_train(
     output: Path = typer.Option(Path("runs/organism"), "--out", help="checkpoint folder to write"),
     seed: int = typer.Option(0),
-    scripted_steps: int = typer.Option(None, help="stage-1 optimiser steps (default: the shipped recipe)"),
-    onpolicy_steps: int = typer.Option(None, help="stage-2 optimiser steps (default: the shipped recipe)"),
-    max_minutes: float = typer.Option(45.0, help="hard time budget for both stages"),
+    scripted_steps: int = typer.Option(None, min=1, help="stage-1 optimiser steps (default: the shipped recipe)"),
+    onpolicy_steps: int = typer.Option(None, min=0, help="stage-2 optimiser steps (default: the shipped recipe; 0 skips stage 2)"),
+    max_minutes: float = typer.Option(45.0, min=0.1, help="hard time budget for both stages"),
     install: bool = typer.Option(False, help="also copy the result over the bundled checkpoint"),
     resume_stage1: bool = typer.Option(False, help="reuse <out>-stage1 of an earlier run and train stage 2 only"),
 ) -> None:
     """Train the organism from scratch (deterministic from --seed; ~30-40 min on 2 CPU cores)."""
+    check_output_folder(output)
     import shutil
 
     from lynx.models import ORGANISM_DIR

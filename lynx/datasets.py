@@ -43,9 +43,14 @@ def _organism(spec: str, n: int | None, seed: int) -> list[Record]:
     split = parts[1]
     if len(parts) > 2:
         try:
-            n = int(parts[2])
+            size = int(parts[2])
         except ValueError:
             raise InvalidInput(f"bad organism dataset {spec!r}: the size after the split must be an integer") from None
+        if size < 1:
+            raise InvalidInput(f"bad organism dataset {spec!r}: the size after the split must be at least 1")
+        if n is not None and n != size:
+            raise InvalidInput(f"{spec!r} and --n-problems {n} ask for different numbers of problems; say it once")
+        n = size
     if split not in DEFAULT_ORGANISM_SIZE:
         raise InvalidInput(f"unknown organism split {split!r}; choose one of {', '.join(DEFAULT_ORGANISM_SIZE)}")
     problems = sample_problems(split, n or DEFAULT_ORGANISM_SIZE[split], seed=seed)
@@ -102,7 +107,12 @@ def _format_answer(value: object) -> str:
 
 def to_record(row: dict, index: int, question_field: str | None = None, answer_field: str | None = None, where: str = "record") -> Record:
     """One source row -> Record (field detection, choices, answer kind)."""
-    question = str(_pick(row, QUESTION_FIELDS, question_field, "question", where)).strip()
+    if not isinstance(row, dict):
+        raise InvalidInput(f"{where}: a row must be a JSON object with a question and an answer field, got {type(row).__name__}")
+    raw = _pick(row, QUESTION_FIELDS, question_field, "question", where)
+    if not isinstance(raw, str):
+        raise InvalidInput(f"{where}: the question must be text, got {type(raw).__name__}")
+    question = raw.strip()
     answer = _format_answer(_pick(row, ANSWER_FIELDS, answer_field, "answer", where))
     choices = row.get("choices")
     if isinstance(choices, dict) and "label" in choices and "text" in choices:

@@ -22,6 +22,7 @@ from lynx.errors import InvalidInput
 from lynx.probe.artifact import load_probe, probe_hash
 from lynx.probe.train import TRAIN_PROBLEMS
 from lynx.store.cue_data import load_cue_data, manifest_hash
+from lynx.store.manifest import read_manifest
 from lynx.store.shards import read_folder
 
 
@@ -30,6 +31,10 @@ class OverlapError(InvalidInput):
 
 
 def check_matches(probe_meta: dict, manifest: dict, data_dir) -> None:
+    """Refuse, before scoring, data the probe cannot read: other hidden size, layers, cues or exit string."""
+    if probe_meta.get("hidden_size") != manifest.get("hidden_size"):
+        raise InvalidInput(f"the data in {data_dir} has hidden size {manifest.get('hidden_size')} but the probe reads hidden size "
+                           f"{probe_meta.get('hidden_size')}: collect the data with the probe's model")
     for key, what in (("layers", "layers"), ("cues", "cue words"), ("exit_string", "exit string")):
         if probe_meta.get(key) != manifest.get(key):
             raise InvalidInput(f"the data in {data_dir} was collected with other {what} ({manifest.get(key)!r}) than the probe ({probe_meta.get(key)!r})")
@@ -44,10 +49,13 @@ def calibrate(probe_dir: Path | str, data_dir: Path | str, alphas=CalibrateConfi
         raise InvalidInput(f"mode must be one of {MODES}, method one of {METHODS}, risk one of {tuple(RISKS)}")
     if not 0 < delta < 1:
         raise InvalidInput(f"delta must be strictly between 0 and 1, got {delta}")
+    if not alphas:
+        raise InvalidInput("give at least one alpha to report")
     probe = load_probe(probe_dir)
+    manifest = read_manifest(Path(data_dir))  # checked before any feature is read or scored
+    check_matches(probe.meta, manifest, data_dir)
+    probe.check_model(manifest["model_fingerprint"], f"the model of the data in {data_dir} ({manifest['model']!r})")
     data = load_cue_data(data_dir)
-    probe.check_model(data.manifest["model_fingerprint"], f"the model of the data in {data_dir} ({data.manifest['model']!r})")
-    check_matches(probe.meta, data.manifest, data_dir)
     trained = probe_dir / TRAIN_PROBLEMS
     if trained.exists():
         overlap = sorted(set(json.loads(trained.read_text())) & set(map(str, data.problems)))

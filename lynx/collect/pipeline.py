@@ -80,6 +80,8 @@ def collect(cfg: CollectConfig, engine=None) -> dict:
         raise InvalidInput(f"unknown engine {cfg.engine!r}: use hf or vllm")
     if cfg.samples_per_problem < 1 or cfg.max_new_tokens < 1 or cfg.answer_tokens < 1:
         raise InvalidInput("--samples-per-problem, --max-new-tokens and --answer-tokens must be >= 1")
+    if not cfg.exit_string.strip():
+        raise InvalidInput("--exit-string must not be empty: it is what forces the exit (default closes thinking and opens \\boxed{)")
     ref = resolve_model(cfg.model)
     records = load_dataset(cfg.dataset, n=cfg.n_problems, seed=cfg.seed, question_field=cfg.question_field, answer_field=cfg.answer_field)
     if engine is None:
