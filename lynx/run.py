@@ -44,6 +44,14 @@ def thinking_tokens(ids: list[int], open_id: int, close_id: int) -> int:
     return max(0, end - start)
 
 
+def check_context(prompts: list[list[int]], context: int) -> None:
+    """Refuse a prompt the model cannot read: at or beyond its context length a model
+    (transformers) writes garbage with no error."""
+    for i, p in enumerate(prompts):
+        if len(p) >= context:
+            raise InvalidInput(f"prompt {i + 1} has {len(p)} tokens; the model's context is {context} tokens: shorten it")
+
+
 def generate(
     prompts: list[str],
     *,
@@ -92,6 +100,7 @@ def generate(
         lm, tok = load_hf(ref)
         texts = prompts if raw_prompts else [chat_prompt(tok, q, suffix=suffix) for q in prompts]
         ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+        check_context(ids, lm.config.max_position_embeddings)
         controller = ExitController(hook, tok, policy=policy)
         outs = generate_with_exit(lm, tok, ids, controller, args, max_new_tokens=max_new_tokens,
                                   temperature=temperature, top_p=top_p, seed=seed, batch_size=batch_size)
@@ -102,6 +111,7 @@ def generate(
         llm, tok = build_lynx_llm(ref, hook, seed=seed)
         texts = prompts if raw_prompts else [chat_prompt(tok, q, suffix=suffix) for q in prompts]
         ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+        check_context(ids, llm.llm_engine.model_config.max_model_len)
         outs = generate_ids(llm, ids, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, extra_args=args)
         events = take_events(llm, tags)
 

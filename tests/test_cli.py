@@ -93,3 +93,9 @@ def test_calibrate_refuses_data_of_another_hidden_size_before_scoring(tmp_path):
                                                         "model_fingerprint": meta["model_fingerprint"], "model": "organism"}))
     _one_line(runner.invoke(app, ["calibrate", "--probe", "probes/organism", "--data", str(tmp_path)]),
               f"hidden size {meta['hidden_size'] * 2} but the probe reads hidden size {meta['hidden_size']}")
+
+
+def test_a_prompt_beyond_the_context_is_refused():
+    r = runner.invoke(app, ["run", "--prompt", "Compute 1 + 2. " * 1500])  # (after transformers' loading bar)
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert "tokens; the model's context is 2048 tokens" in r.output.strip().splitlines()[-1]

@@ -54,3 +54,19 @@ def test_a_missing_shard_is_counted_in_a_warning(tmp_path, caplog):
         data = load_cue_data(tmp_path)
     assert len(data) == 2
     assert "2 of its 3 shards (3 of 5 problems; missing shard(s) 1)" in caplog.text
+
+
+def test_two_writers_into_one_folder_are_refused(tmp_path):
+    """While one lynx run writes a collection folder, a second is refused at once (it used to
+    write shards beside the first and mix two samplings)."""
+    import pytest
+
+    from lynx.collect.pipeline import CollectConfig, collect
+    from lynx.errors import InvalidInput
+    from lynx.store.folders import exclusive_writer
+
+    with exclusive_writer(tmp_path / "c"):
+        with pytest.raises(InvalidInput, match="being written by another lynx run \\(pid"):
+            collect(CollectConfig(model="organism", dataset="organism:train:2", out=tmp_path / "c"))
+    with exclusive_writer(tmp_path / "c"):  # released with the block: the next writer gets it
+        pass

@@ -30,6 +30,7 @@ from lynx.layers import parse_layers
 from lynx.models import load_hf, model_fingerprint, resolve_model
 from lynx.prompting import chat_prompt
 from lynx.rollouts import answer_stop_ids, make_rollouts, parse_forced_answer
+from lynx.store.folders import LOCK_FILE, exclusive_writer
 from lynx.store.manifest import check_compatible, tokenizer_hash, write_manifest
 from lynx.store.shards import TRACE_SCHEMA, completed_shards, cue_schema, read_folder, write_shard
 
@@ -103,40 +104,41 @@ def collect(cfg: CollectConfig, engine=None) -> dict:
     out = Path(cfg.out)
     if (out / "manifest.json").exists():
         check_compatible(out, manifest)
-    elif out.exists() and any(out.iterdir()):
+    elif out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()):
         raise InvalidInput(f"output folder {out} is not empty and has no manifest.json; refusing to write into it")
-    write_manifest(out, manifest)
-    done = completed_shards(out)
-    n_shards = (len(records) + cfg.shard_size - 1) // cfg.shard_size
-    todo = [i for i in range(n_shards) if i not in done]
-    if done:
-        console.print(f"resuming: {len(done)} of {n_shards} shards already complete")
-    exit_ids = tok(cfg.exit_string, add_special_tokens=False)["input_ids"]
-    stops = answer_stop_ids(tok)
-    engine.start(layers, matcher, exit_ids, stops)
-    t_gen = t_label = 0.0
-    cols = [TextColumn("[bold]collect"), BarColumn(), MofNCompleteColumn(), TextColumn("rollouts  {task.fields[rate]:.1f}/s  cues {task.fields[cues]}"), TimeElapsedColumn()]
-    n_total = sum(min(cfg.shard_size, len(records) - i * cfg.shard_size) for i in todo) * cfg.samples_per_problem
-    with Progress(*cols, console=console) as bar:
-        task = bar.add_task("collect", total=n_total, rate=0.0, cues=0)
-        n_cues = 0
-        t0 = time.monotonic()
-        for index in todo:
-            chunk = records[index * cfg.shard_size : (index + 1) * cfg.shard_size]
-            jobs = [(rec, k) for rec in chunk for k in range(cfg.samples_per_problem)]
-            prompts = [tok(chat_prompt(tok, rec.question, suffix=cfg.prompt_suffix), add_special_tokens=False)["input_ids"] for rec, _ in jobs]
-            t = time.monotonic()
-            gens = engine.generate(prompts, seed=cfg.seed * 1_000_003 + index)
-            t_gen += time.monotonic() - t
-            t = time.monotonic()
-            rollouts = make_rollouts(tok, matcher, [rec.id for rec, _ in jobs], [rec.answer for rec, _ in jobs], prompts, gens,
-                                     [grader_for(rec.kind) for rec, _ in jobs])
-            engine.label(rollouts, [rec.kind for rec, _ in jobs])
-            t_label += time.monotonic() - t
-            cues, traces = _tables(rollouts, [k for _, k in jobs], layers, mconf.hidden_size)
-            write_shard(out, index, cues, traces)
-            n_cues += cues.num_rows
-            bar.update(task, advance=len(jobs), cues=n_cues, rate=bar.tasks[0].completed / max(1e-9, time.monotonic() - t0))
+    with exclusive_writer(out):
+        write_manifest(out, manifest)
+        done = completed_shards(out)
+        n_shards = (len(records) + cfg.shard_size - 1) // cfg.shard_size
+        todo = [i for i in range(n_shards) if i not in done]
+        if done:
+            console.print(f"resuming: {len(done)} of {n_shards} shards already complete")
+        exit_ids = tok(cfg.exit_string, add_special_tokens=False)["input_ids"]
+        stops = answer_stop_ids(tok)
+        engine.start(layers, matcher, exit_ids, stops)
+        t_gen = t_label = 0.0
+        cols = [TextColumn("[bold]collect"), BarColumn(), MofNCompleteColumn(), TextColumn("rollouts  {task.fields[rate]:.1f}/s  cues {task.fields[cues]}"), TimeElapsedColumn()]
+        n_total = sum(min(cfg.shard_size, len(records) - i * cfg.shard_size) for i in todo) * cfg.samples_per_problem
+        with Progress(*cols, console=console) as bar:
+            task = bar.add_task("collect", total=n_total, rate=0.0, cues=0)
+            n_cues = 0
+            t0 = time.monotonic()
+            for index in todo:
+                chunk = records[index * cfg.shard_size : (index + 1) * cfg.shard_size]
+                jobs = [(rec, k) for rec in chunk for k in range(cfg.samples_per_problem)]
+                prompts = [tok(chat_prompt(tok, rec.question, suffix=cfg.prompt_suffix), add_special_tokens=False)["input_ids"] for rec, _ in jobs]
+                t = time.monotonic()
+                gens = engine.generate(prompts, seed=cfg.seed * 1_000_003 + index)
+                t_gen += time.monotonic() - t
+                t = time.monotonic()
+                rollouts = make_rollouts(tok, matcher, [rec.id for rec, _ in jobs], [rec.answer for rec, _ in jobs], prompts, gens,
+                                         [grader_for(rec.kind) for rec, _ in jobs])
+                engine.label(rollouts, [rec.kind for rec, _ in jobs])
+                t_label += time.monotonic() - t
+                cues, traces = _tables(rollouts, [k for _, k in jobs], layers, mconf.hidden_size)
+                write_shard(out, index, cues, traces)
+                n_cues += cues.num_rows
+                bar.update(task, advance=len(jobs), cues=n_cues, rate=bar.tasks[0].completed / max(1e-9, time.monotonic() - t0))
     summary = summarize(out)
     if todo:
         summary["generation_seconds"] = round(t_gen, 1)
