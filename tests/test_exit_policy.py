@@ -186,3 +186,18 @@ def test_cli_errors_quote_user_text_verbatim():
 
     r = CliRunner().invoke(cli.app, ["collect", "--model", "organism", "--dataset", "organism:train:abc", "--out", "/tmp/x-none"])
     assert r.exit_code == 2 and "organism:train:abc" in r.output and "🚋" not in r.output
+
+
+def test_calibration_fine_print_nan_and_empty_sets_are_refused():
+    import numpy as np
+
+    from lynx.calibrate.policy import exit_cues
+    from lynx.calibrate.store import traces_from_rows
+
+    cal = ExitPolicy.load(PROBE).calibration
+    with pytest.raises(InvalidInput, match="NaN"):
+        exit_cues(cal.traces, np.array([0.5, math.nan]))
+    with pytest.raises(InvalidInput, match="calibration set is empty"):
+        traces_from_rows({"problem_id": [], "sample_id": [], "cue_index": [], "score": [], "label": [], "thinking_position": []},
+                         {"problem_id": [], "sample_id": [], "final_correct": [], "thinking_tokens_total": []})
+    assert "a larger alpha does not always exit more" in cal.threshold(0.1, mode="per-cue").promise

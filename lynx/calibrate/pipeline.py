@@ -73,7 +73,9 @@ def calibrate(probe_dir: Path | str, data_dir: Path | str, alphas=CalibrateConfi
         "model": probe.meta["model"], "model_fingerprint": probe.meta["model_fingerprint"], "probe_hash": probe_hash(probe_dir),
         "data": {"folder": str(data_dir), "dataset": data.manifest["dataset"], "manifest_hash": manifest_hash(data.manifest),
                  "sampling": data.manifest["sampling"]},
-        "n_problems": int(len(data.problems)), "n_traces": len(traces["problem_id"]), "n_cues": len(data),
+        # the problems calibrated on, with or without a cue (a problem without one never exits, and counts in every rate)
+        "n_problems": len(set(map(str, traces["problem_id"]))), "n_problems_with_cues": int(len(data.problems)),
+        "n_traces": len(traces["problem_id"]), "n_cues": len(data),
         "safe_share": float(data.label.mean()), "full_cot_accuracy": float(np.mean(traces["final_correct"])),
     })
     cal.save(probe_dir)

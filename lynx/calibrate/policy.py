@@ -56,6 +56,8 @@ class Traces:
 def exit_cues(traces: Traces, thresholds: np.ndarray) -> np.ndarray:
     """``(T, K)`` global index of the cue each trace exits at for each threshold, -1 = no exit."""
     thresholds = np.asarray(thresholds, float)
+    if np.isnan(thresholds).any():
+        raise InvalidInput("a threshold is NaN: it would silently never exit; give a number (inf = never exit)")
     out = np.full((traces.n_traces, len(thresholds)), -1, dtype=np.int64)
     for t in range(traces.n_traces):
         s, e = traces.offsets[t], traces.offsets[t + 1]

@@ -98,7 +98,8 @@ def write_report(cal: Calibration, folder: Path, alphas: list[float], n_splits: 
     fmt = lambda t: "never exit" if math.isinf(t) else f"{t:.4f}"  # noqa: E731
     lines = [
         f"# Calibration report: `{meta['model']}`", "",
-        f"Calibration data: `{meta['data']['dataset']}` ({meta['data']['folder']}), {meta['n_problems']} problems, "
+        f"Calibration data: `{meta['data']['dataset']}` ({meta['data']['folder']}), {meta['n_problems']} problems "
+        f"({meta.get('n_problems_with_cues', meta['n_problems'])} with a cue), "
         f"{meta['n_traces']} traces, {meta['n_cues']} cue points ({meta['safe_share']:.1%} safe). "
         f"Full-CoT accuracy {meta['full_cot_accuracy']:.3f}.", "",
         f"Default guarantee: **{meta['mode']}**" + (f", method **{meta['method']}**, risk **{risk}** ({risk} = "

@@ -56,7 +56,8 @@ def guarantee_text(mode: str, method: str | None, risk: str | None, alpha: float
     if not attainable:
         return f"alpha = {alpha:g} cannot be certified with this many calibration {'cues' if mode == 'per-cue' else 'problems'}; lynx never exits early at this level"
     if mode == "per-cue":
-        return f"for a cue where exiting would give a wrong answer, the chance lynx exits there is at most {alpha:g} (per cue, not per problem)"
+        return (f"for a cue where exiting would give a wrong answer, the chance lynx exits there is at most {alpha:g} (per cue, not per "
+                "problem; cues of one problem are treated as exchangeable, and a larger alpha does not always exit more)")
     what = RISKS[risk]
     if method == "ltt":
         return f"with probability at least {1 - delta:g} over the calibration draw, the share of problems where {what} is at most {alpha:g}"
@@ -132,6 +133,8 @@ class Calibration:
 def traces_from_rows(cues: dict, traces: dict) -> Traces:
     """Group cue rows (problem_id, sample_id, cue_index, score, label, thinking_position) under
     trace rows (problem_id, sample_id, final_correct, thinking_tokens_total)."""
+    if len(traces.get("problem_id", ())) == 0:
+        raise InvalidInput("the calibration set is empty (no traces): collect calibration problems first")
     tkey = list(zip(np.asarray(traces["problem_id"]).astype(str), np.asarray(traces["sample_id"]).astype(int), strict=True))
     order = sorted(range(len(tkey)), key=lambda i: tkey[i])
     tkey = [tkey[i] for i in order]
