@@ -10,6 +10,7 @@ reads its default from these dataclasses (``CollectConfig.temperature``,
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,22 @@ from lynx.prompting import INSTRUCTION
 #: The organism was trained to answer after exactly this string; for real models it is the
 #: natural continuation their chat formats end with.
 DEFAULT_EXIT = "\n</think>\n\nFinal answer: \\boxed{"
+
+
+def rollout_seed(seed: int, problem_id: str, sample: int) -> int:
+    """The random seed of one rollout: a function of (run seed, problem, sample) only.
+
+    Why: a rollout must not depend on which batch, shard, resume point or worker generated it,
+    so that a resumed, re-batched or distributed collection has exactly the rows of an
+    uninterrupted one. Both engines seed each request (vLLM) or row (transformers) with it.
+    """
+    digest = hashlib.sha256(f"{seed}\0{problem_id}\0{sample}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+#: how collections seed their rollouts (recorded in the manifest: a folder is only resumed
+#: under the scheme that wrote it)
+SEEDING = "per-rollout-sha256-v1"
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,10 @@ Per shard of problems: sample ``K`` rollouts per problem with the model's chat t
 (thinking on), find cue tokens inside the thinking span, then — in one pass per batch of
 traces — read the cue tokens' hidden states and force an exit at every cue from the
 rollout's own KV cache (context up to and including the cue, then the exit string, then a
-greedy answer), grade it against the gold answer, and write the shard. Shards are seeded
-by index, so a resumed run produces exactly the rows an uninterrupted one would.
+greedy answer), grade it against the gold answer, and write the shard. Every rollout is
+seeded from (seed, problem, sample) alone (:func:`lynx.config.rollout_seed`), so a resumed
+run, another batch size or another split of the work produces exactly the rows an
+uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from lynx import __version__
-from lynx.config import CollectConfig
+from lynx.config import SEEDING, CollectConfig, rollout_seed
 from lynx.cues import CueMatcher
 from lynx.datasets import load as load_dataset
 from lynx.engines import hf
@@ -100,6 +102,7 @@ def collect(cfg: CollectConfig, engine=None) -> dict:
         "samples_per_problem": cfg.samples_per_problem, "answer_tokens": cfg.answer_tokens, "dataset": cfg.dataset,
         "n_problems": len(records), "shard_size": cfg.shard_size, "engine": cfg.engine,
         "question_field": cfg.question_field, "answer_field": cfg.answer_field, "prompt_suffix": cfg.prompt_suffix,
+        "seeding": SEEDING,
     }
     out = Path(cfg.out)
     if (out / "manifest.json").exists():
@@ -128,7 +131,7 @@ def collect(cfg: CollectConfig, engine=None) -> dict:
                 jobs = [(rec, k) for rec in chunk for k in range(cfg.samples_per_problem)]
                 prompts = [tok(chat_prompt(tok, rec.question, suffix=cfg.prompt_suffix), add_special_tokens=False)["input_ids"] for rec, _ in jobs]
                 t = time.monotonic()
-                gens = engine.generate(prompts, seed=cfg.seed * 1_000_003 + index)
+                gens = engine.generate(prompts, seeds=[rollout_seed(cfg.seed, rec.id, k) for rec, k in jobs])
                 t_gen += time.monotonic() - t
                 t = time.monotonic()
                 rollouts = make_rollouts(tok, matcher, [rec.id for rec, _ in jobs], [rec.answer for rec, _ in jobs], prompts, gens,
@@ -171,10 +174,10 @@ class HFCollector:
     def start(self, layers, matcher, exit_ids, stops) -> None:
         self.layers, self.exit_ids, self.stops = layers, exit_ids, stops
 
-    def generate(self, prompts, seed: int):
+    def generate(self, prompts, seeds: list[int]):
         c = self.cfg
         return hf.generate(self.model, self.tokenizer, prompts, max_new_tokens=c.max_new_tokens, temperature=c.temperature,
-                           top_p=c.top_p, seed=seed, batch_size=c.batch_size)
+                           top_p=c.top_p, seeds=seeds, batch_size=c.batch_size)
 
     def label(self, rollouts, kinds) -> None:
         with_cues = [i for i, r in enumerate(rollouts) if r.cue_points]
@@ -224,7 +227,7 @@ class VLLMCollector:
                                      seed=self.cfg.seed, enable_prefix_caching=True)
         self._tags: list[str] = []
 
-    def generate(self, prompts, seed: int):
+    def generate(self, prompts, seeds: list[int]):
         import uuid
 
         from lynx.engines.vllm_engine import generate_ids
@@ -232,7 +235,7 @@ class VLLMCollector:
         c = self.cfg
         self._tags = [uuid.uuid4().hex for _ in prompts]
         outs = generate_ids(self.llm, prompts, max_new_tokens=c.max_new_tokens + 1, temperature=c.temperature, top_p=c.top_p,
-                            seed=seed, extra_args=[{"lynx_record": t} for t in self._tags])
+                            seeds=seeds, extra_args=[{"lynx_record": t} for t in self._tags])
         return [o[: c.max_new_tokens] for o in outs]
 
     def label(self, rollouts, kinds) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
+from transformers import LogitsProcessorList
 
 
 def _device(model) -> torch.device:
@@ -43,6 +44,32 @@ def _trim(row: list[int], stop_ids: set[int], pad_id: int) -> list[int]:
     return out
 
 
+class RowSampler:
+    """Samples each row with its own ``torch.Generator`` (temperature, then top-p exactly as
+    transformers' warpers), then leaves only the sampled token possible, so the greedy step that
+    follows emits it. Why: ``generate``'s own sampling draws from one global stream for the
+    whole batch, so a row's tokens depended on its batch-mates; with a generator per row they
+    depend only on the row's seed (and its own logits). Must be the last processor."""
+
+    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float, device):
+        self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+        self.temperature, self.top_p = temperature, top_p
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        logits = scores.float() / self.temperature
+        if self.top_p < 1.0:  # transformers' TopPLogitsWarper: drop the low tail whose mass is <= 1 - top_p, keep >= 1 token
+            sorted_logits, sorted_idx = torch.sort(logits, descending=False, dim=-1)
+            cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+            remove = cum <= (1 - self.top_p)
+            remove[..., -1:] = False
+            logits = logits.masked_fill(remove.scatter(1, sorted_idx, remove), float("-inf"))
+        probs = logits.softmax(dim=-1)
+        picked = [int(torch.multinomial(probs[r], 1, generator=g)) for r, g in enumerate(self.generators)]
+        out = torch.full_like(scores, float("-inf"))
+        out[torch.arange(len(picked)), torch.tensor(picked, device=scores.device)] = 0.0
+        return out
+
+
 @torch.inference_mode()
 def generate(
     model,
@@ -57,27 +84,37 @@ def generate(
     stop_ids: Sequence[int] | None = None,
     on_batch=None,
     batch_processors=None,
+    seeds: Sequence[int] | None = None,
 ) -> list[list[int]]:
     """Continue each prompt (token ids); returns only the new tokens, ending at a stop id.
 
-    ``temperature == 0`` is greedy. Sampling is seeded per batch, so a run is reproducible
-    for a fixed batch size. ``batch_processors(indices, prompt_width)``, if given, returns
-    the transformers logits processors for one batch (lynx's online exit uses it).
+    ``temperature == 0`` is greedy. With ``seeds`` (one per prompt) each row samples from its
+    own generator (:class:`RowSampler`), so its tokens do not depend on the batch it ran in;
+    without, sampling is seeded per batch from ``seed`` (reproducible for a fixed batch size).
+    ``batch_processors(indices, prompt_width)``, if given, returns the transformers logits
+    processors for one batch (lynx's online exit uses it).
     """
+    if seeds is not None and len(seeds) != len(prompts):
+        raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
     stops = set(stop_ids) if stop_ids is not None else {tokenizer.eos_token_id}
     pad = tokenizer.pad_token_id
     out: list[list[int]] = []
     for b, idx in enumerate(_chunks(len(prompts), batch_size)):
         ids, mask = _left_pad([prompts[i] for i in idx], pad, _device(model))
         torch.manual_seed(seed * 1_000_003 + b)
-        kwargs = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 else dict(do_sample=False)
+        processors = LogitsProcessorList(batch_processors(idx, ids.shape[1]) if batch_processors is not None else [])
+        if seeds is not None and temperature > 0:
+            processors.append(RowSampler([seeds[i] for i in idx], temperature, top_p, ids.device))
+            kwargs = dict(do_sample=False)
+        else:
+            kwargs = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 else dict(do_sample=False)
         gen = model.generate(
             input_ids=ids,
             attention_mask=mask,
             max_new_tokens=max_new_tokens,
             eos_token_id=sorted(stops),
             pad_token_id=pad,
-            logits_processor=batch_processors(idx, ids.shape[1]) if batch_processors is not None else None,
+            logits_processor=processors,
             **kwargs,
         )
         for row in gen[:, ids.shape[1] :].tolist():

@@ -87,6 +87,7 @@ def generate_with_exit(
     seed: int = 0,
     batch_size: int = 64,
     stop_ids: Sequence[int] | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> list[list[int]]:
     """Like :func:`lynx.engines.hf.generate`, with lynx's exit for requests whose
     ``request_args`` opt in (``lynx_alpha`` / ``lynx_threshold`` / ``lynx_record``, plus a
@@ -103,6 +104,6 @@ def generate_with_exit(
 
     try:
         return generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                        batch_size=batch_size, stop_ids=stop_ids, batch_processors=processors)
+                        batch_size=batch_size, stop_ids=stop_ids, batch_processors=processors, seeds=seeds)
     finally:
         capture.close()

@@ -168,19 +168,19 @@ def _take_events(worker, tags: list[str]) -> dict:
 
 def generate_ids(
     llm, prompts: list[list[int]], *, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
-    extra_args: list[dict | None] | None = None,
+    extra_args: list[dict | None] | None = None, seeds: list[int] | None = None,
 ) -> list[list[int]]:
     """Continue token-id prompts; returns the new token ids of each (greedy when temperature is 0).
 
     ``extra_args[i]`` becomes request ``i``'s ``SamplingParams.extra_args`` (lynx's per-request
     switches, e.g. ``{"lynx_alpha": 0.1}``). Each request gets its own seed derived from
-    ``seed`` so results do not depend on batching.
+    ``seed`` so results do not depend on batching; ``seeds`` (one per prompt) gives them directly.
     """
     from vllm import SamplingParams, TokensPrompt
 
     params = [
         SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_new_tokens,
-                       seed=None if seed is None else seed * 1_000_003 + i,
+                       seed=int(seeds[i]) if seeds is not None else None if seed is None else seed * 1_000_003 + i,
                        extra_args=(extra_args[i] if extra_args is not None else None))
         for i in range(len(prompts))
     ]

@@ -110,7 +110,7 @@ class VLLMBackend(Backend):
 
 
 class HFBackend(Backend):
-    """transformers: ``generate`` in batches (seeded per batch from the first request's seed),
+    """transformers: ``generate`` in batches (each request sampled from its own seed),
     lynx's exit through :func:`lynx.engines.hf_exit.generate_with_exit`."""
 
     name = "hf"
@@ -134,16 +134,16 @@ class HFBackend(Backend):
         if not prompts:
             return []
         stops = sorted(set(stop_ids) | {self.tokenizer.eos_token_id})
-        seed = int(seeds[0])
+        seeds = [int(s) for s in seeds]  # one per request: a row samples from its own stream, whatever its batch
         if probs:
             return self._greedy_with_probs(prompts, max_tokens, stops)
         if extra_args is not None and any(a for a in extra_args):
             outs = generate_with_exit(self.model, self.tokenizer, prompts, self.controller, extra_args,
-                                      max_new_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                                      max_new_tokens=max_tokens, temperature=temperature, top_p=top_p, seeds=seeds,
                                       batch_size=self.batch_size, stop_ids=stops)
         else:
             outs = hf.generate(self.model, self.tokenizer, prompts, max_new_tokens=max_tokens, temperature=temperature, top_p=top_p,
-                               seed=seed, batch_size=self.batch_size, stop_ids=stops)
+                               seeds=seeds, batch_size=self.batch_size, stop_ids=stops)
         return [Completion(o) for o in outs]
 
     @torch.inference_mode()

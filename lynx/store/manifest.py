@@ -18,7 +18,7 @@ MANIFEST = "manifest.json"
 IDENTITY = (
     "model_fingerprint", "tokenizer_hash", "layers", "cues", "exit_string", "sampling",
     "samples_per_problem", "answer_tokens", "dataset", "n_problems", "shard_size", "engine",
-    "question_field", "answer_field", "prompt_suffix",
+    "question_field", "answer_field", "prompt_suffix", "seeding",
 )
 
 
