@@ -129,6 +129,16 @@ def _floats(text: str, what: str, *, low: float | None = None, high: float | Non
     return values
 
 
+def _alphas(text: str, allow_empty: bool = True) -> list[float]:
+    """``--alphas``: risk levels, each checked as everywhere else (strictly between 0 and 1)."""
+    from lynx.calibrate.procedures import check_alpha
+
+    try:
+        return [check_alpha(a) for a in _floats(text, "--alphas", allow_empty=allow_empty)]
+    except LynxError as e:
+        raise UserError(f"--alphas: {e}") from None
+
+
 def _ints(text: str, what: str, low: int = 1) -> list[int]:
     """Comma-separated whole numbers >= ``low``."""
     values = _floats(text, what)
@@ -194,7 +204,7 @@ def calibrate(
 
     from lynx.calibrate.pipeline import calibrate as run_calibrate
 
-    rows = run_calibrate(probe, data, _floats(alphas, "--alphas", low=0, high=1, allow_empty=False), mode=mode, method=method, risk=risk, delta=delta, n_splits=n_splits)
+    rows = run_calibrate(probe, data, _alphas(alphas, allow_empty=False), mode=mode, method=method, risk=risk, delta=delta, n_splits=n_splits)
     if as_json:
         print(json.dumps([r | {"threshold": None if math.isinf(r["threshold"]) else r["threshold"]} for r in rows]))
         return
@@ -291,7 +301,7 @@ def eval_(
     cfg = EvalConfig(
         model=model, probe=str(probe) if probe else None, dataset=dataset, out=output,
         n_problems=n_problems if n_problems is not None or _sized(dataset) else EvalConfig.n_problems,
-        alphas=tuple(_floats(alphas, "--alphas", low=0, high=1)), baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()),
+        alphas=tuple(_alphas(alphas)), baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()),
         budgets=tuple(_ints(budgets, "--budgets")) if budgets else None,
         deer_thresholds=tuple(_floats(deer_thresholds, "--deer-thresholds", low=0, high=1)), dynasor_k=tuple(_ints(dynasor_k, "--dynasor-k")),
         dynasor_chunk=dynasor_chunk, engine=engine, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,

@@ -59,7 +59,7 @@ def test_numbers_out_of_their_range_are_refused_with_the_range(tmp_path):
     cases = [
         (["eval", "--probe", probe, "--deer-thresholds", "2", "--out", str(tmp_path)], "--deer-thresholds: 2 is outside (0, 1)"),
         (["eval", "--probe", probe, "--dynasor-k", "0", "--out", str(tmp_path)], "--dynasor-k takes whole numbers >= 1"),
-        (["eval", "--probe", probe, "--alphas", "0.1,1.2", "--out", str(tmp_path)], "--alphas: 1.2 is outside (0, 1)"),
+        (["eval", "--probe", probe, "--alphas", "0.1,1.2", "--out", str(tmp_path)], "--alphas: alpha must be strictly between 0 and 1, got 1.2"),
         (["train", "--data", str(tmp_path), "--out", str(tmp_path / "p"), "--hidden", "2.7"], "--hidden takes whole numbers"),
         (["calibrate", "--probe", probe, "--data", str(tmp_path), "--alphas", ""], "--alphas needs at least one value"),
         (["run", "--prompt", "x", "--probe", probe, "--threshold", "nan"], "lynx_threshold must be a finite number"),
