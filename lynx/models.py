@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,14 +70,28 @@ def model_fingerprint(ref: ModelRef) -> str:
     return h.hexdigest()[:16]
 
 
+@contextmanager
+def quiet_hub():
+    """While loading: the hub client's retry warnings off (an unreachable hub id would print a
+    dozen lines before lynx's one-line error); restored afterwards."""
+    hub = logging.getLogger("huggingface_hub")
+    level = hub.level
+    hub.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub.setLevel(level)
+
+
 def load_hf(ref: ModelRef, dtype: str = "float32"):
     """(model, tokenizer) through transformers, eval mode, on CPU unless CUDA is there."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(ref.path)
-        model = AutoModelForCausalLM.from_pretrained(ref.path, dtype=getattr(torch, dtype))
+        with quiet_hub():
+            tok = AutoTokenizer.from_pretrained(ref.path)
+            model = AutoModelForCausalLM.from_pretrained(ref.path, dtype=getattr(torch, dtype))
     except OSError as e:
         raise ModelNotFound(f"cannot load model {ref.name!r}: {str(e).splitlines()[0]}") from None
     model.eval()

@@ -1,5 +1,6 @@
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from lynx.cli import app
@@ -99,3 +100,14 @@ def test_a_prompt_beyond_the_context_is_refused():
     r = runner.invoke(app, ["run", "--prompt", "Compute 1 + 2. " * 1500])  # (after transformers' loading bar)
     assert r.exit_code == 2 and "Traceback" not in r.output
     assert "tokens; the model's context is 2048 tokens" in r.output.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_an_unreachable_hub_id_is_one_line():
+    """The hub client retries quietly; the user sees lynx's one line (it printed a dozen)."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "lynx.cli", "run", "--model", "someorg/somemodel", "--prompt", "x"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "cannot load model 'someorg/somemodel'" in r.stderr, r.stderr

@@ -207,11 +207,13 @@ class VLLMCollector:
         from transformers import AutoConfig, AutoTokenizer
 
         self.cfg, self.ref = cfg, ref
+        from lynx.models import ModelNotFound, quiet_hub
+
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(ref.path)
-            self.config = AutoConfig.from_pretrained(ref.path)
+            with quiet_hub():
+                self.tokenizer = AutoTokenizer.from_pretrained(ref.path)
+                self.config = AutoConfig.from_pretrained(ref.path)
         except OSError as e:
-            from lynx.models import ModelNotFound
 
             raise ModelNotFound(f"cannot load model {ref.name!r}: {str(e).splitlines()[0]}") from None
 
