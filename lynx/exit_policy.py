@@ -230,8 +230,17 @@ class ExitPolicy:
     def engine_config(self, **settings) -> dict:
         """``additional_config["lynx"]`` for an engine running this policy (``settings``: other
         :class:`HookConfig` fields, e.g. ``audit_path``)."""
-        return HookConfig.from_dict({"probe": str(self.folder), "layers": self.layers, "cues": self.cues,
-                                     "exit_string": self.exit_string} | settings).to_dict()
+        return self.hook_config(settings).to_dict()
+
+    @classmethod
+    def resolve(cls, cfg: dict | HookConfig | None, policy: ExitPolicy | None = None) -> tuple[ExitPolicy | None, HookConfig]:
+        """(policy, settings) of an engine: the policy given, else the one its settings name (read
+        once), and the settings completed with the probe's layers, cues and exit string
+        (contradictions refused). The one way every engine turns its lynx settings into both."""
+        hook = cfg if isinstance(cfg, HookConfig) else HookConfig.from_dict(cfg)
+        if policy is None:
+            policy = cls.from_engine_config(hook)
+        return policy, (policy.hook_config(hook) if policy is not None else hook)
 
     @classmethod
     def from_engine_config(cls, cfg: dict | HookConfig) -> ExitPolicy | None:

@@ -58,11 +58,7 @@ class ExitController:
             from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(tokenizer)
-        hook = hook if isinstance(hook, HookConfig) else HookConfig.from_dict(hook)
-        if policy is None:
-            policy = ExitPolicy.from_engine_config(hook)
-        if policy is not None:
-            hook = policy.hook_config(hook)
+        policy, hook = ExitPolicy.resolve(hook, policy)
         self.hook, self.policy, self.tokenizer = hook, policy, tokenizer
         self.matcher = CueMatcher(self.tokenizer, cues=tuple(hook.cues or DEFAULT_CUES))
         self.candidates = self.matcher.candidate_ids

@@ -121,12 +121,8 @@ def build_lynx_llm(ref: ModelRef, lynx: ExitPolicy | HookConfig | dict, *, seed:
     for key, why in (("speculative_config", "speculative decoding"), ("pipeline_parallel_size", "pipeline parallelism")):
         if kwargs.get(key) not in (None, 1, {}):
             raise InvalidInput(f"lynx's vLLM hook does not support {why}: the probe must see every generated token's hidden state once")
-    if isinstance(lynx, ExitPolicy):
-        hook = lynx.hook_config()
-    else:
-        hook = lynx if isinstance(lynx, HookConfig) else HookConfig.from_dict({k: v for k, v in lynx.items() if v is not None})
-        policy = ExitPolicy.from_engine_config(hook)  # refuses settings that contradict the probe, before vLLM starts
-        hook = policy.hook_config(hook) if policy is not None else hook
+    # settings that contradict the probe are refused here, before vLLM starts
+    _, hook = ExitPolicy.resolve(None, lynx) if isinstance(lynx, ExitPolicy) else ExitPolicy.resolve(lynx)
     from lynx.engines.vllm_plugin import register, wrapper_name
 
     try:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 
 from lynx.engines.exit_control import ExitController, score_rows
-from lynx.exit_policy import ExitPolicy, HookConfig
+from lynx.exit_policy import ExitPolicy
 
 
 class StepFeatures:
@@ -139,9 +139,8 @@ class LynxWorker:
     _ATTR = "_lynx_worker"
 
     def __init__(self, vllm_config):
-        hook = HookConfig.from_dict((vllm_config.additional_config or {}).get("lynx"))
-        self.policy = ExitPolicy.from_engine_config(hook)  # the probe folder, read once per worker
-        self.hook = self.policy.hook_config(hook) if self.policy is not None else hook
+        # the probe folder, read once per worker
+        self.policy, self.hook = ExitPolicy.resolve((vllm_config.additional_config or {}).get("lynx"))
         self.handoff = StepHandoff()
         self._tokenizer = vllm_config.model_config.tokenizer
         self._controller: ExitController | None = None
