@@ -90,6 +90,8 @@ def collect(
     batch_size: int = typer.Option(CollectConfig.batch_size, min=1),
     question_field: str = typer.Option(None),
     answer_field: str = typer.Option(None),
+    labels: str = typer.Option(CollectConfig.labels, help="gold: forced answer vs the gold answer | agreement: vs the trace's own "
+                               "final answer (no gold needed) | auto: gold when the dataset has answers"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
     """Roll out a model, force exits at cue tokens, write labelled hidden states (resumable)."""
@@ -103,7 +105,7 @@ def collect(
         engine=engine, n_problems=n_problems, samples_per_problem=samples_per_problem, max_new_tokens=max_new_tokens,
         temperature=temperature, top_p=top_p, seed=seed, exit_string=DEFAULT_EXIT if exit_string is None else exit_string,
         answer_tokens=answer_tokens, shard_size=shard_size, batch_size=batch_size, question_field=question_field,
-        answer_field=answer_field,
+        answer_field=answer_field, labels=labels,
     )
     summary = run_collect(cfg)
     if as_json:
@@ -194,21 +196,30 @@ def calibrate(
     alphas: str = typer.Option(_csv(CalibrateConfig.alphas), help="risk levels to report (any alpha can be used later)"),
     mode: str = typer.Option(CalibrateConfig.mode, help="per-problem (default) | per-cue (paper-faithful)"),
     method: str = typer.Option(CalibrateConfig.method, help="per-problem procedure: crc (expected risk) | ltt (high probability, see --delta)"),
-    risk: str = typer.Option(CalibrateConfig.risk, help="premature: exit turned a right answer wrong | unsafe-exit: exit answer wrong"),
+    risk: str = typer.Option(None, help="premature: exit turned a right answer wrong | unsafe-exit: exit answer wrong | answer-change: "
+                             "exit answer differs from the full CoT's (no gold needed). Default: premature, or answer-change for "
+                             "agreement-labelled data"),
     delta: float = typer.Option(CalibrateConfig.delta, help="ltt: allowed probability that the guarantee fails"),
     n_splits: int = typer.Option(CalibrateConfig.n_splits, min=1, help="half splits for the held-out estimate in the report"),
+    domain: str = typer.Option(None, help="tag this condition with a domain (requests ask for it with lynx_domain / --domain)"),
     as_json: bool = typer.Option(False, "--json", help="print the report rows as JSON"),
 ) -> None:
-    """Calibrate a probe: store per-trace scores in the probe folder and report thresholds per alpha."""
-    import math
-
+    """Calibrate a probe for the condition of the data (its temperature, --domain): added to the probe folder's other conditions."""
     from lynx.calibrate.pipeline import calibrate as run_calibrate
 
-    rows = run_calibrate(probe, data, _alphas(alphas, allow_empty=False), mode=mode, method=method, risk=risk, delta=delta, n_splits=n_splits)
+    rows = run_calibrate(probe, data, _alphas(alphas, allow_empty=False), mode=mode, method=method, risk=risk, delta=delta, n_splits=n_splits,
+                         domain=domain)
+    show_calibration(rows, probe, as_json)
+
+
+def show_calibration(rows: list[dict], probe: Path, as_json: bool) -> None:
+    """The report rows of a calibration on the terminal (or as JSON)."""
+    import math
+
     if as_json:
         print(json.dumps([r | {"threshold": None if math.isinf(r["threshold"]) else r["threshold"]} for r in rows]))
         return
-    table = Table(title=f"calibration of {probe}")
+    table = Table(title=f"calibration of {probe}, condition {rows[0]['condition']}")
     for col in ("alpha", "guarantee", "threshold", "exits", "saving", "risk", "risk*", "saving*"):
         table.add_column(col)
     for r in rows:
@@ -220,7 +231,40 @@ def calibrate(
     for r in rows:
         if r["default"]:
             out.print(f"alpha={r['alpha']:g}: {r['promise']}")
-    out.print(f"report: {probe / 'calibration_report.md'} (plots risk_vs_alpha.png, savings_vs_alpha.png)")
+    out.print(f"report: {Path(rows[0]['folder']) / 'calibration_report.md'} (plots risk_vs_alpha.png, savings_vs_alpha.png)")
+
+
+@app.command()
+@friendly
+def recalibrate(
+    probe: Path = typer.Option(..., help="calibrated or not, the probe folder to add the condition to"),
+    prompts: str = typer.Option(..., help="prompts of the deployment: a .jsonl (answers not needed), organism:<split>[:N], a hub id"),
+    temperature: float = typer.Option(..., min=0.0, help="the sampling temperature the deployment serves at"),
+    domain: str = typer.Option(None, help="tag the condition (requests ask for it with lynx_domain / --domain)"),
+    n_problems: int = typer.Option(None, min=1, help="the first N prompts (more: a tighter, less conservative threshold)"),
+    work: Path = typer.Option(None, help="collection folder (default: <probe>-recalibration/<condition>; resumed if present)"),
+    engine: str = typer.Option(CollectConfig.engine, help="hf | vllm"),
+    top_p: float = typer.Option(CollectConfig.top_p, min=0.0, max=1.0),
+    max_new_tokens: int = typer.Option(CollectConfig.max_new_tokens, min=1),
+    seed: int = typer.Option(CollectConfig.seed),
+    batch_size: int = typer.Option(CollectConfig.batch_size, min=1),
+    question_field: str = typer.Option(None),
+    alphas: str = typer.Option(_csv(CalibrateConfig.alphas), help="risk levels to report (any alpha can be used later)"),
+    method: str = typer.Option(CalibrateConfig.method, help="crc (expected risk) | ltt (high probability, see --delta)"),
+    delta: float = typer.Option(CalibrateConfig.delta, help="ltt: allowed probability that the guarantee fails"),
+    as_json: bool = typer.Option(False, "--json", help="print the report rows as JSON"),
+) -> None:
+    """Add a calibrated condition for a deployment without gold answers: collect with agreement labels at --temperature, then calibrate the answer-change risk."""
+    from lynx.calibrate.recalibrate import RecalibrateConfig
+    from lynx.calibrate.recalibrate import recalibrate as run_recalibrate
+
+    if work is not None:
+        check_output_folder(work)
+    cfg = RecalibrateConfig(probe=probe, prompts=prompts, temperature=temperature, domain=domain, n_problems=n_problems, work=work,
+                            engine=engine, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
+                            question_field=question_field, alphas=tuple(_alphas(alphas, allow_empty=False)), method=method, delta=delta)
+    res = run_recalibrate(cfg)
+    show_calibration(res["rows"], probe, as_json)
 
 
 @app.command()
@@ -240,6 +284,8 @@ def run(
     temperature: float = typer.Option(RunConfig.temperature, min=0.0),
     top_p: float = typer.Option(RunConfig.top_p, min=0.0, max=1.0),
     seed: int = typer.Option(RunConfig.seed),
+    domain: str = typer.Option(None, help="the calibrated condition's domain tag (with --temperature)"),
+    fallback: str = typer.Option(CalibrateConfig.fallback, help="outside every calibrated condition: conservative | no-exit"),
     as_json: bool = typer.Option(False, "--json", help="one JSON object per answer (with the exit audit)"),
 ) -> None:
     """Generate with calibrated early exit: thinking stops at the first cue the probe clears."""
@@ -258,7 +304,8 @@ def run(
     if not questions:
         raise UserError("give --prompt (repeatable) or --dataset")
     results = generate(questions, model=model, probe=str(probe) if probe else None, alpha=alpha, threshold=threshold, mode=mode,
-                       method=method, engine=engine, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+                       method=method, engine=engine, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                       domain=domain, fallback=fallback)
     for q, g, r in zip(questions, golds, results, strict=True):
         if as_json:
             print(json.dumps({"question": q, "gold": g} | {k: v for k, v in r.to_dict().items() if k not in ("prompt", "token_ids")}))
@@ -291,6 +338,8 @@ def eval_(
     seed: int = typer.Option(EvalConfig.seed),
     question_field: str = typer.Option(None),
     answer_field: str = typer.Option(None),
+    domain: str = typer.Option(None, help="the calibrated condition's domain tag lynx asks for (with --temperature)"),
+    fallback: str = typer.Option(EvalConfig.fallback, help="outside every calibrated condition: conservative | no-exit"),
     as_json: bool = typer.Option(False, "--json", help="print the table as JSON records"),
 ) -> None:
     """Compare lynx with vanilla, static budgets, DEER, Dynasor-CoT and the oracle on the same problems and seeds."""
@@ -305,7 +354,7 @@ def eval_(
         budgets=tuple(_ints(budgets, "--budgets")) if budgets else None,
         deer_thresholds=tuple(_floats(deer_thresholds, "--deer-thresholds", low=0, high=1)), dynasor_k=tuple(_ints(dynasor_k, "--dynasor-k")),
         dynasor_chunk=dynasor_chunk, engine=engine, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
-        question_field=question_field, answer_field=answer_field,
+        question_field=question_field, answer_field=answer_field, domain=domain, fallback=fallback,
     )
     res = evaluate(cfg)
     if as_json:
@@ -318,13 +367,13 @@ def print_eval(res: dict, console: Console = out) -> None:
     """The results table, the equal-token comparison and the acceptance checks, on the terminal."""
     df = res["table"]
     table = Table(title=res["title"])
-    for col in ("method", "setting", "accuracy", "vs vanilla", "thinking", "saving", "exits", "premature", "probe tok", "s"):
+    for col in ("method", "setting", "accuracy", "vs vanilla", "thinking", "saving", "exits", "premature", "changed", "probe tok", "s"):
         table.add_column(col)
     for r in df.itertuples():
         promised = f" (<={r.alpha:g})" if r.method == "lynx" else ""
         table.add_row(r.method, r.setting, f"{r.accuracy:.3f}", f"{r.accuracy_vs_vanilla:+.3f}±{r.accuracy_vs_vanilla_ci:.3f}",
                       f"{r.mean_thinking_tokens:.1f}", f"{r.saving:.1%}", f"{r.exit_rate:.2f}", f"{r.premature_exit_rate:.3f}{promised}",
-                      f"{r.extra_tokens:.1f}", f"{r.seconds:.1f}")
+                      f"{r.answer_change_rate:.3f}", f"{r.extra_tokens:.1f}", f"{r.seconds:.1f}")
     console.print(table)
     for name, ok, val in res["acceptance"]:
         console.print(f"{'[green]pass' if ok else '[red]FAIL'}[/] {name}: {val}", highlight=False)

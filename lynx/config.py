@@ -73,6 +73,7 @@ class CollectConfig:
     question_field: str | None = None
     answer_field: str | None = None
     prompt_suffix: str = INSTRUCTION
+    labels: str = "auto"  # one of LABELS
 
 
 @dataclass
@@ -99,9 +100,17 @@ class CalibrateConfig:
     alphas: tuple[float, ...] = (0.05, 0.1, 0.2)
     mode: str = "per-problem"
     method: str = "crc"
-    risk: str = "premature"
+    risk: str = "premature"  # with gold labels; agreement-labelled data defaults to AGREEMENT_RISK
     delta: float = 0.1
     n_splits: int = 100
+    #: what a request outside every calibrated condition gets (lynx.calibrate.conditions.FALLBACKS)
+    fallback: str = "conservative"
+
+
+#: the risk of a calibration without gold answers (and of ``lynx recalibrate``)
+AGREEMENT_RISK = "answer-change"
+#: how ``lynx collect`` labels a cue: auto = gold when the dataset has answers, else agreement
+LABELS = ("auto", "gold", "agreement")
 
 
 @dataclass(frozen=True)
@@ -143,5 +152,7 @@ class EvalConfig:
     seed: int = Sampling.seed
     question_field: str | None = None
     answer_field: str | None = None
+    domain: str | None = None  # the calibrated condition's domain tag lynx's requests ask for
+    fallback: str = CalibrateConfig.fallback
     title: str | None = None
     extra: dict = field(default_factory=dict)

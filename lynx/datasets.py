@@ -26,7 +26,7 @@ from lynx.errors import InvalidInput, MissingInput
 class Record:
     id: str
     question: str
-    answer: str
+    answer: str | None  # None: a prompt without a gold answer (agreement labels only)
     kind: str  # "integer" (organism), "math", "choice"
 
 
@@ -105,21 +105,25 @@ def _format_answer(value: object) -> str:
     return text
 
 
-def to_record(row: dict, index: int, question_field: str | None = None, answer_field: str | None = None, where: str = "record") -> Record:
-    """One source row -> Record (field detection, choices, answer kind)."""
+def to_record(row: dict, index: int, question_field: str | None = None, answer_field: str | None = None, where: str = "record",
+              require_answer: bool = True) -> Record:
+    """One source row -> Record (field detection, choices, answer kind). Without
+    ``require_answer`` a row may be a bare prompt (answer None, graded as math)."""
     if not isinstance(row, dict):
         raise InvalidInput(f"{where}: a row must be a JSON object with a question and an answer field, got {type(row).__name__}")
     raw = _pick(row, QUESTION_FIELDS, question_field, "question", where)
     if not isinstance(raw, str):
         raise InvalidInput(f"{where}: the question must be text, got {type(raw).__name__}")
     question = raw.strip()
+    rid = str(row.get("id") or row.get("unique_id") or row.get("idx") or index)
+    if not require_answer and answer_field is None and not any(row.get(name) not in (None, "") for name in ANSWER_FIELDS):
+        return Record(rid, question, None, "math")
     answer = _format_answer(_pick(row, ANSWER_FIELDS, answer_field, "answer", where))
     choices = row.get("choices")
     if isinstance(choices, dict) and "label" in choices and "text" in choices:
         question += "\n" + "\n".join(f"{lab}. {txt}" for lab, txt in zip(choices["label"], choices["text"], strict=True))
     letter = _LETTER.match(answer)
     is_choice = bool(letter) and (choices is not None or "options" in row or re.search(r"(?m)^\(?A[.)]", question))
-    rid = str(row.get("id") or row.get("unique_id") or row.get("idx") or index)
     return Record(rid, question, letter.group(1) if is_choice else answer, "choice" if is_choice else "math")
 
 
@@ -142,8 +146,10 @@ def load(
     question_field: str | None = None,
     answer_field: str | None = None,
     split: str = "test",
+    require_answer: bool = True,
 ) -> list[Record]:
-    """Resolve ``spec`` to records (the first ``n`` of them if given)."""
+    """Resolve ``spec`` to records (the first ``n`` of them if given); with ``require_answer``
+    False, rows without an answer field are bare prompts (``answer`` None)."""
     if spec.startswith("organism:"):
         return _organism(spec, n, seed)
     path = Path(spec).expanduser()
@@ -164,5 +170,5 @@ def load(
         raise InvalidInput(f"unknown dataset {spec!r}: use organism:train|calibration|test|transfer, a local .jsonl/.parquet file, or a hub id[:config]:split")
     if not rows:
         raise InvalidInput(f"dataset {where} is empty")
-    records = [to_record(r, i, question_field, answer_field, f"{where} row {i}") for i, r in enumerate(rows)]
+    records = [to_record(r, i, question_field, answer_field, f"{where} row {i}", require_answer) for i, r in enumerate(rows)]
     return records[:n] if n else records

@@ -1,9 +1,11 @@
 """``lynx demo``: the whole pipeline on the bundled organism, on a CPU, in minutes.
 
 collect (train and calibration problems) -> train the probe -> calibrate -> eval on the test
-split against every baseline -> the same probe, unchanged, on the transfer split and at a
-second temperature (the reuse claim: one probe per model). Everything lands in one folder;
-``demo.json`` and ``demo.md`` summarise it.
+split against every baseline -> the same probe on the transfer split and at a second
+temperature (the reuse claim: one probe per model), first as calibrated (the transfer split
+looks like the calibration condition to lynx; temperature 1.0 gets the flagged fallback), then
+after ``lynx recalibrate`` on *unlabeled* prompts of each condition (no gold answers), which
+gets the promise back. Everything lands in one folder; ``demo.json`` and ``demo.md`` summarise it.
 """
 
 from __future__ import annotations
@@ -22,15 +24,33 @@ console = Console(stderr=True)
 
 #: problems per stage; "small" is the README's demo (< 10 min on 2 cores with vLLM)
 SIZES = {
-    "small": {"train": 400, "calibration": 500, "test": 300, "transfer": 150, "second_temperature": 150},
-    "tiny": {"train": 60, "calibration": 80, "test": 40, "transfer": 20, "second_temperature": 20},
+    "small": {"train": 400, "calibration": 500, "test": 300, "transfer": 150, "second_temperature": 300,
+              "recalibration": 500, "transfer_recalibration": 300},
+    "tiny": {"train": 60, "calibration": 80, "test": 40, "transfer": 20, "second_temperature": 20,
+             "recalibration": 80, "transfer_recalibration": 60},
 }
 SECOND_TEMPERATURE = 1.0
+#: the domain tag of the transfer split's recalibrated condition
+TRANSFER_DOMAIN = "transfer"
+
+
+def write_unlabeled_prompts(path: Path, split: str, n: int, skip: int = 0) -> Path:
+    """``n`` organism problems of ``split`` (after the first ``skip``) as a JSONL of prompts with
+    no answers: what a deployment has. The ids are the problems' own, so lynx's check that
+    calibration problems are disjoint from the probe's training problems still applies."""
+    from lynx.organism.problems import sample_problems
+
+    problems = sample_problems(split, skip + n, seed=0)[skip:]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"id": p.problem_id, "prompt": p.text}) + "\n" for p in problems))
+    return path
 
 
 def run_demo(out: Path, *, engine: str = "auto", size: str = "small", as_json: bool = False, show=None) -> dict:
     from lynx.calibrate.pipeline import calibrate
+    from lynx.calibrate.recalibrate import RecalibrateConfig, recalibrate
     from lynx.collect.pipeline import CollectConfig, HFCollector, VLLMCollector, collect
+    from lynx.config import Sampling
     from lynx.evaluate import EvalConfig, build_backend, engine_choice, evaluate
     from lynx.models import resolve_model
     from lynx.probe.train import train_probe
@@ -67,17 +87,41 @@ def run_demo(out: Path, *, engine: str = "auto", size: str = "small", as_json: b
     stage("calibrate")
 
     backend = build_backend(engine, "organism", str(probe_dir))
-    evals = [
-        ("test", EvalConfig(probe=str(probe_dir), dataset="organism:test", out=out / "eval-test", n_problems=n["test"],
-                            alphas=(0.05, 0.1, 0.2, 0.3, 0.5))),
-        ("transfer", EvalConfig(probe=str(probe_dir), dataset="organism:transfer", out=out / "eval-transfer", n_problems=n["transfer"],
-                                baselines=("vanilla", "oracle"))),
-        (f"test@T={SECOND_TEMPERATURE:g}", EvalConfig(probe=str(probe_dir), dataset="organism:test", out=out / "eval-second-temperature",
-                                                      n_problems=n["second_temperature"], temperature=SECOND_TEMPERATURE,
-                                                      baselines=("vanilla", "oracle"))),
-    ]
+    hot = f"test@T={SECOND_TEMPERATURE:g}"
+
+    def evals(after: bool):
+        tag = "recalibrated" if after else "as calibrated"
+        base = ("vanilla",) if after else ("vanilla", "oracle")
+        yield "test", EvalConfig(probe=str(probe_dir), dataset="organism:test", out=out / "eval-test", n_problems=n["test"],
+                                 alphas=(0.05, 0.1, 0.2, 0.3, 0.5))
+        yield f"transfer ({tag})", EvalConfig(
+            probe=str(probe_dir), dataset="organism:transfer", out=out / f"eval-transfer{'-recalibrated' if after else ''}",
+            n_problems=n["transfer"], baselines=base, domain=TRANSFER_DOMAIN if after else None)
+        yield f"{hot} ({tag})", EvalConfig(
+            probe=str(probe_dir), dataset="organism:test", out=out / f"eval-second-temperature{'-recalibrated' if after else ''}",
+            n_problems=n["second_temperature"], temperature=SECOND_TEMPERATURE, baselines=base)
+
     results = {}
-    for name, cfg in evals:
+    for name, cfg in evals(after=False):
+        cfg.engine = engine
+        results[name] = evaluate(cfg, backend=backend)
+        stage(f"eval {name}")
+
+    # the deployment's own conditions, from prompts without answers (agreement labels), on the same engine
+    recal = [
+        (RecalibrateConfig(probe=probe_dir, prompts=str(write_unlabeled_prompts(out / "prompts-calibration-unlabeled.jsonl", "calibration",
+                                                                                 n["recalibration"])),
+                           temperature=SECOND_TEMPERATURE, engine=engine, work=out / "recalibrate-second-temperature"), hot),
+        (RecalibrateConfig(probe=probe_dir, prompts=str(write_unlabeled_prompts(out / "prompts-transfer-unlabeled.jsonl", "transfer",
+                                                                                 n["transfer_recalibration"], skip=n["transfer"])),
+                           temperature=Sampling.temperature, domain=TRANSFER_DOMAIN, engine=engine,
+                           work=out / "recalibrate-transfer"), "transfer"),
+    ]
+    for rcfg, _ in recal:
+        recalibrate(rcfg, collector=VLLMCollector.on_engine(ref, backend.llm) if engine == "vllm" else None)
+    backend.reload_calibrations()
+    stage("recalibrate")
+    for name, cfg in list(evals(after=True))[1:]:
         cfg.engine = engine
         results[name] = evaluate(cfg, backend=backend)
         stage(f"eval {name}")

@@ -18,8 +18,9 @@ import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from lynx.calibrate.conditions import DEFAULT_FALLBACK, CalibrationSet, Condition, check_domain, check_fallback, load_calibrations
 from lynx.calibrate.procedures import METHODS, MODES, check_alpha
-from lynx.calibrate.store import Calibration, Decision, load_calibration
+from lynx.calibrate.store import Calibration, Decision
 from lynx.errors import InvalidInput, MissingInput
 from lynx.probe.artifact import Probe, ProbeModelMismatch, load_probe
 from lynx.prompting import INSTRUCTION
@@ -55,6 +56,9 @@ class HookConfig:
         Score only the rows at a cue (default) or every row each step (the dense variant).
     handoff : {"auto", "output", "direct"}
         How the model's layers reach the logits processor on vLLM (see the vLLM plugin).
+    fallback : {"conservative", "no-exit"}
+        What a request whose temperature / ``lynx_domain`` matches no calibrated condition
+        gets (:mod:`lynx.calibrate.conditions`); it is flagged ``uncalibrated_condition``.
 
     Recording cue features is asked per request (``lynx_record``), not here.
     """
@@ -69,8 +73,10 @@ class HookConfig:
     max_kept_requests: int = 10_000
     probe_rows: str = "cues"
     handoff: str = "auto"
+    fallback: str = DEFAULT_FALLBACK
 
     def __post_init__(self):
+        check_fallback(self.fallback)
         if self.probe_rows not in ("cues", "all"):
             raise InvalidInput(f"lynx probe_rows must be 'cues' or 'all', got {_short(self.probe_rows)}")
         if self.handoff not in ("auto", "output", "direct"):
@@ -107,19 +113,22 @@ class ExitPolicy:
         once ``lynx calibrate`` ran).
     probe : Probe
         Scaler + MLP weights and the metadata they were trained with.
-    calibration : Calibration or None
-        Calibration traces (scores and labels) from which :meth:`threshold` computes the
+    calibrations : CalibrationSet or None
+        One calibration per condition (sampling temperature, optional domain), each holding
+        the calibration traces (scores and labels) from which :meth:`threshold` computes the
         threshold for any alpha; None for an uncalibrated folder.
 
     Notes
     -----
     The promise at ``alpha`` (see :meth:`threshold` and ``Decision.promise``) holds for
-    problems *exchangeable* with the calibration problems: the same model (checked through
-    its fingerprint by :meth:`check_model`), the same layers, cues and exit string (fixed by
-    the probe), the same prompt format (:attr:`prompt_suffix`), and the same sampling
-    conditions and kind of problems as the calibration collection (:attr:`calibrated_sampling`).
-    Served at another temperature or on another benchmark it can fail (the demo shows it at
-    temperature 1.0); lynx does not detect that by itself.
+    problems *exchangeable* with the calibration problems of the condition the request
+    matches: the same model (checked through its fingerprint by :meth:`check_model`), the
+    same layers, cues and exit string (fixed by the probe), the same prompt format
+    (:attr:`prompt_suffix`), the same sampling temperature and the same kind of problems
+    (the domain tag names it; lynx cannot check it). A request at a temperature or domain no
+    calibration covers gets the fallback (:mod:`lynx.calibrate.conditions`), flagged
+    ``uncalibrated_condition``; ``lynx recalibrate`` adds the condition without gold answers.
+    Shifts inside a condition (another benchmark under the same tag) are not detected.
 
     Examples
     --------
@@ -130,18 +139,28 @@ class ExitPolicy:
 
     folder: Path
     probe: Probe
-    calibration: Calibration | None = None
+    calibrations: CalibrationSet | None = None
 
     @classmethod
     def load(cls, folder: Path | str) -> ExitPolicy:
-        """Read a probe folder once: the probe (safetensors + JSON) and its calibration if any."""
+        """Read a probe folder once: the probe (safetensors + JSON) and its calibrations if any."""
         folder = Path(folder)
         probe = load_probe(folder)
         try:
-            calibration = load_calibration(folder)
+            calibrations = load_calibrations(folder)
         except MissingInput:
-            calibration = None
-        return cls(folder, probe, calibration)
+            calibrations = None
+        return cls(folder, probe, calibrations)
+
+    def reloaded(self) -> ExitPolicy:
+        """This policy with its folder's calibrations read again (the same probe object): how an
+        engine picks up a condition ``lynx calibrate`` / ``lynx recalibrate`` added while it runs.
+        A folder whose probe changed since is refused (its calibrations are bound to the probe)."""
+        try:
+            calibrations = load_calibrations(self.folder)
+        except MissingInput:
+            calibrations = None
+        return ExitPolicy(self.folder, self.probe, calibrations)
 
     # -- what the probe was trained with ---------------------------------------------
     @property
@@ -175,16 +194,34 @@ class ExitPolicy:
 
     @property
     def is_calibrated(self) -> bool:
-        return self.calibration is not None
+        return self.calibrations is not None
+
+    @property
+    def conditions(self) -> dict[str, Condition]:
+        """The calibrated conditions by key (``T0.6``, ``T1-gsm8k``); empty when uncalibrated."""
+        return dict(self.calibrations.conditions) if self.calibrations is not None else {}
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The folder's calibration when it has exactly one condition (None: uncalibrated)."""
+        if self.calibrations is None:
+            return None
+        if len(self.calibrations) > 1:
+            raise InvalidInput(f"{self.folder} is calibrated for several conditions ({', '.join(self.calibrations)}): "
+                               "use policy.calibrations[key]")
+        return next(iter(self.calibrations.values()))
 
     @property
     def calibrated_sampling(self) -> dict | None:
-        """The sampling settings of the calibration collection (temperature, top_p, ...)."""
-        return ((self.calibration.meta.get("data") or {}).get("sampling")) if self.calibration is not None else None
+        """The sampling settings of the calibration collection (temperature, top_p, ...) when
+        the folder has one condition."""
+        cal = self.calibration
+        return ((cal.meta.get("data") or {}).get("sampling")) if cal is not None else None
 
     # -- using it ---------------------------------------------------------------------
     def threshold(self, alpha: float, mode: str | None = None, method: str | None = None, risk: str | None = None,
-                  delta: float | None = None) -> Decision:
+                  delta: float | None = None, *, temperature: float | None = None, domain: str | None = None,
+                  fallback: str = DEFAULT_FALLBACK) -> Decision:
         """The exit threshold at risk level ``alpha`` and the promise that comes with it.
 
         Parameters
@@ -195,6 +232,14 @@ class ExitPolicy:
             The guarantee (default: the one stored by ``lynx calibrate``): ``per-problem``
             with ``crc`` (expected share of problems harmed <= alpha) or ``ltt`` (with
             probability >= 1 - delta), or the paper's ``per-cue`` rule.
+        temperature, domain
+            The request's condition: the calibration measured at this sampling temperature
+            (and domain tag) gives the threshold. ``temperature`` None picks the only
+            calibration of ``domain`` (an error when there are several).
+        fallback : {"conservative", "no-exit"}
+            What a request outside every calibrated condition gets: the most conservative
+            calibrated threshold at ``alpha``, or no exit. Either way the decision says
+            ``uncalibrated_condition`` and its promise says no guarantee holds.
 
         Returns
         -------
@@ -208,10 +253,10 @@ class ExitPolicy:
         NotCalibrated
             The folder has no calibration (run ``lynx calibrate``).
         """
-        if self.calibration is None:
+        if self.calibrations is None:
             raise NotCalibrated(f"{self.folder} is not calibrated; run lynx calibrate --probe {self.folder} --data ... "
                                 "(or give a raw threshold, which carries no guarantee)")
-        return self.calibration.threshold(alpha, mode=mode, method=method, risk=risk, delta=delta)
+        return self.calibrations.threshold(alpha, mode, method, risk, delta, temperature=temperature, domain=domain, fallback=fallback)
 
     def check_model(self, model) -> None:
         """Raise :class:`~lynx.probe.ProbeModelMismatch` unless ``model`` (a name or path as
@@ -222,10 +267,11 @@ class ExitPolicy:
         self.probe.check_model(model_fingerprint(ref), f"model {ref.name!r}")
 
     def request_args(self, alpha: float | None = None, threshold: float | None = None, mode: str | None = None,
-                     method: str | None = None, tag: str | None = None) -> dict | None:
+                     method: str | None = None, tag: str | None = None, domain: str | None = None) -> dict | None:
         """Per-request switches (vLLM ``extra_args`` / HTTP ``vllm_xargs``) asking for this
-        policy's exit at ``alpha`` (or a raw ``threshold``, no guarantee); None = plain generation."""
-        return request_args(alpha=alpha, threshold=threshold, mode=mode, method=method, tag=tag)
+        policy's exit at ``alpha`` (or a raw ``threshold``, no guarantee) under the calibrated
+        condition ``domain`` (with the request's temperature); None = plain generation."""
+        return request_args(alpha=alpha, threshold=threshold, mode=mode, method=method, tag=tag, domain=domain)
 
     def engine_config(self, **settings) -> dict:
         """``additional_config["lynx"]`` for an engine running this policy (``settings``: other
@@ -274,7 +320,8 @@ class ExitPolicy:
 
 #: per-request keys in SamplingParams.extra_args (flat, so they work as HTTP vllm_xargs)
 ALPHA, THRESHOLD, MODE, METHOD, TAG, RECORD = "lynx_alpha", "lynx_threshold", "lynx_mode", "lynx_method", "lynx_tag", "lynx_record"
-REQUEST_KEYS = (ALPHA, THRESHOLD, MODE, METHOD, TAG, RECORD)
+DOMAIN = "lynx_domain"
+REQUEST_KEYS = (ALPHA, THRESHOLD, MODE, METHOD, TAG, RECORD, DOMAIN)
 #: longest tag (and recorded tag) a request may carry: tags go into logs and audit files
 MAX_TAG = 200
 
@@ -291,6 +338,7 @@ class RequestOptions:
     method: str | None = None
     tag: str | None = None
     record: bool = False
+    domain: str | None = None  # the calibrated condition's domain tag (with the request's temperature)
 
     @classmethod
     def parse(cls, extra_args: dict | None) -> RequestOptions | None:
@@ -301,8 +349,8 @@ class RequestOptions:
         if unknown:
             raise InvalidInput(f"unknown lynx request key(s) {', '.join(map(_short, unknown))}; known: {', '.join(REQUEST_KEYS)}")
         if not any(k in args for k in (ALPHA, THRESHOLD, RECORD)):
-            if any(k in args for k in (MODE, METHOD, TAG)):
-                raise InvalidInput(f"{', '.join(k for k in (MODE, METHOD, TAG) if k in args)} given without {ALPHA} or {THRESHOLD}: "
+            if any(k in args for k in (MODE, METHOD, TAG, DOMAIN)):
+                raise InvalidInput(f"{', '.join(k for k in (MODE, METHOD, TAG, DOMAIN) if k in args)} given without {ALPHA} or {THRESHOLD}: "
                                    "the request would silently run without lynx")
             return None
         if ALPHA in args and THRESHOLD in args:
@@ -329,11 +377,17 @@ class RequestOptions:
         tag = args.get(TAG) or (record if isinstance(record, str) else None)
         if tag is not None and (not isinstance(tag, str) or len(tag) > MAX_TAG):
             raise InvalidInput(f"{TAG} must be a string of at most {MAX_TAG} characters, got {_short(tag)}")
-        return cls(alpha, threshold, mode, method, tag, bool(record))
+        domain = args.get(DOMAIN)
+        if domain is not None:
+            try:
+                check_domain(domain)
+            except InvalidInput:
+                raise InvalidInput(f"{DOMAIN} must be 1-64 letters, digits or _.+-, got {_short(domain)}") from None
+        return cls(alpha, threshold, mode, method, tag, bool(record), domain)
 
 
 def request_args(alpha: float | None = None, threshold: float | None = None, mode: str | None = None, method: str | None = None,
-                 tag: str | None = None, record: bool | str = False) -> dict | None:
+                 tag: str | None = None, record: bool | str = False, domain: str | None = None) -> dict | None:
     """The ``extra_args`` of a request asking for lynx (checked by :class:`RequestOptions`)."""
     args: dict = {}
     if threshold is not None:
@@ -344,7 +398,7 @@ def request_args(alpha: float | None = None, threshold: float | None = None, mod
         args[RECORD] = record
     if not args:
         return None
-    for key, value in ((MODE, mode), (METHOD, method), (TAG, tag)):
+    for key, value in ((MODE, mode), (METHOD, method), (TAG, tag), (DOMAIN, domain)):
         if value is not None:
             args[key] = value
     RequestOptions.parse(args)

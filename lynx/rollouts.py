@@ -23,20 +23,21 @@ class CuePoint:
     cue: Cue
     thinking_position: int  # tokens of thinking before and including the cue
     forced_answer: str | None = None
-    safe: bool | None = None
+    safe: bool | None = None  # the forced answer is right (None: no gold answer)
+    agrees: bool | None = None  # the forced answer equals the trace's own final answer (same grader)
     features: object = None  # (n_layers, hidden) hidden states of the cue token, once read
 
 
 @dataclass
 class Rollout:
     problem_id: str
-    gold: str
+    gold: str | None  # None: a prompt without a gold answer
     prompt_ids: list[int]
     generated: list[int]
     think_open: int | None  # index in the full sequence, None if the model never opened it
     think_close: int | None
     final_answer: str | None
-    final_correct: bool
+    final_correct: bool | None  # None without a gold answer
     cue_points: list[CuePoint] = field(default_factory=list)
 
     @property
@@ -78,12 +79,20 @@ def make_rollouts(
         opened, closed = _span(ids, matcher)
         answer_text = tokenizer.decode(ids[closed + 1 :], skip_special_tokens=True) if closed is not None else ""
         final = extract_boxed(answer_text)
-        r = Rollout(pid, gold, list(p), list(g), opened, closed, final, grade(final, gold))
+        r = Rollout(pid, gold, list(p), list(g), opened, closed, final, None if gold is None else grade(final, gold))
         if opened is not None:
             for cue in matcher.find(ids, start=max(len(p), opened + 1)):
                 r.cue_points.append(CuePoint(cue, cue.position - opened))
         out.append(r)
     return out
+
+
+def grade_cue(cp: CuePoint, r: Rollout, grade: Callable[[str | None, str], bool]) -> None:
+    """Both labels of a cue point from its forced answer: ``safe`` against the gold answer (if
+    any) and ``agrees`` against the trace's own final answer, by the same grader. A trace without
+    a final answer agrees with no exit (every exit there counts as an answer change)."""
+    cp.safe = None if r.gold is None else grade(cp.forced_answer, r.gold)
+    cp.agrees = r.final_answer is not None and grade(cp.forced_answer, r.final_answer)
 
 
 def answer_stop_ids(tokenizer) -> set[int]:
@@ -126,4 +135,4 @@ def force_exits(
     )
     for (r, cp), ans in zip(jobs, answers, strict=True):
         cp.forced_answer = parse_forced_answer(tokenizer, ans)
-        cp.safe = grade(cp.forced_answer, r.gold)
+        grade_cue(cp, r, grade)

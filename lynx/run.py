@@ -13,7 +13,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from lynx.config import DEFAULT_EXIT, RunConfig
+from lynx.config import DEFAULT_EXIT, CalibrateConfig, RunConfig
 from lynx.errors import InvalidInput
 from lynx.exit_policy import ExitPolicy, HookConfig, request_args
 from lynx.models import load_hf, resolve_model
@@ -68,10 +68,16 @@ def generate(
     seed: int = RunConfig.seed,
     batch_size: int = RunConfig.batch_size,
     raw_prompts: bool = False,
+    domain: str | None = None,
+    fallback: str = CalibrateConfig.fallback,
 ) -> list[Generation]:
     """Generate answers; with ``probe`` (an :class:`~lynx.exit_policy.ExitPolicy` or its
     folder) and ``alpha`` (or a raw ``threshold``) thinking ends at the first cue the
-    calibrated probe clears. Without them this is plain generation."""
+    calibrated probe clears. Without them this is plain generation.
+
+    The threshold comes from the probe's calibration for this ``temperature`` (and
+    ``domain``); outside every calibrated condition ``fallback`` applies (``conservative`` or
+    ``no-exit``), each exit's audit says ``uncalibrated_condition`` and a warning is logged."""
     from lynx.calibrate.procedures import check_alpha
     from lynx.grading import extract_boxed
 
@@ -82,16 +88,17 @@ def generate(
     if alpha is not None:
         check_alpha(alpha)
     tags = [uuid.uuid4().hex for _ in prompts]
-    args = [request_args(alpha=alpha, threshold=threshold, mode=mode, method=method, tag=t) for t in tags]  # checks alpha first
+    args = [request_args(alpha=alpha, threshold=threshold, mode=mode, method=method, tag=t, domain=domain) for t in tags]  # checks alpha first
     policy = probe if isinstance(probe, ExitPolicy) or probe is None else ExitPolicy.load(probe)
     if policy is not None and args[0] is not None and alpha is not None:
-        policy.threshold(alpha, mode=mode, method=method)  # an uncalibrated folder is an error here, not a silent plain run
+        # an uncalibrated folder is an error here, not a silent plain run
+        policy.threshold(alpha, mode=mode, method=method, temperature=temperature, domain=domain, fallback=fallback)
     ref = resolve_model(model)
     if policy is not None:
         policy.check_model(ref)
     suffix = policy.prompt_suffix if policy is not None else INSTRUCTION
     hook = (policy.hook_config() if policy is not None else HookConfig(exit_string=DEFAULT_EXIT))
-    hook = HookConfig.from_dict(hook.to_dict() | {"keep_events": True})
+    hook = HookConfig.from_dict(hook.to_dict() | {"keep_events": True, "fallback": fallback})
 
     if engine == "hf":
         from lynx.engines.exit_control import ExitController

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1] / "lynx"
 LAYERS = [
     ("foundation", ["lynx.errors", "lynx.prompting", "lynx.grading", "lynx.layers", "lynx.models", "lynx.cues", "lynx.config",
                     "lynx.datasets", "lynx.store", "lynx.probe.artifact", "lynx.probe.metrics", "lynx.calibrate.policy",
-                    "lynx.calibrate.procedures", "lynx.calibrate.store", "lynx.evaluate.table", "lynx.organism.problems",
+                    "lynx.calibrate.procedures", "lynx.calibrate.store", "lynx.calibrate.conditions", "lynx.evaluate.table", "lynx.organism.problems",
                     "lynx.organism.tokenizer", "lynx.organism.traces", "lynx.organism.examples"]),
     ("policy", ["lynx.exit_policy"]),
     ("engines", ["lynx.engines"]),

@@ -1,5 +1,6 @@
 """Calibration: turn probe scores into an exit threshold with a guarantee the user picks (alpha)."""
 
-from lynx.calibrate.store import Calibration, load_calibration
+from lynx.calibrate.conditions import CalibrationSet, Condition, load_calibration, load_calibrations
+from lynx.calibrate.store import Calibration
 
-__all__ = ["Calibration", "load_calibration"]
+__all__ = ["Calibration", "CalibrationSet", "Condition", "load_calibration", "load_calibrations"]

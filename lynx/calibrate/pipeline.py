@@ -2,7 +2,8 @@
 
 It refuses, with one clear line, what would make the guarantee meaningless: data from
 another model (or other layers / cues / exit string), problems the probe was trained on,
-data with a single class, and alpha outside (0, 1).
+data with a single class, and alpha outside (0, 1). Each calibration is stored as the
+condition it was measured under (:mod:`lynx.calibrate.conditions`).
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lynx.calibrate.policy import RISKS
+from lynx.calibrate.conditions import Condition, check_domain, prepare_condition_dir
+from lynx.calibrate.policy import GOLD_RISKS, RISKS
 from lynx.calibrate.procedures import METHODS, MODES, check_alpha
 from lynx.calibrate.report import write_report
 from lynx.calibrate.store import Calibration, traces_from_rows
-from lynx.config import CalibrateConfig
+from lynx.config import AGREEMENT_RISK, CalibrateConfig
 from lynx.errors import InvalidInput
 from lynx.probe.artifact import load_probe, probe_hash
 from lynx.probe.train import TRAIN_PROBLEMS
@@ -41,18 +43,29 @@ def check_matches(probe_meta: dict, manifest: dict, data_dir) -> None:
 
 
 def calibrate(probe_dir: Path | str, data_dir: Path | str, alphas=CalibrateConfig.alphas, mode: str = CalibrateConfig.mode,
-              method: str = CalibrateConfig.method, risk: str = CalibrateConfig.risk, delta: float = CalibrateConfig.delta,
-              n_splits: int = CalibrateConfig.n_splits) -> list[dict]:
+              method: str = CalibrateConfig.method, risk: str | None = None, delta: float = CalibrateConfig.delta,
+              n_splits: int = CalibrateConfig.n_splits, domain: str | None = None) -> list[dict]:
+    """Calibrate the probe in ``probe_dir`` on the collection ``data_dir`` and store it as the
+    condition that collection was made under (its sampling temperature, and ``domain`` if
+    given), next to the folder's other conditions; one for the same condition is replaced.
+
+    ``risk`` None: ``premature`` for gold-labelled data, ``answer-change`` for agreement-labelled
+    data (which has no gold answers). Returns one report row per alpha and guarantee."""
     probe_dir = Path(probe_dir)
     alphas = [check_alpha(a) for a in alphas]
+    domain = check_domain(domain)
+    manifest = read_manifest(Path(data_dir))  # checked before any feature is read or scored
+    labels = manifest.get("labels", "gold")
+    risk = risk or (CalibrateConfig.risk if labels == "gold" else AGREEMENT_RISK)
     if mode not in MODES or method not in METHODS or risk not in RISKS:
         raise InvalidInput(f"mode must be one of {MODES}, method one of {METHODS}, risk one of {tuple(RISKS)}")
     if not 0 < delta < 1:
         raise InvalidInput(f"delta must be strictly between 0 and 1, got {delta}")
     if not alphas:
         raise InvalidInput("give at least one alpha to report")
+    if risk in GOLD_RISKS and labels != "gold":
+        raise InvalidInput(f"risk {risk!r} needs gold answers, but {data_dir} was labelled by {labels}: use --risk {AGREEMENT_RISK}")
     probe = load_probe(probe_dir)
-    manifest = read_manifest(Path(data_dir))  # checked before any feature is read or scored
     check_matches(probe.meta, manifest, data_dir)
     probe.check_model(manifest["model_fingerprint"], f"the model of the data in {data_dir} ({manifest['model']!r})")
     data = load_cue_data(data_dir)
@@ -61,22 +74,31 @@ def calibrate(probe_dir: Path | str, data_dir: Path | str, alphas=CalibrateConfi
         overlap = sorted(set(json.loads(trained.read_text())) & set(map(str, data.problems)))
         if overlap:
             raise OverlapError(f"{len(overlap)} calibration problems were used to train the probe (e.g. {overlap[0]!r}); calibrate on disjoint problems")
-    if len(np.unique(data.label)) < 2:
-        raise InvalidInput(f"calibration data in {data_dir} has only {'safe' if data.label[0] else 'unsafe'} cue points; it needs both")
+    if risk == AGREEMENT_RISK and data.agreement is None:
+        raise InvalidInput(f"{data_dir} predates agreement labels, so risk {AGREEMENT_RISK!r} cannot be measured on it: collect it again")
+    target = data.label if risk != AGREEMENT_RISK else data.agreement
+    if len(np.unique(target)) < 2:
+        raise InvalidInput(f"calibration data in {data_dir} has only {'safe' if target[0] else 'unsafe'} cue points; it needs both")
     with torch.no_grad():
         scores = probe(torch.from_numpy(data.features)).double().numpy()
     cues = {"problem_id": data.problem_id, "sample_id": data.sample_id, "cue_index": data.cue_index,
             "score": scores, "label": data.label, "thinking_position": data.thinking_position}
+    if data.agreement is not None:
+        cues["agreement"] = data.agreement
+    condition = Condition(data.manifest["sampling"]["temperature"], domain)
     traces = read_folder(Path(data_dir), "traces").to_pydict()
     cal = Calibration(traces_from_rows(cues, traces), {
-        "mode": mode, "method": method, "risk": risk, "delta": delta,
+        "mode": mode, "method": method, "risk": risk, "delta": delta, "labels": labels, "condition": condition.to_dict(),
         "model": probe.meta["model"], "model_fingerprint": probe.meta["model_fingerprint"], "probe_hash": probe_hash(probe_dir),
         "data": {"folder": str(data_dir), "dataset": data.manifest["dataset"], "manifest_hash": manifest_hash(data.manifest),
                  "sampling": data.manifest["sampling"]},
         # the problems calibrated on, with or without a cue (a problem without one never exits, and counts in every rate)
         "n_problems": len(set(map(str, traces["problem_id"]))), "n_problems_with_cues": int(len(data.problems)),
         "n_traces": len(traces["problem_id"]), "n_cues": len(data),
-        "safe_share": float(data.label.mean()), "full_cot_accuracy": float(np.mean(traces["final_correct"])),
+        "safe_share": float(data.label.mean()),
+        "agreement_share": None if data.agreement is None else float(data.agreement.mean()),
+        "full_cot_accuracy": float(np.mean(traces["final_correct"])) if labels == "gold" else None,
     })
-    cal.save(probe_dir)
-    return write_report(cal, probe_dir, alphas, n_splits=n_splits)
+    folder = prepare_condition_dir(probe_dir, condition)
+    cal.save(folder)
+    return [r | {"condition": condition.key, "folder": str(folder)} for r in write_report(cal, folder, alphas, n_splits=n_splits)]

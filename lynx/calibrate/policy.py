@@ -15,7 +15,13 @@ from lynx.errors import InvalidInput
 RISKS = {
     "premature": "the early exit turned a right full-CoT answer wrong",
     "unsafe-exit": "the early exit's answer is wrong (whether or not the full CoT was right)",
+    "answer-change": "the early exit's answer differs from the model's own full-CoT answer",
 }
+#: risks that need gold answers; ``answer-change`` needs none. Why it is enough: whenever the
+#: full-CoT answer is right, an exit whose answer is wrong has changed the answer, so (for a
+#: grader that is an equivalence: exact or normalised equality) premature <= answer-change
+#: problem by problem, and controlling answer-change at alpha controls premature at alpha.
+GOLD_RISKS = ("premature", "unsafe-exit")
 
 
 @dataclass
@@ -33,7 +39,8 @@ class Traces:
     label: np.ndarray  # (N,) int: 1 = forced exit here is right
     position: np.ndarray  # (N,) thinking tokens up to and including the cue
     total: np.ndarray  # (T,) thinking tokens of the full trace
-    final_correct: np.ndarray  # (T,) bool
+    final_correct: np.ndarray  # (T,) bool (False where unknown: no gold answer)
+    agreement: np.ndarray | None = None  # (N,) int: 1 = forced exit here gives the trace's own final answer
 
     @property
     def n_traces(self) -> int:
@@ -46,6 +53,7 @@ class Traces:
         return Traces(
             self.problem_id[idx], self.sample_id[idx], np.concatenate([[0], np.cumsum(ends - starts)]),
             self.score[cue_idx], self.label[cue_idx], self.position[cue_idx], self.total[idx], self.final_correct[idx],
+            None if self.agreement is None else self.agreement[cue_idx],
         )
 
     def problems(self) -> tuple[np.ndarray, np.ndarray]:
@@ -75,6 +83,11 @@ def trace_losses(traces: Traces, exits: np.ndarray, risk: str) -> np.ndarray:
         raise InvalidInput(f"unknown risk {risk!r}: choose one of {', '.join(RISKS)}")
     exited = exits >= 0
     wrong = np.zeros_like(exited)
+    if risk == "answer-change":
+        if traces.agreement is None:
+            raise InvalidInput("risk 'answer-change' needs agreement labels (collect the data with this lynx)")
+        wrong[exited] = traces.agreement[exits[exited]] == 0
+        return wrong.astype(float)
     wrong[exited] = traces.label[exits[exited]] == 0
     if risk == "premature":
         wrong &= traces.final_correct[:, None]
@@ -97,13 +110,16 @@ def outcomes(traces: Traces, thresholds: np.ndarray) -> dict[str, np.ndarray]:
     used = np.where(exited, traces.position[np.maximum(exits, 0)], traces.total[:, None])
     correct = np.where(exited, traces.label[np.maximum(exits, 0)] == 1, traces.final_correct[:, None])
     total = max(1, traces.total.sum())
-    return {
+    out = {
         "exit_rate": exited.mean(0),
         "saving": 1.0 - used.sum(0) / total,
         "accuracy": correct.mean(0),
         "premature": trace_losses(traces, exits, "premature").mean(0),
         "unsafe-exit": trace_losses(traces, exits, "unsafe-exit").mean(0),
     }
+    if traces.agreement is not None:
+        out["answer-change"] = trace_losses(traces, exits, "answer-change").mean(0)
+    return out
 
 
 def threshold_grid(scores: np.ndarray, max_points: int = 2000) -> np.ndarray:

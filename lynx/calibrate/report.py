@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lynx.calibrate.conditions import Condition
 from lynx.calibrate.policy import RISKS
 from lynx.calibrate.procedures import crc_index, ltt_index, per_cue_threshold
 from lynx.calibrate.store import Calibration
@@ -101,7 +102,9 @@ def write_report(cal: Calibration, folder: Path, alphas: list[float], n_splits: 
         f"Calibration data: `{meta['data']['dataset']}` ({meta['data']['folder']}), {meta['n_problems']} problems "
         f"({meta.get('n_problems_with_cues', meta['n_problems'])} with a cue), "
         f"{meta['n_traces']} traces, {meta['n_cues']} cue points ({meta['safe_share']:.1%} safe). "
-        f"Full-CoT accuracy {meta['full_cot_accuracy']:.3f}.", "",
+        + (f"Full-CoT accuracy {meta['full_cot_accuracy']:.3f}." if meta.get("full_cot_accuracy") is not None else
+           "Labels by agreement with each trace's own final answer (no gold answers)."), "",
+        f"Condition: {Condition.of(meta).describe()} (the promise holds for requests under this condition).", "",
         f"Default guarantee: **{meta['mode']}**" + (f", method **{meta['method']}**, risk **{risk}** ({risk} = "
         f"{RISKS[risk]})" if meta['mode'] == 'per-problem' else ""), "",
         "In-sample figures use all calibration problems; held-out figures are means over "

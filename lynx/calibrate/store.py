@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lynx.calibrate.policy import RISKS, Traces, exit_cues, problem_losses, threshold_grid, trace_losses
+from lynx.calibrate.policy import GOLD_RISKS, RISKS, Traces, exit_cues, problem_losses, threshold_grid, trace_losses
 from lynx.calibrate.procedures import METHODS, MODES, check_alpha, crc_index, ltt_index, per_cue_threshold
 from lynx.config import CalibrateConfig
 from lynx.errors import InvalidInput, MissingInput
@@ -43,12 +43,18 @@ class Decision:
     risk: str | None
     delta: float | None
     attainable: bool
+    condition: str | None = None  # key of the calibration's condition (see lynx.calibrate.conditions)
+    uncalibrated_condition: bool = False  # the request matched no calibrated condition: a fallback applied
+    fallback: str | None = None  # which fallback, and why, when uncalibrated_condition
 
     def to_dict(self) -> dict:
         return {k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in self.__dict__.items()}
 
     @property
     def promise(self) -> str:
+        if self.uncalibrated_condition:
+            return (f"no guarantee: the request's condition was never calibrated (fallback {self.fallback}); "
+                    "run lynx recalibrate for it to get the promise back")
         return guarantee_text(self.mode, self.method, self.risk, self.alpha, self.delta, self.attainable)
 
 
@@ -88,6 +94,20 @@ class Calibration:
             self._cache[key] = problem_losses(self.traces, trace_losses(self.traces, self.exits, risk))
         return self._cache[key]
 
+    @property
+    def labels(self) -> str:
+        """``gold`` (forced answers graded against gold answers) or ``agreement`` (against the
+        trace's own full-CoT answer; no gold needed)."""
+        return self.meta.get("labels", "gold")
+
+    def check_risk(self, risk: str) -> None:
+        """Refuse a risk this calibration's labels cannot measure."""
+        if risk in GOLD_RISKS and self.labels != "gold":
+            raise InvalidInput(f"risk {risk!r} needs gold answers, but this calibration's labels are {self.labels!r}: use risk answer-change")
+        if risk == "answer-change" and self.traces.agreement is None:
+            raise InvalidInput("risk 'answer-change' needs agreement labels, which this calibration's data predates: "
+                               "collect it again with this lynx and rerun lynx calibrate")
+
     def threshold(self, alpha: float, mode: str | None = None, method: str | None = None, risk: str | None = None,
                   delta: float | None = None) -> Decision:
         """The threshold for ``alpha`` under the given (or stored default) guarantee."""
@@ -105,6 +125,7 @@ class Calibration:
             raise InvalidInput(f"unknown method {method!r}: choose {' or '.join(METHODS)}")
         if risk not in RISKS:
             raise InvalidInput(f"unknown risk {risk!r}: choose {' or '.join(RISKS)}")
+        self.check_risk(risk)
         key = (alpha, method, risk, delta if method == "ltt" else None)
         if key not in self._cache:
             losses = self.losses(risk)
@@ -122,7 +143,7 @@ class Calibration:
             "problem_id": np.repeat(t.problem_id, counts), "sample_id": np.repeat(t.sample_id, counts),
             "cue_index": np.concatenate([np.arange(c) for c in counts]) if len(counts) else np.zeros(0, int),
             "score": t.score, "label": t.label.astype(np.int8), "thinking_position": t.position,
-        }), folder / CUES_FILE)
+        } | ({} if t.agreement is None else {"agreement": t.agreement.astype(np.int8)})), folder / CUES_FILE)
         pq.write_table(pa.table({
             "problem_id": t.problem_id, "sample_id": t.sample_id, "n_cues": counts,
             "final_correct": t.final_correct, "thinking_tokens_total": t.total,
@@ -148,6 +169,9 @@ def traces_from_rows(cues: dict, traces: dict) -> Traces:
     except KeyError as e:
         raise InvalidInput(f"cue rows refer to a trace missing from the trace table: {e}") from None
     corder = np.lexsort((np.asarray(cues["cue_index"]), trace_of))
+    agreement = cues.get("agreement")
+    if agreement is not None and any(a is None for a in agreement):
+        agreement = None  # shards from before agreement labels: the answer-change risk is unavailable
     counts = np.bincount(trace_of, minlength=len(tkey))
     pick = lambda d, k: np.asarray(d[k])[order]  # noqa: E731
     return Traces(
@@ -155,12 +179,16 @@ def traces_from_rows(cues: dict, traces: dict) -> Traces:
         offsets=np.concatenate([[0], np.cumsum(counts)]),
         score=np.asarray(cues["score"], float)[corder], label=np.asarray(cues["label"]).astype(int)[corder],
         position=np.asarray(cues["thinking_position"]).astype(np.int64)[corder],
-        total=pick(traces, "thinking_tokens_total").astype(np.int64), final_correct=pick(traces, "final_correct").astype(bool),
+        total=pick(traces, "thinking_tokens_total").astype(np.int64),
+        # unknown (no gold answer) is False: the gold risks are refused for such data (Calibration.check_risk)
+        final_correct=np.array([bool(x) for x in pick(traces, "final_correct")], dtype=bool),
+        agreement=None if agreement is None else np.asarray(agreement).astype(int)[corder],
     )
 
 
-def load_calibration(folder: Path | str) -> Calibration:
-    """Read the calibration stored in a probe folder."""
+def load_calibration_files(folder: Path | str, probe_folder: Path | str | None = None) -> Calibration:
+    """Read one calibration's files from ``folder``, checked against the probe in ``probe_folder``
+    (default: the same folder). Use :func:`lynx.calibrate.load_calibration` for a probe folder."""
     folder = Path(folder)
     paths = [folder / n for n in (CUES_FILE, TRACES_FILE, META_FILE)]
     missing = [p.name for p in paths if not p.exists()]
@@ -171,7 +199,7 @@ def load_calibration(folder: Path | str) -> Calibration:
         meta = json.loads(paths[2].read_text())
     except Exception as e:
         raise InvalidInput(f"calibration files in {folder} are corrupt ({e})") from None
-    _check_bound_to_probe(folder, meta)
+    _check_bound_to_probe(Path(probe_folder or folder), meta)
     return Calibration(traces_from_rows(cues, traces), meta)
 
 

@@ -4,7 +4,9 @@ Per shard of problems: sample ``K`` rollouts per problem with the model's chat t
 (thinking on), find cue tokens inside the thinking span, then — in one pass per batch of
 traces — read the cue tokens' hidden states and force an exit at every cue from the
 rollout's own KV cache (context up to and including the cue, then the exit string, then a
-greedy answer), grade it against the gold answer, and write the shard. Every rollout is
+greedy answer), grade it — against the gold answer (``label``, when the dataset has answers)
+and against the trace's own final answer (``agreement``, always; the label of an answerless
+dataset) — and write the shard. Every rollout is
 seeded from (seed, problem, sample) alone (:func:`lynx.config.rollout_seed`), so a resumed
 run, another batch size or another split of the work produces exactly the rows an
 uninterrupted one would.
@@ -22,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from lynx import __version__
-from lynx.config import SEEDING, CollectConfig, rollout_seed
+from lynx.config import LABELS, SEEDING, CollectConfig, rollout_seed
 from lynx.cues import CueMatcher
 from lynx.datasets import load as load_dataset
 from lynx.engines import hf
@@ -31,7 +33,7 @@ from lynx.grading import grader_for
 from lynx.layers import parse_layers
 from lynx.models import load_hf, model_fingerprint, resolve_model
 from lynx.prompting import chat_prompt
-from lynx.rollouts import answer_stop_ids, make_rollouts, parse_forced_answer
+from lynx.rollouts import answer_stop_ids, grade_cue, make_rollouts, parse_forced_answer
 from lynx.store.folders import LOCK_FILE, exclusive_writer
 from lynx.store.manifest import check_compatible, tokenizer_hash, write_manifest
 from lynx.store.shards import TRACE_SCHEMA, completed_shards, cue_schema, read_folder, write_shard
@@ -43,10 +45,10 @@ class NoCuesFound(InvalidInput):
     """The model produced no cue inside its thinking span."""
 
 
-def _tables(rollouts, sample_ids, layers, hidden: int) -> tuple[pa.Table, pa.Table]:
+def _tables(rollouts, sample_ids, layers, hidden: int, labels: str = "gold") -> tuple[pa.Table, pa.Table]:
     cue_cols: dict[str, list] = {k: [] for k in (
         "problem_id", "sample_id", "cue_index", "token_position", "thinking_position", "cue_text", "cue_word",
-        "label", "forced_answer", "final_answer", "gold", "final_correct", "thinking_tokens_total")}
+        "label", "forced_answer", "final_answer", "gold", "final_correct", "thinking_tokens_total", "agreement")}
     feats: dict[int, list] = {layer: [] for layer in layers}
     trace_cols: dict[str, list] = {k: [] for k in (
         "problem_id", "sample_id", "n_cues", "final_answer", "final_correct", "gold", "thinking_tokens_total",
@@ -56,8 +58,9 @@ def _tables(rollouts, sample_ids, layers, hidden: int) -> tuple[pa.Table, pa.Tab
             for name, value in (
                 ("problem_id", r.problem_id), ("sample_id", sid), ("cue_index", k), ("token_position", cp.cue.position),
                 ("thinking_position", cp.thinking_position), ("cue_text", cp.cue.text), ("cue_word", cp.cue.word),
-                ("label", int(cp.safe)), ("forced_answer", cp.forced_answer), ("final_answer", r.final_answer),
-                ("gold", r.gold), ("final_correct", r.final_correct), ("thinking_tokens_total", r.thinking_tokens),
+                ("label", int(cp.safe if labels == "gold" else cp.agrees)), ("forced_answer", cp.forced_answer),
+                ("final_answer", r.final_answer), ("gold", r.gold), ("final_correct", r.final_correct),
+                ("thinking_tokens_total", r.thinking_tokens), ("agreement", None if cp.agrees is None else int(cp.agrees)),
             ):
                 cue_cols[name].append(value)
             for j, layer in enumerate(layers):
@@ -86,7 +89,9 @@ def collect(cfg: CollectConfig, engine=None) -> dict:
     if not cfg.exit_string.strip():
         raise InvalidInput("--exit-string must not be empty: it is what forces the exit (default closes thinking and opens \\boxed{)")
     ref = resolve_model(cfg.model)
-    records = load_dataset(cfg.dataset, n=cfg.n_problems, seed=cfg.seed, question_field=cfg.question_field, answer_field=cfg.answer_field)
+    records = load_dataset(cfg.dataset, n=cfg.n_problems, seed=cfg.seed, question_field=cfg.question_field, answer_field=cfg.answer_field,
+                           require_answer=False)
+    labels = resolve_labels(cfg.labels, records, cfg.dataset)
     if engine is None:
         engine = (HFCollector if cfg.engine == "hf" else VLLMCollector)(ref, cfg)
     else:
@@ -102,7 +107,7 @@ def collect(cfg: CollectConfig, engine=None) -> dict:
         "samples_per_problem": cfg.samples_per_problem, "answer_tokens": cfg.answer_tokens, "dataset": cfg.dataset,
         "n_problems": len(records), "shard_size": cfg.shard_size, "engine": cfg.engine,
         "question_field": cfg.question_field, "answer_field": cfg.answer_field, "prompt_suffix": cfg.prompt_suffix,
-        "seeding": SEEDING,
+        "seeding": SEEDING, "labels": labels,
     }
     out = Path(cfg.out)
     if (out / "manifest.json").exists():
@@ -138,7 +143,7 @@ def collect(cfg: CollectConfig, engine=None) -> dict:
                                          [grader_for(rec.kind) for rec, _ in jobs])
                 engine.label(rollouts, [rec.kind for rec, _ in jobs])
                 t_label += time.monotonic() - t
-                cues, traces = _tables(rollouts, [k for _, k in jobs], layers, mconf.hidden_size)
+                cues, traces = _tables(rollouts, [k for _, k in jobs], layers, mconf.hidden_size, labels)
                 write_shard(out, index, cues, traces)
                 n_cues += cues.num_rows
                 bar.update(task, advance=len(jobs), cues=n_cues, rate=bar.tasks[0].completed / max(1e-9, time.monotonic() - t0))
@@ -152,13 +157,30 @@ def collect(cfg: CollectConfig, engine=None) -> dict:
     return summary
 
 
+def resolve_labels(labels: str, records, dataset: str) -> str:
+    """``gold`` or ``agreement`` for this dataset: ``auto`` is gold when every problem has an
+    answer and agreement when none has; gold without answers is refused, and so is a dataset
+    where only some problems have one (its labels would silently mix two meanings)."""
+    if labels not in LABELS:
+        raise InvalidInput(f"--labels must be one of {', '.join(LABELS)}, got {labels!r}")
+    with_answer = sum(r.answer is not None for r in records)
+    if 0 < with_answer < len(records) and labels != "agreement":
+        raise InvalidInput(f"{dataset}: {len(records) - with_answer} of {len(records)} problems have no answer; "
+                           "give answers for all of them, or --labels agreement")
+    if labels == "gold" and with_answer == 0:
+        raise InvalidInput(f"{dataset} has no answer field, so --labels gold is impossible: use --labels agreement (or auto)")
+    if labels == "auto":
+        return "gold" if with_answer else "agreement"
+    return labels
+
+
 def _apply_labels(tok, rollouts, kinds, i_states_answers) -> None:
     for i, st, ans in i_states_answers:
         grade = grader_for(kinds[i])
         r = rollouts[i]
         for cp, feat, a in zip(r.cue_points, st, ans, strict=True):
             cp.forced_answer = parse_forced_answer(tok, a)
-            cp.safe = grade(cp.forced_answer, r.gold)
+            grade_cue(cp, r, grade)
             cp.features = feat
 
 
@@ -217,9 +239,21 @@ class VLLMCollector:
 
             raise ModelNotFound(f"cannot load model {ref.name!r}: {str(e).splitlines()[0]}") from None
 
+    @classmethod
+    def on_engine(cls, ref, llm, cfg: CollectConfig | None = None) -> VLLMCollector:
+        """A collector on an engine that is already running lynx's hook with the probe whose
+        layers, cues and exit string the collection uses (``lynx recalibrate`` next to an
+        evaluation): recording is per request, so no second engine is started."""
+        self = cls(ref, cfg)
+        self.llm, self._tags, self._shared = llm, [], True
+        return self
+
     def start(self, layers, matcher, exit_ids, stops) -> None:
         from lynx.engines.vllm_engine import build_lynx_llm
 
+        if getattr(self, "_shared", False):
+            self.layers, self.exit_ids, self.stops = layers, exit_ids, sorted(stops)
+            return
         key = (tuple(layers), tuple(matcher.cues), tuple(exit_ids))
         if getattr(self, "_key", None) == key:
             return  # already running with this configuration (a second collection on one engine)
@@ -268,13 +302,16 @@ def summarize(out: Path) -> dict:
     cues = read_folder(out, "cues")
     traces = read_folder(out, "traces")
     labels = np.asarray(cues.column("label").to_pylist(), dtype=float)
+    correct = [c for c in traces.column("final_correct").to_pylist() if c is not None]
+    agreement = [a for a in cues.column("agreement").to_pylist() if a is not None] if "agreement" in cues.column_names else []
     return {
         "problems": len(set(traces.column("problem_id").to_pylist())),
         "rollouts": traces.num_rows,
         "cues": cues.num_rows,
         "cues_per_rollout": cues.num_rows / max(1, traces.num_rows),
         "safe_share": float(labels.mean()) if len(labels) else float("nan"),
-        "full_cot_accuracy": float(np.mean(traces.column("final_correct").to_pylist())),
+        "agreement_share": float(np.mean(agreement)) if agreement else float("nan"),
+        "full_cot_accuracy": float(np.mean(correct)) if correct else float("nan"),
         "mean_thinking_tokens": float(np.mean(traces.column("thinking_tokens_total").to_pylist())),
         "out": str(out),
     }

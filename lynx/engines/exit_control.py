@@ -38,6 +38,8 @@ class RequestState:
     mode: str | None
     tag: str | None
     record: bool
+    condition: str | None = None  # key of the calibrated condition the threshold came from
+    uncalibrated: bool = False  # no calibrated condition matched: the fallback's threshold
     exit_from: int | None = None  # output length when the exit started (the cue is output[exit_from - 1])
     disabled: bool = False
     seen: int = 0  # cue checks done up to this output length
@@ -65,6 +67,12 @@ class ExitController:
         self.exit_ids = list(hook.exit_ids or self.tokenizer(hook.exit_string or "", add_special_tokens=False)["input_ids"])
         self.audit_path = Path(hook.audit_path) if hook.audit_path else None
         self.events = EventSink(keep=hook.keep_events, max_requests=hook.max_kept_requests)
+        self._warned_conditions: set = set()
+
+    def reload_calibrations(self) -> None:
+        """Serve the calibrations now in the probe folder (new requests; running ones keep theirs)."""
+        if self.policy is not None:
+            self.policy = self.policy.reloaded()
 
     @property
     def watch_ids(self) -> list[int]:
@@ -83,9 +91,15 @@ class ExitController:
         return table
 
     # -- requests -----------------------------------------------------------------
-    def new_request(self, extra_args: dict | None, prompt: list[int] | None, output: list[int]) -> RequestState | None:
+    def new_request(self, extra_args: dict | None, prompt: list[int] | None, output: list[int],
+                    temperature: float | None = None) -> RequestState | None:
         """The state of a request that opted in (None: untouched). Bad switches raise
-        :class:`~lynx.errors.InvalidInput` (vLLM refuses them earlier, in ``validate_params``)."""
+        :class:`~lynx.errors.InvalidInput` (vLLM refuses them earlier, in ``validate_params``).
+
+        ``temperature``: the request's sampling temperature, which (with ``lynx_domain``)
+        selects the calibrated condition its threshold comes from; a request outside every
+        calibrated condition gets the engine's fallback and an ``uncalibrated_condition``
+        audit event."""
         opts = RequestOptions.parse(extra_args)
         if opts is None:
             return None
@@ -99,9 +113,23 @@ class ExitController:
                 log.warning("lynx disabled for a request: %s", reason)
                 self._audit(state, {"event": "disabled", "reason": reason})
             else:
-                d = self.policy.threshold(opts.alpha, mode=opts.mode, method=opts.method)
+                d = self.policy.threshold(opts.alpha, mode=opts.mode, method=opts.method, temperature=temperature,
+                                          domain=opts.domain, fallback=self.hook.fallback)
                 state.threshold, state.alpha, state.mode = d.threshold, d.alpha, d.mode + (f"/{d.method}" if d.method else "")
+                state.condition, state.uncalibrated = d.condition, d.uncalibrated_condition
+                if d.uncalibrated_condition:
+                    self._flag_uncalibrated(state, temperature, opts.domain, d)
         return state
+
+    def _flag_uncalibrated(self, state: RequestState, temperature, domain, decision) -> None:
+        """Audit every request outside the calibrated conditions; warn once per condition."""
+        self._audit(state, {"event": "uncalibrated_condition", "temperature": temperature, "domain": domain,
+                            "fallback": self.hook.fallback, "threshold": None if math.isinf(decision.threshold) else decision.threshold,
+                            "alpha": decision.alpha, "detail": decision.fallback})
+        key = (temperature, domain)
+        if key not in self._warned_conditions:
+            self._warned_conditions.add(key)
+            log.warning("lynx: %s; no guarantee holds for these requests", decision.fallback)
 
     # -- per step -----------------------------------------------------------------
     def forced_token(self, state: RequestState, score: float | None, features=None) -> int | None:
@@ -201,7 +229,8 @@ class ExitController:
         if score >= state.threshold:
             state.exit_from = len(out)
             self._audit(state, {"event": "exit", "cue_position": pos, "cue_text": self.matcher._text(out[-1]), "score": float(score),
-                                "threshold": state.threshold, "alpha": state.alpha, "mode": state.mode, "output_tokens": len(out)})
+                                "threshold": state.threshold, "alpha": state.alpha, "mode": state.mode, "output_tokens": len(out),
+                                "condition": state.condition, "uncalibrated_condition": state.uncalibrated})
             return self.exit_ids[0]
         return None
 

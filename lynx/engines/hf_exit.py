@@ -99,7 +99,7 @@ def generate_with_exit(
     capture = LayerCapture(model, layers or (probe.layers if probe is not None else [model.config.num_hidden_layers]))
 
     def processors(idx: range, width: int) -> LogitsProcessorList:
-        states = [controller.new_request(request_args[i], prompts[i], []) for i in idx]
+        states = [controller.new_request(request_args[i], prompts[i], [], temperature=temperature) for i in idx]
         return LogitsProcessorList([_ExitProcessor(controller, states, width, capture, probe)])
 
     try:

@@ -162,6 +162,20 @@ def _take_events(worker, tags: list[str]) -> dict:
     return state.controller.events.take(tags) if state is not None else {}
 
 
+def reload_calibrations(llm) -> None:
+    """Make every worker of ``llm``'s engine serve the calibrations now in its probe folder
+    (a condition added by ``lynx calibrate`` / ``lynx recalibrate``), without a restart."""
+    llm.collective_rpc(_reload_calibrations)
+
+
+def _reload_calibrations(worker) -> None:
+    from lynx.engines.vllm_plugin.worker_state import LynxWorker
+
+    state = LynxWorker.find(worker)
+    if state is not None:
+        state.reload_calibrations()
+
+
 def generate_ids(
     llm, prompts: list[list[int]], *, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
     extra_args: list[dict | None] | None = None, seeds: list[int] | None = None,

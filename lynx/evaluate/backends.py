@@ -37,6 +37,10 @@ class Backend:
         """Remove and return lynx's audits and records of the requests tagged ``tags``."""
         raise NotImplementedError
 
+    def reload_calibrations(self) -> None:
+        """Serve the calibrations now in the probe folder (one added since the engine started)."""
+        raise NotImplementedError
+
     def complete(
         self, prompts: Sequence[list[int]], *, max_tokens: int, temperature: float, top_p: float, seeds: Sequence[int],
         stop_ids: Sequence[int] = (), probs: bool = False, extra_args: Sequence[dict | None] | None = None,
@@ -65,12 +69,19 @@ class VLLMBackend(Backend):
         reasoning = ReasoningConfig(reasoning_parser="qwen3", reasoning_start_str="<think>", reasoning_end_str="</think>")
         self.llm, self.tokenizer = build_lynx_llm(ref, hook, seed=seed, enable_prefix_caching=True,
                                                   reasoning_config=reasoning, max_model_len=max_model_len)
-        self.policy = policy
+        self.policy, self.hook = policy, hook
 
     def take_events(self, tags):
         from lynx.engines.vllm_engine import take_events
 
         return take_events(self.llm, tags)
+
+    def reload_calibrations(self) -> None:
+        from lynx.engines.vllm_engine import reload_calibrations
+
+        if self.policy is not None:
+            reload_calibrations(self.llm)
+            self.policy = self.policy.reloaded()
 
     def _params(self, n, *, max_tokens, temperature, top_p, seeds, stop_ids, probs, extra_args, budget=None):
         from vllm import SamplingParams
@@ -121,11 +132,15 @@ class HFBackend(Backend):
 
         self.model, self.tokenizer = load_hf(ref)
         self.controller = ExitController(hook, self.tokenizer, policy=policy)
-        self.policy = policy
+        self.policy, self.hook = policy, hook
         self.batch_size = batch_size
 
     def take_events(self, tags):
         return self.controller.events.take(tags)
+
+    def reload_calibrations(self) -> None:
+        self.controller.reload_calibrations()
+        self.policy = self.controller.policy
 
     def complete(self, prompts, *, max_tokens, temperature, top_p, seeds, stop_ids=(), probs=False, extra_args=None):
         from lynx.engines import hf

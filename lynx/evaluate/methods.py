@@ -63,6 +63,7 @@ class EvalContext:
     temperature: float = Sampling.temperature
     top_p: float = Sampling.top_p
     answer_tokens: int = 20
+    domain: str | None = None  # the calibrated condition's domain lynx's requests ask for
     _stops: set[int] | None = field(default=None, repr=False)
 
     @property
@@ -100,7 +101,7 @@ def vanilla(ctx: EvalContext) -> list[Sample]:
 def lynx(ctx: EvalContext, alpha: float, *, mode: str | None = None, method: str | None = None) -> list[Sample]:
     """lynx's online exit, through the engine's hook, with the calibration stored in the probe."""
     tags = [uuid.uuid4().hex for _ in ctx.prompts]
-    args = [request_args(alpha=alpha, mode=mode, method=method, tag=t) for t in tags]
+    args = [request_args(alpha=alpha, mode=mode, method=method, tag=t, domain=ctx.domain) for t in tags]
     outs = ctx.backend.complete(ctx.prompts, max_tokens=ctx.max_new_tokens, temperature=ctx.temperature, top_p=ctx.top_p,
                                 seeds=ctx.seeds, stop_ids=[ctx.eos], extra_args=args)
     events = ctx.backend.take_events(tags)

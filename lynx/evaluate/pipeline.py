@@ -21,6 +21,7 @@ from lynx.errors import InvalidInput
 from lynx.evaluate import methods as M
 from lynx.evaluate.table import acceptance, pareto_comparison, pareto_markdown, pareto_plot, row, to_markdown
 from lynx.exit_policy import ExitPolicy, HookConfig
+from lynx.grading import grader_for
 from lynx.models import resolve_model
 from lynx.prompting import INSTRUCTION, chat_prompt
 
@@ -38,14 +39,16 @@ def engine_choice(engine: str) -> str:
     return "vllm" if available() else "hf"
 
 
-def build_backend(engine: str, model: str, probe: ExitPolicy | str | Path | None):
+def build_backend(engine: str, model: str, probe: ExitPolicy | str | Path | None, fallback: str = EvalConfig.fallback):
     """The engine every method of an evaluation runs on (lynx's hook installed when a probe is
-    given; the probe folder is read here, once, and checked against the model)."""
+    given; the probe folder is read here, once, and checked against the model). ``fallback``:
+    what lynx's requests outside every calibrated condition get."""
     ref = resolve_model(model)
     policy = probe if isinstance(probe, ExitPolicy) or probe is None else ExitPolicy.load(probe)
     if policy is not None:
         policy.check_model(ref)
-    hook = policy.hook_config({"keep_events": True}) if policy is not None else HookConfig(exit_string=DEFAULT_EXIT, keep_events=True)
+    hook = (policy.hook_config({"keep_events": True, "fallback": fallback}) if policy is not None
+            else HookConfig(exit_string=DEFAULT_EXIT, keep_events=True, fallback=fallback))
     if engine == "vllm":
         from lynx.evaluate.backends import VLLMBackend
 
@@ -69,12 +72,19 @@ def evaluate(cfg: EvalConfig, backend=None) -> dict:
     engine = engine_choice(cfg.engine)
     if backend is None:
         console.print(f"engine: {engine}")
-        backend = build_backend(engine, cfg.model, cfg.probe)
+        backend = build_backend(engine, cfg.model, cfg.probe, cfg.fallback)
     policy = backend.policy
     if cfg.probe is not None and (policy is None or Path(cfg.probe).resolve() != policy.folder.resolve()):
         raise InvalidInput(f"the evaluation asks for probe {cfg.probe} but its engine runs {policy.folder if policy else 'no probe'}")
+    lynx_meta = {}
     if cfg.alphas and policy is not None:
-        policy.threshold(cfg.alphas[0])  # an uncalibrated probe is refused here, before any generation
+        # an uncalibrated probe is refused here, before any generation; the condition is the one each request gets
+        d = policy.threshold(cfg.alphas[0], temperature=cfg.temperature, domain=cfg.domain, fallback=backend.hook.fallback)
+        labels = policy.calibrations[d.condition].labels if d.condition is not None else None
+        lynx_meta = {"condition": d.condition if not d.uncalibrated_condition else f"uncalibrated ({backend.hook.fallback})",
+                     "calibration_labels": labels, "uncalibrated_condition": d.uncalibrated_condition}
+        if d.uncalibrated_condition:
+            console.print(f"[yellow]warning[/]: {d.fallback}")
     tok = backend.tokenizer
     suffix = policy.prompt_suffix if policy is not None else INSTRUCTION
     exit_string = policy.exit_string if policy is not None else DEFAULT_EXIT
@@ -84,7 +94,7 @@ def evaluate(cfg: EvalConfig, backend=None) -> dict:
     matcher = CueMatcher(tok, cues=tuple(policy.cues) if policy is not None else DEFAULT_CUES)
     ctx = M.EvalContext(backend, records, prompts, [cfg.seed * 1_000_003 + i for i in range(len(records))], matcher,
                         tok(exit_string, add_special_tokens=False)["input_ids"], max_new_tokens=cfg.max_new_tokens,
-                        temperature=cfg.temperature, top_p=cfg.top_p)
+                        temperature=cfg.temperature, top_p=cfg.top_p, domain=cfg.domain)
 
     runs: list[tuple[str, str, float | None, list, float]] = []
     with console.status("vanilla") as status:
@@ -110,7 +120,8 @@ def evaluate(cfg: EvalConfig, backend=None) -> dict:
     if "vanilla" not in cfg.baselines:
         runs = runs[1:]  # vanilla still ran: every other figure is paired with it
 
-    df = pd.DataFrame([row(m, s, smp, base, secs, a) for m, s, a, smp, secs in runs])
+    graders = [grader_for(r.kind) for r in records]
+    df = pd.DataFrame([row(m, s, smp, base, secs, a, graders) | (lynx_meta if m == "lynx" else {}) for m, s, a, smp, secs in runs])
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     sample_rows = [{"method": m, "setting": s, "problem_id": x.problem_id, "answer": x.answer, "gold": records[i].answer,
@@ -120,7 +131,8 @@ def evaluate(cfg: EvalConfig, backend=None) -> dict:
     pd.DataFrame(sample_rows).to_parquet(out / "samples.parquet", index=False)
     df.to_csv(out / "results.csv", index=False)
     df.to_parquet(out / "results.parquet", index=False)
-    title = cfg.title or f"{cfg.model} on {cfg.dataset} (T={cfg.temperature:g}, n={len(records)}, {backend.name})"
+    cond = f", lynx condition {lynx_meta['condition']}" if lynx_meta else ""
+    title = cfg.title or f"{cfg.model} on {cfg.dataset} (T={cfg.temperature:g}, n={len(records)}, {backend.name}{cond})"
     pareto_plot(df, out / "pareto.png", title)
     cmp = pareto_comparison(df)
     checks = acceptance(df, 0.1) if 0.1 in cfg.alphas else []
@@ -131,7 +143,8 @@ def evaluate(cfg: EvalConfig, backend=None) -> dict:
         md += ["## Acceptance at alpha = 0.1", ""] + [f"- [{'x' if ok else ' '}] {name}: {val}" for name, ok, val in checks] + [""]
     (out / "results.md").write_text("\n".join(md))
     meta = {"model": cfg.model, "probe": cfg.probe, "dataset": cfg.dataset, "n_problems": len(records), "engine": backend.name,
-            "temperature": cfg.temperature, "top_p": cfg.top_p, "seed": cfg.seed, "max_new_tokens": cfg.max_new_tokens} | cfg.extra
+            "temperature": cfg.temperature, "top_p": cfg.top_p, "seed": cfg.seed, "max_new_tokens": cfg.max_new_tokens,
+            "domain": cfg.domain, "fallback": backend.hook.fallback} | lynx_meta | cfg.extra
     (out / "eval.json").write_text(json.dumps(meta, indent=2))
     return {"meta": meta, "table": df, "pareto": cmp, "acceptance": checks, "out": out, "title": title}
 

@@ -28,8 +28,19 @@ def wilson(k: int, n: int) -> tuple[float, float]:
     return (mid - half, mid + half)
 
 
-def row(method: str, setting: str, samples, base, seconds: float, alpha: float | None = None) -> dict:
-    """One table row: ``samples`` of a method, ``base`` = vanilla's samples on the same problems."""
+def changed_answers(samples, base, graders) -> np.ndarray:
+    """Per problem: does the method's answer differ from vanilla's own (same problem, same
+    seed), by the problem's grader? Two missing answers are the same answer."""
+    out = []
+    for s, b, grade in zip(samples, base, graders, strict=True):
+        same = s.answer == b.answer or (s.answer is not None and b.answer is not None and grade(s.answer, b.answer))
+        out.append(not same)
+    return np.asarray(out, dtype=float)
+
+
+def row(method: str, setting: str, samples, base, seconds: float, alpha: float | None = None, graders=None) -> dict:
+    """One table row: ``samples`` of a method, ``base`` = vanilla's samples on the same problems;
+    ``graders`` (one per problem) compare answers for the answer-change rate."""
     n = len(samples)
     correct = np.array([s.correct for s in samples], dtype=float)
     base_correct = np.array([s.correct for s in base], dtype=float)
@@ -46,20 +57,23 @@ def row(method: str, setting: str, samples, base, seconds: float, alpha: float |
         "saving": 1.0 - float(think.mean()) / base_think if base_think > 0 else 0.0,
         "exit_rate": float(np.mean([s.exited for s in samples])),
         "premature_exit_rate": float(np.mean((base_correct == 1) & (correct == 0))),
+        "answer_change_rate": float(changed_answers(samples, base, graders).mean()) if graders is not None else float("nan"),
         "extra_tokens": float(np.mean([s.extra_tokens for s in samples])),
         "seconds": round(seconds, 2),
     }
 
 
 def to_markdown(df: pd.DataFrame) -> str:
-    lines = ["| method | setting | accuracy (95% CI) | vs vanilla | mean / median thinking | saving | exit rate | premature (promised) | probe tokens | s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| method | setting | accuracy (95% CI) | vs vanilla | mean / median thinking | saving | exit rate | premature (promised) | "
+             "answer changed | probe tokens | s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in df.itertuples():
         promised = f" (<= {r.alpha:g})" if isinstance(r.alpha, float) and not math.isnan(r.alpha) else ""
         lines.append(
             f"| {r.method} | {r.setting} | {r.accuracy:.3f} ({r.accuracy_ci_low:.3f}-{r.accuracy_ci_high:.3f}) | "
             f"{r.accuracy_vs_vanilla:+.3f} ± {r.accuracy_vs_vanilla_ci:.3f} | {r.mean_thinking_tokens:.1f} / {r.median_thinking_tokens:.0f} | "
-            f"{r.saving:.1%} | {r.exit_rate:.2f} | {r.premature_exit_rate:.3f}{promised} | {r.extra_tokens:.1f} | {r.seconds:.1f} |"
+            f"{r.saving:.1%} | {r.exit_rate:.2f} | {r.premature_exit_rate:.3f}{promised} | {r.answer_change_rate:.3f} | "
+            f"{r.extra_tokens:.1f} | {r.seconds:.1f} |"
         )
     return "\n".join(lines)
 

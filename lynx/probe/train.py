@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from lynx import __version__
-from lynx.calibrate.store import CALIBRATION_FILES
+from lynx.calibrate.conditions import remove_calibrations
 from lynx.config import ProbeTrainConfig
 from lynx.errors import InvalidInput
 from lynx.probe.artifact import Probe, save_probe
@@ -127,11 +127,9 @@ def train_probe(data_dir: Path | str, out: Path | str, cfg: ProbeTrainConfig | N
                 p = probe(torch.from_numpy(d.features)).numpy()
             metrics[name] = binary_metrics(p, d.label) | {"n_cues": len(d), "n_problems": int(len(d.problems))}
     probe.meta["metrics"] = metrics
-    stale = [out / name for name in CALIBRATION_FILES if (out / name).exists()]
-    for path in stale:  # computed for the probe this one replaces: it would not hold for the new one
-        path.unlink()
+    stale = remove_calibrations(out)  # computed for the probe this one replaces: they would not hold for the new one
     if stale:
-        console.print(f"removed the calibration of the previous probe in {out} ({', '.join(p.name for p in stale)}); run lynx calibrate")
+        console.print(f"removed the calibrations of the previous probe in {out} ({', '.join(stale)}); run lynx calibrate")
     save_probe(probe, out)
     (out / TRAIN_PROBLEMS).write_text(json.dumps(sorted(map(str, problems))) + "\n")
     if len(te):

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from lynx.errors import InvalidInput, MissingInput
-from lynx.store.manifest import IDENTITY, read_manifest
+from lynx.store.manifest import IDENTITY, LEGACY_IDENTITY, read_manifest
 from lynx.store.shards import completed_shards, read_folder
 
 log = logging.getLogger("lynx.store")
@@ -36,9 +36,15 @@ class CueData:
     cue_index: np.ndarray  # (n,) int
     thinking_position: np.ndarray  # (n,) int: thinking tokens before the cue (inclusive)
     thinking_tokens_total: np.ndarray  # (n,) int: thinking tokens of the full trace
-    final_correct: np.ndarray  # (n,) bool: the full-CoT answer is right
+    final_correct: np.ndarray  # (n,) bool: the full-CoT answer is right (False where no gold answer)
     manifest: dict
     folder: Path
+    agreement: np.ndarray | None = None  # (n,) int8: the forced answer equals the trace's final one (None: predates it)
+
+    @property
+    def labels(self) -> str:
+        """What ``label`` means: ``gold`` or ``agreement`` (manifest; older collections are gold)."""
+        return self.manifest.get("labels", "gold")
 
     def __len__(self) -> int:
         return len(self.label)
@@ -50,12 +56,13 @@ class CueData:
     def subset(self, mask: np.ndarray) -> CueData:
         fields = {k: getattr(self, k)[mask] for k in (
             "features", "label", "problem_id", "sample_id", "cue_index", "thinking_position", "thinking_tokens_total", "final_correct")}
-        return CueData(**fields, manifest=self.manifest, folder=self.folder)
+        return CueData(**fields, manifest=self.manifest, folder=self.folder,
+                       agreement=None if self.agreement is None else self.agreement[mask])
 
 
 def manifest_hash(manifest: dict) -> str:
     """Hash of the fields that define a collection's rows (not versions or paths)."""
-    ident = {k: manifest.get(k) for k in IDENTITY}
+    ident = {k: manifest.get(k) for k in IDENTITY if k in manifest or k not in LEGACY_IDENTITY}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -97,10 +104,14 @@ def load_cue_data(folder: Path | str) -> CueData:
     ).astype(np.float32)
     col = lambda name: table.column(name).to_numpy(zero_copy_only=False)  # noqa: E731
     order = np.lexsort((col("cue_index"), col("sample_id"), col("problem_id")))
+    agreement = table.column("agreement") if "agreement" in table.column_names else None
+    if agreement is not None and agreement.null_count:
+        agreement = None  # shards from before agreement labels
     data = CueData(
         features=feats, label=col("label").astype(np.int8), problem_id=col("problem_id").astype(str),
         sample_id=col("sample_id").astype(int), cue_index=col("cue_index").astype(int),
         thinking_position=col("thinking_position").astype(int), thinking_tokens_total=col("thinking_tokens_total").astype(int),
-        final_correct=col("final_correct").astype(bool), manifest=manifest, folder=folder,
+        final_correct=np.array([bool(x) for x in table.column("final_correct").to_pylist()], dtype=bool), manifest=manifest,
+        folder=folder, agreement=None if agreement is None else agreement.to_numpy(zero_copy_only=False).astype(np.int8),
     )
     return data.subset(order)

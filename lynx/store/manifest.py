@@ -18,8 +18,14 @@ MANIFEST = "manifest.json"
 IDENTITY = (
     "model_fingerprint", "tokenizer_hash", "layers", "cues", "exit_string", "sampling",
     "samples_per_problem", "answer_tokens", "dataset", "n_problems", "shard_size", "engine",
-    "question_field", "answer_field", "prompt_suffix", "seeding",
+    "question_field", "answer_field", "prompt_suffix", "seeding", "labels",
 )
+#: identity fields added later, with the value a manifest without them implies
+LEGACY_IDENTITY = {"labels": "gold"}
+
+
+def identity_value(manifest: dict, key: str):
+    return manifest.get(key, LEGACY_IDENTITY.get(key))
 
 
 class IncompatibleFolder(InvalidInput):
@@ -46,7 +52,7 @@ def read_manifest(folder: Path) -> dict:
 def check_compatible(folder: Path, manifest: dict) -> None:
     """Raise if ``folder`` already holds a manifest with other identity fields."""
     old = read_manifest(folder)
-    diff = [k for k in IDENTITY if old.get(k) != manifest.get(k)]
+    diff = [k for k in IDENTITY if identity_value(old, k) != identity_value(manifest, k)]
     if diff:
         raise IncompatibleFolder(
             f"output folder {folder} was made for another model or config (differs in: {', '.join(diff)}); "

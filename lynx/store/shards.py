@@ -28,6 +28,9 @@ CUE_FIELDS = (
     ("thinking_position", pa.int64()), ("cue_text", pa.string()), ("cue_word", pa.string()), ("label", pa.int8()),
     ("forced_answer", pa.string()), ("final_answer", pa.string()), ("gold", pa.string()), ("final_correct", pa.bool_()),
     ("thinking_tokens_total", pa.int64()),
+    # 1 = the forced answer equals the trace's own final answer (no gold needed); ``label`` is the
+    # label the collection was made with (manifest "labels": gold or this agreement)
+    ("agreement", pa.int8()),
 )
 TRACE_SCHEMA = pa.schema([
     ("problem_id", pa.string()), ("sample_id", pa.int64()), ("n_cues", pa.int64()), ("final_answer", pa.string()),

@@ -45,7 +45,8 @@ class LynxLogitsProcessor(LogitsProcessor):
         for index in batch_update.removed:
             self.rows.pop(index, None)
         for index, params, prompt, output in batch_update.added:
-            state = self.controller.new_request(params.extra_args if params is not None else None, prompt, output)
+            state = self.controller.new_request(params.extra_args if params is not None else None, prompt, output,
+                                                temperature=params.temperature if params is not None else None)
             if state is None:
                 self.rows.pop(index, None)
             else:

@@ -39,7 +39,7 @@ class LynxLogitsProcessorV2(LogitsProcessor):
         self.slots.pop(req_idx, None)
         if self.controller is None:
             return False
-        state = self.controller.new_request(sampling_params.extra_args, [], [])
+        state = self.controller.new_request(sampling_params.extra_args, [], [], temperature=sampling_params.temperature)
         if state is None:
             return False
         self.slots[req_idx] = state

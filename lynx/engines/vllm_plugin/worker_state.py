@@ -167,6 +167,12 @@ class LynxWorker:
                 return state
         return None
 
+    def reload_calibrations(self) -> None:
+        """Pick up calibrations added to the probe folder since the engine started."""
+        if self.policy is not None:
+            self.controller.reload_calibrations()
+            self.policy = self.controller.policy
+
     @property
     def controller(self) -> ExitController:
         """The engine's exit rule and its per-request and event state (built on first use)."""
