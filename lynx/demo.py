@@ -25,7 +25,7 @@ console = Console(stderr=True)
 #: problems per stage; "small" is the README's demo (< 10 min on 2 cores with vLLM)
 SIZES = {
     "small": {"train": 400, "calibration": 500, "test": 300, "transfer": 150, "second_temperature": 300,
-              "recalibration": 500, "transfer_recalibration": 300},
+              "recalibration": 400, "transfer_recalibration": 200},
     "tiny": {"train": 60, "calibration": 80, "test": 40, "transfer": 20, "second_temperature": 20,
              "recalibration": 80, "transfer_recalibration": 60},
 }
@@ -121,9 +121,9 @@ def run_demo(out: Path, *, engine: str = "auto", size: str = "small", as_json: b
         recalibrate(rcfg, collector=VLLMCollector.on_engine(ref, backend.llm) if engine == "vllm" else None)
     backend.reload_calibrations()
     stage("recalibrate")
-    for name, cfg in list(evals(after=True))[1:]:
+    for (name, cfg), before in zip(list(evals(after=True))[1:], list(results.values())[1:], strict=True):
         cfg.engine = engine
-        results[name] = evaluate(cfg, backend=backend)
+        results[name] = evaluate(cfg, backend=backend, vanilla_of=before)  # the same vanilla runs: reused, not re-run
         stage(f"eval {name}")
     total = round(time.monotonic() - t0, 1)
 
@@ -132,6 +132,8 @@ def run_demo(out: Path, *, engine: str = "auto", size: str = "small", as_json: b
         "probe": {"folder": str(probe_dir), "test_auc": meta["metrics"].get("test", {}).get("auc")},
         "calibration": [{k: r[k] for k in ("alpha", "mode", "method", "threshold", "exit_rate", "saving", "risk", "held_out_risk")} | {
             "threshold": None if r["threshold"] == float("inf") else r["threshold"]} for r in cal_rows if r["default"]],
+        "conditions": {key: {"labels": cal.labels, "risk": cal.meta["risk"], "n_problems": cal.meta["n_problems"],
+                             "dataset": cal.meta["data"]["dataset"]} for key, cal in backend.policy.calibrations.items()},
         "evaluations": {name: {"folder": str(res["out"]), "table": records_json(res["table"]),
                                "acceptance": [{"check": c, "passed": bool(ok), "measured": v} for c, ok, v in res["acceptance"]],
                                "pareto": res["pareto"]} for name, res in results.items()},

@@ -23,7 +23,7 @@ def test_top_level_names_are_the_modules_own():
 def test_shipped_probe_and_generation_with_exit_audit():
     probe = lynx.load_probe(SHIPPED)
     assert probe.meta["model"] == "organism" and probe.layers == [1, 2, 4]
-    decision = lynx.load_calibration(SHIPPED).threshold(0.1)
+    decision = lynx.load_calibration(SHIPPED, "T0.6").threshold(0.1)
     assert 0.0 <= decision.threshold <= 1.0 and decision.alpha == pytest.approx(0.1)
     prompts = [f"Compute {a} + {b} - 3 + 9 - 4." for a, b in ((47, 8), (23, 6), (71, 5), (38, 9))]
     outs = lynx.generate(prompts, probe=str(SHIPPED), alpha=0.1, max_new_tokens=400, seed=0)

@@ -120,9 +120,9 @@ def test_guarantee_on_organism_data(organism_probe, organism_collections, alpha)
     """Re-split real organism calibration traces 200 times: calibrate on one half, measure the
     other. CRC's and LTT's expected risk and the per-cue exit rate of unsafe cues stay within alpha, and LTT's
     violation frequency stays within its delta."""
+    from lynx.calibrate import load_calibration
     from lynx.calibrate.pipeline import calibrate
     from lynx.calibrate.report import Evaluator
-    from lynx.calibrate.store import load_calibration
 
     calibrate(organism_probe, organism_collections["calibration"], alphas=[alpha], n_splits=5)
     cal = load_calibration(organism_probe)
@@ -150,3 +150,57 @@ def test_guarantee_on_organism_data(organism_probe, organism_collections, alpha)
     m = n - n // 2
     noisy = 1 - binom.cdf(math.floor(alpha * m), m, alpha)  # P(half risk > alpha | true risk = alpha)
     assert sum(r > alpha for r in ltt) <= binom.ppf(0.999, len(ltt), min(1.0, 0.1 + noisy))
+
+
+SHIPPED = __import__("pathlib").Path(__file__).resolve().parents[1] / "probes" / "organism"
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.1, 0.2])
+def test_answer_change_guarantee_on_organism_data_at_temperature_1(alpha):
+    """The shipped probe's T = 1.0 condition (recalibrated from prompts without answers, agreement
+    labels) re-split 300 times: calibrate answer-change on one half, measure the other. CRC's mean
+    held-out risk stays within alpha, and LTT's violation frequency within delta (plus the held-out
+    half's own noise)."""
+    from scipy.stats import binom
+
+    from lynx.calibrate import load_calibration
+    from lynx.calibrate.report import Evaluator
+
+    cal = load_calibration(SHIPPED, "T1")
+    assert cal.labels == "agreement" and cal.meta["risk"] == "answer-change"
+    ev = Evaluator(cal, "answer-change")
+    n = len(ev.problem_ids)
+    rng = np.random.default_rng(11)
+    crc, ltt = [], []
+    for _ in range(300):
+        perm = rng.permutation(n)
+        a, b = perm[: n // 2], perm[n // 2 :]
+        crc.append(ev.outcome(ev.index("per-problem", "crc", alpha, 0.1, a), b)["risk"])
+        ltt.append(ev.outcome(ev.index("per-problem", "ltt", alpha, 0.1, a), b)["risk"])
+    crc = np.array(crc)
+    assert crc.mean() <= alpha + Z * crc.std(ddof=1) / math.sqrt(len(crc))
+    assert crc.mean() >= alpha / 3  # useful, not "never exit"
+    m = n - n // 2
+    noisy = 1 - binom.cdf(math.floor(alpha * m), m, alpha)
+    assert sum(r > alpha for r in ltt) <= binom.ppf(0.999, len(ltt), min(1.0, 0.1 + noisy))
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.1, 0.2])
+def test_answer_change_calibration_controls_premature_exits(alpha):
+    """On the shipped T = 0.6 condition (gold and agreement labels of the same forced answers):
+    thresholds calibrated for answer-change on one half keep the *premature* rate of the other
+    half within alpha, over 300 resplits — the promise without gold answers."""
+    from lynx.calibrate import load_calibration
+    from lynx.calibrate.report import Evaluator
+
+    cal = load_calibration(SHIPPED, "T0.6")
+    by_change, premature = Evaluator(cal, "answer-change"), Evaluator(cal, "premature")
+    n = len(by_change.problem_ids)
+    rng = np.random.default_rng(12)
+    risks = []
+    for _ in range(300):
+        perm = rng.permutation(n)
+        a, b = perm[: n // 2], perm[n // 2 :]
+        risks.append(premature.outcome(by_change.index("per-problem", "crc", alpha, 0.1, a), b)["risk"])
+    risks = np.array(risks)
+    assert risks.mean() <= alpha + Z * risks.std(ddof=1) / math.sqrt(len(risks))

@@ -24,7 +24,7 @@ def test_the_folder_as_one_object(policy):
     meta = json.loads((PROBE / "probe.json").read_text())
     assert policy.layers == meta["layers"] and policy.cues == meta["cues"] and policy.exit_string == meta["exit_string"]
     assert policy.model_fingerprint == meta["model_fingerprint"] and policy.hidden_size == meta["hidden_size"]
-    assert policy.is_calibrated and policy.calibrated_sampling["temperature"] == 0.6
+    assert policy.is_calibrated and policy.conditions["T0.6"].temperature == 0.6
     d = policy.threshold(0.1)
     assert 0 < d.threshold < 1 and d.attainable and "at most 0.1" in d.promise and d.mode == "per-problem"
     assert policy.threshold(0.1, method="ltt").threshold >= d.threshold  # LTT is the more conservative
@@ -150,9 +150,10 @@ def test_a_calibration_is_bound_to_the_exact_probe(tmp_path, caplog):
     assert (folder / "probe.json").read_text() == (PROBE / "probe.json").read_text()
     ExitPolicy.load(folder)  # restored: bound again
     # a calibration from before the binding loads, with a warning that says it cannot be checked
-    cal = json.loads((folder / "calibration.json").read_text())
+    meta_path = folder / "calibrations" / "T0.6" / "calibration.json"
+    cal = json.loads(meta_path.read_text())
     del cal["probe_hash"]
-    (folder / "calibration.json").write_text(json.dumps(cal))
+    meta_path.write_text(json.dumps(cal))
     with caplog.at_level("WARNING"):
         assert ExitPolicy.load(folder).is_calibrated
     assert "predates" in caplog.text
@@ -194,7 +195,7 @@ def test_calibration_fine_print_nan_and_empty_sets_are_refused():
     from lynx.calibrate.policy import exit_cues
     from lynx.calibrate.store import traces_from_rows
 
-    cal = ExitPolicy.load(PROBE).calibration
+    cal = ExitPolicy.load(PROBE).calibrations["T0.6"]
     with pytest.raises(InvalidInput, match="NaN"):
         exit_cues(cal.traces, np.array([0.5, math.nan]))
     with pytest.raises(InvalidInput, match="calibration set is empty"):

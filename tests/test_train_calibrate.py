@@ -28,10 +28,12 @@ def calibrated(organism_probe, organism_collections, tmp_path_factory):
 
 def test_calibration_report_and_plots(calibrated):
     probe, rows = calibrated
+    folder = probe / "calibrations" / "T0.6"  # the condition of the data: its sampling temperature
+    assert {r["condition"] for r in rows} == {"T0.6"} and {r["folder"] for r in rows} == {str(folder)}
     for name in ("calibration_report.md", "risk_vs_alpha.png", "savings_vs_alpha.png", "calibration.parquet", "calibration_traces.parquet"):
-        assert (probe / name).exists(), name
-    report = (probe / "calibration_report.md").read_text()
-    assert "per-problem **(default)**" in report and "alpha = 0.1:" in report
+        assert (folder / name).exists(), name
+    report = (folder / "calibration_report.md").read_text()
+    assert "per-problem **(default)**" in report and "alpha = 0.1:" in report and "Condition: temperature 0.6" in report
     defaults = [r for r in rows if r["default"]]
     assert [r["alpha"] for r in defaults] == [0.05, 0.1, 0.2]
     # a looser alpha never exits less, and the in-sample CRC risk respects its bound

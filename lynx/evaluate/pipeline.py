@@ -58,8 +58,16 @@ def build_backend(engine: str, model: str, probe: ExitPolicy | str | Path | None
     return HFBackend(ref, hook, policy)
 
 
-def evaluate(cfg: EvalConfig, backend=None) -> dict:
-    """Run every requested method; write the table, samples and plot; return the results."""
+#: what must agree for an earlier evaluation's vanilla samples to be this one's
+SAME_VANILLA = ("model", "dataset", "n_problems", "engine", "temperature", "top_p", "seed", "max_new_tokens")
+
+
+def evaluate(cfg: EvalConfig, backend=None, vanilla_of: dict | None = None) -> dict:
+    """Run every requested method; write the table, samples and plot; return the results.
+
+    ``vanilla_of``: an earlier result on the same problems, sampling and engine whose vanilla
+    samples are reused (vanilla is a pure function of those: same seeds, no lynx); a result
+    that differs in any of them is refused, never silently reused."""
     from lynx.calibrate.procedures import check_alpha
 
     unknown = [b for b in cfg.baselines if b not in BASELINES]
@@ -98,8 +106,17 @@ def evaluate(cfg: EvalConfig, backend=None) -> dict:
 
     runs: list[tuple[str, str, float | None, list, float]] = []
     with console.status("vanilla") as status:
-        base, secs = M.timed(M.vanilla, ctx)
+        if vanilla_of is not None:
+            now = {"model": cfg.model, "dataset": cfg.dataset, "n_problems": len(records), "engine": backend.name,
+                   "temperature": cfg.temperature, "top_p": cfg.top_p, "seed": cfg.seed, "max_new_tokens": cfg.max_new_tokens}
+            diff = [k for k in SAME_VANILLA if vanilla_of["meta"].get(k) != now[k]]
+            if diff:
+                raise InvalidInput(f"cannot reuse vanilla samples of an evaluation with other {', '.join(diff)}")
+            base, secs = vanilla_of["vanilla"], vanilla_of["vanilla_seconds"]
+        else:
+            base, secs = M.timed(M.vanilla, ctx)
         runs.append(("vanilla", "full CoT", None, base, secs))
+        vanilla_secs = secs
         mean_think = sum(s.thinking_tokens for s in base) / len(base)
         plan: list[tuple[str, str, float | None, object]] = []
         for a in cfg.alphas:
@@ -146,7 +163,8 @@ def evaluate(cfg: EvalConfig, backend=None) -> dict:
             "temperature": cfg.temperature, "top_p": cfg.top_p, "seed": cfg.seed, "max_new_tokens": cfg.max_new_tokens,
             "domain": cfg.domain, "fallback": backend.hook.fallback} | lynx_meta | cfg.extra
     (out / "eval.json").write_text(json.dumps(meta, indent=2))
-    return {"meta": meta, "table": df, "pareto": cmp, "acceptance": checks, "out": out, "title": title}
+    return {"meta": meta, "table": df, "pareto": cmp, "acceptance": checks, "out": out, "title": title, "vanilla": base,
+            "vanilla_seconds": vanilla_secs}
 
 
 def records_json(df: pd.DataFrame) -> list[dict]:
