@@ -4,7 +4,7 @@ The Python API in one place (imported on first use, so ``import lynx`` stays lig
 
     import lynx
     policy = lynx.ExitPolicy.load("probes/organism")   # probe + calibration, safetensors + JSON, never unpickled
-    policy.threshold(0.1).promise                       # the threshold at alpha 0.1 and its guarantee in words
+    policy.threshold(0.1, temperature=0.6).promise      # the threshold at alpha 0.1 for T=0.6 requests, and its promise
     out = lynx.generate(["Compute 47 + 8 - 5."], probe=policy, alpha=0.1)
 
 Engines: :mod:`lynx.engines.hf` (transformers) and :mod:`lynx.engines.vllm_engine` (the in-engine hook).

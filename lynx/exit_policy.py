@@ -133,7 +133,7 @@ class ExitPolicy:
     Examples
     --------
     >>> policy = ExitPolicy.load("probes/organism")
-    >>> decision = policy.threshold(0.1)
+    >>> decision = policy.threshold(0.1, temperature=0.6)  # the calibration of T = 0.6 requests
     >>> decision.threshold, decision.promise  # doctest: +SKIP
     """
 

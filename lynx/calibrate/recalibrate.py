@@ -21,6 +21,7 @@ from pathlib import Path
 
 from lynx.calibrate.conditions import Condition, check_domain
 from lynx.calibrate.pipeline import calibrate
+from lynx.calibrate.procedures import METHODS, check_alpha
 from lynx.config import AGREEMENT_RISK, CalibrateConfig, CollectConfig, Sampling
 from lynx.errors import InvalidInput
 from lynx.exit_policy import ExitPolicy
@@ -78,6 +79,14 @@ def recalibrate(cfg: RecalibrateConfig, collector=None) -> dict:
     from lynx.collect.pipeline import collect
 
     condition = cfg.condition()
+    # everything the calibration step would refuse is refused before the collection runs
+    if cfg.method not in METHODS:
+        raise InvalidInput(f"method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
+    if not 0 < cfg.delta < 1:
+        raise InvalidInput(f"delta must be strictly between 0 and 1, got {cfg.delta}")
+    alphas = [check_alpha(a) for a in cfg.alphas]
+    if not alphas:
+        raise InvalidInput("give at least one alpha to report")
     policy = ExitPolicy.load(cfg.probe)
     if policy.probe.meta.get("model_fingerprint") is None:
         raise InvalidInput(f"{cfg.probe} records no model fingerprint; retrain it with this lynx")
