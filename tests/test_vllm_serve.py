@@ -128,6 +128,8 @@ def _post_status(url: str, body: dict) -> tuple[int, str]:
     ({"lynx_threshold": "nan"}, "lynx_threshold must be a number"),
     ({"lynx_alpha": 0.1, "lynx_mode": "bogus"}, "lynx_mode must be one of"),
     ({"lynx_alpah": 0.1}, "unknown lynx request key"),
+    ({"lynx_alpha": 0.1, "lynx_domain": "a/b"}, "lynx_domain must be"),
+    ({"lynx_domain": "gsm8k"}, "without lynx_alpha"),
     ({"lynx_alpha": "x" * 1_000_000}, "chars)"),
 ])
 def test_serve_refuses_bad_lynx_values_with_400_and_keeps_serving(server, xargs, expect):
@@ -139,3 +141,28 @@ def test_serve_refuses_bad_lynx_values_with_400_and_keeps_serving(server, xargs,
     assert status == 400 and expect in text and len(text) < 2000, (status, text[:500])
     status, text = _post_status(base + "/v1/chat/completions", body | {"vllm_xargs": {"lynx_alpha": 0.1}})
     assert status == 200, text[:500]
+
+
+def test_serve_takes_each_requests_condition_from_its_temperature(server):
+    """Over HTTP, the threshold of a request comes from the calibration of its own temperature
+    (the shipped probe has T0.6 and T1); a greedy request (temperature 0, never calibrated) gets
+    the conservative fallback and an ``uncalibrated_condition`` audit event."""
+    from lynx.organism.problems import sample_problems
+    from lynx.prompting import user_message
+
+    base, audit = server
+    problems = sample_problems("test", 6, seed=43)
+    for temperature, name in ((0.6, "t06"), (1.0, "t1"), (0.0, "greedy")):
+        for i, p in enumerate(problems):
+            body = {"model": "organism", "messages": [{"role": "user", "content": user_message(p.text)}], "temperature": temperature,
+                    "max_tokens": 400, "seed": i, "vllm_xargs": {"lynx_alpha": 0.2, "lynx_tag": f"{name}-{i}"}}
+            _post(base + "/v1/chat/completions", body)
+    entries = [json.loads(line) for line in audit.read_text().splitlines()]
+    by_run = {name: [e for e in entries if str(e.get("tag", "")).startswith(name + "-")] for name in ("t06", "t1", "greedy")}
+    for name, cond in (("t06", "T0.6"), ("t1", "T1")):
+        exits = [e for e in by_run[name] if e["event"] == "exit"]
+        assert exits and all(e["condition"] == cond and not e["uncalibrated_condition"] for e in exits), by_run[name]
+        assert not any(e["event"] == "uncalibrated_condition" for e in by_run[name])
+    flagged = [e for e in by_run["greedy"] if e["event"] == "uncalibrated_condition"]
+    assert len(flagged) == len(problems) and all(e["temperature"] == 0.0 and e["fallback"] == "conservative" for e in flagged)
+    assert all(e["uncalibrated_condition"] for e in by_run["greedy"] if e["event"] == "exit")
