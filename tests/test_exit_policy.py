@@ -25,9 +25,11 @@ def test_the_folder_as_one_object(policy):
     assert policy.layers == meta["layers"] and policy.cues == meta["cues"] and policy.exit_string == meta["exit_string"]
     assert policy.model_fingerprint == meta["model_fingerprint"] and policy.hidden_size == meta["hidden_size"]
     assert policy.is_calibrated and policy.conditions["T0.6"].temperature == 0.6
-    d = policy.threshold(0.1)
+    d = policy.threshold(0.1, temperature=0.6)
     assert 0 < d.threshold < 1 and d.attainable and "at most 0.1" in d.promise and d.mode == "per-problem"
-    assert policy.threshold(0.1, method="ltt").threshold >= d.threshold  # LTT is the more conservative
+    assert policy.threshold(0.1, method="ltt", temperature=0.6).threshold >= d.threshold  # LTT is the more conservative
+    with pytest.raises(InvalidInput, match="several conditions"):
+        policy.threshold(0.1)  # two conditions (T0.6, T1): which one is never guessed
     policy.check_model("organism")
 
 

@@ -146,7 +146,8 @@ def collect(cfg: CollectConfig, engine=None) -> dict:
                 cues, traces = _tables(rollouts, [k for _, k in jobs], layers, mconf.hidden_size, labels)
                 write_shard(out, index, cues, traces)
                 n_cues += cues.num_rows
-                bar.update(task, advance=len(jobs), cues=n_cues, rate=bar.tasks[0].completed / max(1e-9, time.monotonic() - t0))
+                done_now = bar.tasks[0].completed + len(jobs)  # the rate includes this shard (it used to lag one shard behind)
+                bar.update(task, advance=len(jobs), cues=n_cues, rate=done_now / max(1e-9, time.monotonic() - t0))
     summary = summarize(out)
     if todo:
         summary["generation_seconds"] = round(t_gen, 1)
