@@ -111,6 +111,11 @@ def test_the_engine_flags_uncalibrated_requests_in_the_audit(tmp_path):
     assert events[0]["temperature"] == 0.8 and events[0]["fallback"] == "conservative"
     strict = ExitController(HookConfig(fallback="no-exit"), resolve_model("organism").path, policy=policy)
     assert math.isinf(strict.new_request({"lynx_alpha": 0.1}, [1], [], temperature=0.8).threshold)
+    # an engine that cannot tell the temperature (several conditions): that request is disabled, the engine keeps going
+    unknown = ctl.new_request({"lynx_alpha": 0.1, "lynx_tag": "d"}, [1], [], temperature=None)
+    assert unknown.disabled and unknown.threshold is None
+    last = json.loads(audit.read_text().splitlines()[-1])
+    assert last["tag"] == "d" and last["event"] == "disabled" and "several conditions" in last["reason"]
 
 
 def test_domains_select_their_calibration_and_travel_per_request(tmp_path):

@@ -24,9 +24,12 @@ from pathlib import Path
 
 from lynx.cues import WINDOW
 from lynx.engines.events import EventSink
+from lynx.errors import InvalidInput
 from lynx.exit_policy import ExitPolicy, HookConfig, RequestOptions
 
 log = logging.getLogger("lynx.exit")
+#: distinct uncalibrated (temperature, domain) pairs warned about once each; every request is audited anyway
+MAX_WARNED_CONDITIONS = 64
 
 
 @dataclass
@@ -113,8 +116,14 @@ class ExitController:
                 log.warning("lynx disabled for a request: %s", reason)
                 self._audit(state, {"event": "disabled", "reason": reason})
             else:
-                d = self.policy.threshold(opts.alpha, mode=opts.mode, method=opts.method, temperature=temperature,
-                                          domain=opts.domain, fallback=self.hook.fallback)
+                try:
+                    d = self.policy.threshold(opts.alpha, mode=opts.mode, method=opts.method, temperature=temperature,
+                                              domain=opts.domain, fallback=self.hook.fallback)
+                except InvalidInput as e:  # e.g. a mode or risk no calibration supports: this request only, never the engine
+                    state.disabled = True
+                    log.warning("lynx disabled for a request: %s", e)
+                    self._audit(state, {"event": "disabled", "reason": str(e)})
+                    return state
                 state.threshold, state.alpha, state.mode = d.threshold, d.alpha, d.mode + (f"/{d.method}" if d.method else "")
                 state.condition, state.uncalibrated = d.condition, d.uncalibrated_condition
                 if d.uncalibrated_condition:
@@ -127,8 +136,8 @@ class ExitController:
                             "fallback": self.hook.fallback, "threshold": None if math.isinf(decision.threshold) else decision.threshold,
                             "alpha": decision.alpha, "detail": decision.fallback})
         key = (temperature, domain)
-        if key not in self._warned_conditions:
-            self._warned_conditions.add(key)
+        if key not in self._warned_conditions and len(self._warned_conditions) < MAX_WARNED_CONDITIONS:
+            self._warned_conditions.add(key)  # bounded: domains come from requests
             log.warning("lynx: %s; no guarantee holds for these requests", decision.fallback)
 
     # -- per step -----------------------------------------------------------------
