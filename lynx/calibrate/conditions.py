@@ -21,6 +21,7 @@ first time ``lynx calibrate`` adds another condition.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import shutil
@@ -157,8 +158,7 @@ class CalibrationSet(Mapping):
             d = self._any_decision(alpha, mode, method, risk, delta)
             return replace(d, threshold=math.inf, condition=None, uncalibrated_condition=True,
                            fallback=f"no-exit: {asked} is not calibrated (calibrated: {self.describe()})")
-        decisions = [(k, d) for k, d in self._decisions(alpha, mode, method, risk, delta)]
-        key, d = max(decisions, key=lambda kd: kd[1].threshold)
+        key, d = max(self._decisions(alpha, mode, method, risk, delta), key=lambda kd: kd[1].threshold)
         return replace(d, condition=key, uncalibrated_condition=True,
                        fallback=f"conservative: {asked} is not calibrated; threshold of {self.conditions[key].describe()}, "
                                 f"the most conservative of {self.describe()}")
@@ -225,8 +225,6 @@ def prepare_condition_dir(probe_dir: Path, condition: Condition) -> Path:
     probe folder is moved into ``calibrations/`` first (or dropped when it is this condition)."""
     probe_dir = Path(probe_dir)
     if _has_legacy(probe_dir):
-        import json
-
         legacy = Condition.of(json.loads((probe_dir / META_FILE).read_text()))
         target = condition_dir(probe_dir, legacy)
         if legacy != condition:

@@ -24,7 +24,7 @@ from lynx.errors import InvalidInput
 from lynx.probe.artifact import load_probe, probe_hash
 from lynx.probe.train import TRAIN_PROBLEMS
 from lynx.store.cue_data import load_cue_data, manifest_hash
-from lynx.store.manifest import read_manifest
+from lynx.store.manifest import identity_value, read_manifest
 from lynx.store.shards import read_folder
 
 
@@ -55,7 +55,7 @@ def calibrate(probe_dir: Path | str, data_dir: Path | str, alphas=CalibrateConfi
     alphas = [check_alpha(a) for a in alphas]
     domain = check_domain(domain)
     manifest = read_manifest(Path(data_dir))  # checked before any feature is read or scored
-    labels = manifest.get("labels", "gold")
+    labels = identity_value(manifest, "labels")
     risk = risk or (CalibrateConfig.risk if labels == "gold" else AGREEMENT_RISK)
     if mode not in MODES or method not in METHODS or risk not in RISKS:
         raise InvalidInput(f"mode must be one of {MODES}, method one of {METHODS}, risk one of {tuple(RISKS)}")

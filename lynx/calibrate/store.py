@@ -23,6 +23,7 @@ from lynx.calibrate.policy import GOLD_RISKS, RISKS, Traces, exit_cues, problem_
 from lynx.calibrate.procedures import METHODS, MODES, check_alpha, crc_index, ltt_index, per_cue_threshold
 from lynx.config import CalibrateConfig
 from lynx.errors import InvalidInput, MissingInput
+from lynx.store.manifest import identity_value
 
 log = logging.getLogger("lynx.calibrate")
 CUES_FILE = "calibration.parquet"
@@ -98,7 +99,7 @@ class Calibration:
     def labels(self) -> str:
         """``gold`` (forced answers graded against gold answers) or ``agreement`` (against the
         trace's own full-CoT answer; no gold needed)."""
-        return self.meta.get("labels", "gold")
+        return identity_value(self.meta, "labels")  # a calibration from before labels were recorded: gold
 
     def check_risk(self, risk: str) -> None:
         """Refuse a risk this calibration's labels cannot measure."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from lynx.errors import InvalidInput, MissingInput
-from lynx.store.manifest import IDENTITY, LEGACY_IDENTITY, read_manifest
+from lynx.store.manifest import IDENTITY, LEGACY_IDENTITY, identity_value, read_manifest
 from lynx.store.shards import completed_shards, read_folder
 
 log = logging.getLogger("lynx.store")
@@ -44,7 +44,7 @@ class CueData:
     @property
     def labels(self) -> str:
         """What ``label`` means: ``gold`` or ``agreement`` (manifest; older collections are gold)."""
-        return self.manifest.get("labels", "gold")
+        return identity_value(self.manifest, "labels")
 
     def __len__(self) -> int:
         return len(self.label)
