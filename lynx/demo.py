@@ -109,15 +109,14 @@ def run_demo(out: Path, *, engine: str = "auto", size: str = "small", as_json: b
 
     # the deployment's own conditions, from prompts without answers (agreement labels), on the same engine
     recal = [
-        (RecalibrateConfig(probe=probe_dir, prompts=str(write_unlabeled_prompts(out / "prompts-calibration-unlabeled.jsonl", "calibration",
+        RecalibrateConfig(probe=probe_dir, prompts=str(write_unlabeled_prompts(out / "prompts-calibration-unlabeled.jsonl", "calibration",
                                                                                  n["recalibration"])),
-                           temperature=SECOND_TEMPERATURE, engine=engine, work=out / "recalibrate-second-temperature"), hot),
-        (RecalibrateConfig(probe=probe_dir, prompts=str(write_unlabeled_prompts(out / "prompts-transfer-unlabeled.jsonl", "transfer",
+                          temperature=SECOND_TEMPERATURE, engine=engine, work=out / "recalibrate-second-temperature"),
+        RecalibrateConfig(probe=probe_dir, prompts=str(write_unlabeled_prompts(out / "prompts-transfer-unlabeled.jsonl", "transfer",
                                                                                  n["transfer_recalibration"], skip=n["transfer"])),
-                           temperature=Sampling.temperature, domain=TRANSFER_DOMAIN, engine=engine,
-                           work=out / "recalibrate-transfer"), "transfer"),
+                          temperature=Sampling.temperature, domain=TRANSFER_DOMAIN, engine=engine, work=out / "recalibrate-transfer"),
     ]
-    for rcfg, _ in recal:
+    for rcfg in recal:
         recalibrate(rcfg, collector=VLLMCollector.on_engine(ref, backend.llm) if engine == "vllm" else None)
     backend.reload_calibrations()
     stage("recalibrate")

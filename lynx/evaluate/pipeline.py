@@ -104,12 +104,13 @@ def evaluate(cfg: EvalConfig, backend=None, vanilla_of: dict | None = None) -> d
                         tok(exit_string, add_special_tokens=False)["input_ids"], max_new_tokens=cfg.max_new_tokens,
                         temperature=cfg.temperature, top_p=cfg.top_p, domain=cfg.domain)
 
+    meta = {"model": cfg.model, "probe": cfg.probe, "dataset": cfg.dataset, "n_problems": len(records), "engine": backend.name,
+            "temperature": cfg.temperature, "top_p": cfg.top_p, "seed": cfg.seed, "max_new_tokens": cfg.max_new_tokens,
+            "domain": cfg.domain, "fallback": backend.hook.fallback} | lynx_meta | cfg.extra
     runs: list[tuple[str, str, float | None, list, float]] = []
     with console.status("vanilla") as status:
         if vanilla_of is not None:
-            now = {"model": cfg.model, "dataset": cfg.dataset, "n_problems": len(records), "engine": backend.name,
-                   "temperature": cfg.temperature, "top_p": cfg.top_p, "seed": cfg.seed, "max_new_tokens": cfg.max_new_tokens}
-            diff = [k for k in SAME_VANILLA if vanilla_of["meta"].get(k) != now[k]]
+            diff = [k for k in SAME_VANILLA if vanilla_of["meta"].get(k) != meta[k]]
             if diff:
                 raise InvalidInput(f"cannot reuse vanilla samples of an evaluation with other {', '.join(diff)}")
             base, secs = vanilla_of["vanilla"], vanilla_of["vanilla_seconds"]
@@ -159,9 +160,6 @@ def evaluate(cfg: EvalConfig, backend=None, vanilla_of: dict | None = None) -> d
     if checks:
         md += ["## Acceptance at alpha = 0.1", ""] + [f"- [{'x' if ok else ' '}] {name}: {val}" for name, ok, val in checks] + [""]
     (out / "results.md").write_text("\n".join(md))
-    meta = {"model": cfg.model, "probe": cfg.probe, "dataset": cfg.dataset, "n_problems": len(records), "engine": backend.name,
-            "temperature": cfg.temperature, "top_p": cfg.top_p, "seed": cfg.seed, "max_new_tokens": cfg.max_new_tokens,
-            "domain": cfg.domain, "fallback": backend.hook.fallback} | lynx_meta | cfg.extra
     (out / "eval.json").write_text(json.dumps(meta, indent=2))
     return {"meta": meta, "table": df, "pareto": cmp, "acceptance": checks, "out": out, "title": title, "vanilla": base,
             "vanilla_seconds": vanilla_secs}
