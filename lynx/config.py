@@ -107,6 +107,33 @@ class CalibrateConfig:
     fallback: str = "conservative"
 
 
+#: what a monitor does when its alarm fires (lynx.monitor): log it, serve the most conservative
+#: calibrated threshold until the alarm clears, or recalibrate on the latest audited requests
+RESPONSES = ("warn", "conservative", "recalibrate")
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """The live monitor of an engine (``HookConfig.monitor`` / ``--monitor``; see :mod:`lynx.monitor`).
+
+    ``audit_fraction`` of the requests that ask for lynx at some alpha are *shadow audits*:
+    they run to the end without exiting, and their cues are labelled afterwards by agreement
+    (no gold answer). ``test_level`` bounds the chance of a false alarm of each test over
+    the whole stream (time-uniformly): the risk alarm (split over ``alphas``) and the drift
+    alarm, each."""
+
+    audit_fraction: float = 0.05
+    seed: int = 0  # audits are chosen by a seeded hash of the request (its tag, else its prompt and seed)
+    alphas: tuple[float, ...] = CalibrateConfig.alphas  # the risk levels whose live risk is bounded
+    test_level: float = 0.05
+    tolerance: float = 0.0  # margin over the calibration's upper bound before the risk alarm fires
+    response: str = "warn"  # one of RESPONSES
+    min_audits: int = 40  # audited requests since the alarm before ``recalibrate`` calibrates on them
+    window: int = 400  # at most this many latest audits are kept (and calibrated on)
+    answer_tokens: int = 64  # budget of each forced-exit answer (as lynx collect)
+    drift_bins: int = 1000  # resolution of the drift test's score histogram (bounded memory)
+
+
 #: the risk of a calibration without gold answers (and of ``lynx recalibrate``)
 AGREEMENT_RISK = "answer-change"
 #: how ``lynx collect`` labels a cue: auto = gold when the dataset has answers, else agreement
@@ -156,3 +183,46 @@ class EvalConfig:
     fallback: str = CalibrateConfig.fallback
     title: str | None = None
     extra: dict = field(default_factory=dict)
+
+
+def parse_monitor(settings: dict | MonitorConfig | None) -> MonitorConfig | None:
+    """A monitor's settings, checked (an unknown key or a bad value is one clear error)."""
+    from dataclasses import fields
+
+    from lynx.errors import InvalidInput
+
+    if settings is None or isinstance(settings, MonitorConfig):
+        return settings
+    if not isinstance(settings, dict):
+        raise InvalidInput(f"the lynx monitor settings must be a JSON object, got {type(settings).__name__}")
+    known = {f.name for f in fields(MonitorConfig)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise InvalidInput(f"unknown lynx monitor setting(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(known))}")
+    d = dict(settings)
+    if "alphas" in d and isinstance(d["alphas"], (list, tuple)):
+        d["alphas"] = tuple(d["alphas"])
+    cfg = MonitorConfig(**d)
+
+    def number(name, lo, hi, integer=False):
+        v = getattr(cfg, name)
+        ok = not isinstance(v, bool) and isinstance(v, int if integer else (int, float)) and lo <= v <= hi
+        if not ok:
+            raise InvalidInput(f"lynx monitor {name} must be {'an integer' if integer else 'a number'} in [{lo}, {hi}], got {v!r}")
+
+    number("audit_fraction", 0.0, 1.0)
+    number("test_level", 1e-9, 0.5)
+    number("tolerance", 0.0, 1.0)
+    number("seed", 0, 2**63 - 1, integer=True)
+    number("min_audits", 1, 10**7, integer=True)
+    number("window", 1, 10**7, integer=True)
+    number("answer_tokens", 1, 10**6, integer=True)
+    number("drift_bins", 2, 10**6, integer=True)
+    if not (isinstance(cfg.alphas, tuple) and cfg.alphas and all(
+            not isinstance(a, bool) and isinstance(a, (int, float)) and 0 < a < 1 for a in cfg.alphas)):
+        raise InvalidInput(f"lynx monitor alphas must be a non-empty list of numbers strictly between 0 and 1, got {cfg.alphas!r}")
+    if cfg.response not in RESPONSES:
+        raise InvalidInput(f"lynx monitor response must be one of {', '.join(RESPONSES)}, got {cfg.response!r}")
+    if cfg.min_audits > cfg.window:
+        raise InvalidInput(f"lynx monitor min_audits ({cfg.min_audits}) cannot exceed window ({cfg.window})")
+    return cfg

@@ -21,6 +21,7 @@ from pathlib import Path
 from lynx.calibrate.conditions import DEFAULT_FALLBACK, CalibrationSet, Condition, check_domain, check_fallback, load_calibrations
 from lynx.calibrate.procedures import METHODS, MODES, check_alpha
 from lynx.calibrate.store import Calibration, Decision
+from lynx.config import parse_monitor
 from lynx.errors import InvalidInput, MissingInput
 from lynx.probe.artifact import Probe, ProbeModelMismatch, load_probe
 from lynx.prompting import INSTRUCTION
@@ -59,6 +60,12 @@ class HookConfig:
     fallback : {"conservative", "no-exit"}
         What a request whose temperature / ``lynx_domain`` matches no calibrated condition
         gets (:mod:`lynx.calibrate.conditions`); it is flagged ``uncalibrated_condition``.
+    monitor : dict, optional
+        The live monitor's settings (:class:`~lynx.config.MonitorConfig`, e.g.
+        ``{"audit_fraction": 0.05, "response": "conservative"}``): shadow audits, a summary
+        of every lynx request at its end, and the responses a monitor asks for. Needs
+        ``audit_path`` behind a server (the monitor reads that file); in-process the events
+        are kept for :mod:`lynx.monitor`.
 
     Recording cue features is asked per request (``lynx_record``), not here.
     """
@@ -74,9 +81,11 @@ class HookConfig:
     probe_rows: str = "cues"
     handoff: str = "auto"
     fallback: str = DEFAULT_FALLBACK
+    monitor: dict | None = None
 
     def __post_init__(self):
         check_fallback(self.fallback)
+        parse_monitor(self.monitor)
         if self.probe_rows not in ("cues", "all"):
             raise InvalidInput(f"lynx probe_rows must be 'cues' or 'all', got {_short(self.probe_rows)}")
         if self.handoff not in ("auto", "output", "direct"):

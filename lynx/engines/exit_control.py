@@ -11,10 +11,19 @@ probe score of its last token and answers "force token t" or nothing:
 
 The convention is the one collection used: the cue token itself is kept, the exit string
 follows it, then the model answers freely.
+
+With a live monitor configured (``HookConfig.monitor``), every request that asked for an
+alpha also keeps its cues' positions and scores, and at its end the controller emits a
+``request`` summary (the label-free drift statistic is in it); a seeded share of them are
+*shadow audits*, which never exit and whose whole trace is emitted (``audit_trace``) for
+:mod:`lynx.monitor` to label by forced exits. A monitor's responses come back as
+per-condition overrides (:meth:`ExitController.set_overrides`), in-process through the engine
+or, behind a server, through a small control file next to the audit file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -22,6 +31,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lynx.calibrate.conditions import Condition
+from lynx.config import parse_monitor
 from lynx.cues import WINDOW
 from lynx.engines.events import EventSink
 from lynx.errors import InvalidInput
@@ -30,6 +41,30 @@ from lynx.exit_policy import ExitPolicy, HookConfig, RequestOptions
 log = logging.getLogger("lynx.exit")
 #: distinct uncalibrated (temperature, domain) pairs warned about once each; every request is audited anyway
 MAX_WARNED_CONDITIONS = 64
+#: how often (seconds) a served engine looks at its monitor's control file / rewrites its metrics
+POLL_SECONDS = 1.0
+#: responses an override can ask for (lynx.monitor): the most conservative calibrated threshold
+OVERRIDES = ("conservative",)
+
+
+def audit_selected(fraction: float, seed: int, tag: str | None, prompt: list[int], request_seed: int | None) -> bool:
+    """Is this request a shadow audit? A seeded hash of the request — its tag, else its prompt
+    and sampling seed — so the choice is reproducible and independent of how it is sampled."""
+    if fraction <= 0.0:
+        return False
+    if fraction >= 1.0:
+        return True
+    key = f"{seed}\0tag\0{tag}" if tag is not None else f"{seed}\0prompt\0{request_seed}\0{','.join(map(str, prompt))}"
+    h = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
+    return h < fraction * 2.0**64
+
+
+def condition_key(temperature: float | None, domain: str | None) -> str:
+    """The key of the condition a request runs under (its temperature and domain), as a
+    calibration of it would be stored: ``T1``, ``T0.6-gsm8k`` (``default`` without a temperature)."""
+    if temperature is None:
+        return "default" + (f"-{domain}" if domain else "")
+    return Condition(temperature, domain).key
 
 
 @dataclass
@@ -47,6 +82,13 @@ class RequestState:
     disabled: bool = False
     seen: int = 0  # cue checks done up to this output length
     thinking: bool | None = None  # is the thinking span open after output[:seen - 1]? (None: not looked yet)
+    # -- monitored requests only (HookConfig.monitor) --
+    cues: list | None = None  # (position, score) of every cue seen; None: not monitored
+    audit: bool = False  # a shadow audit: never exits, its trace is emitted at the end
+    group: str | None = None  # the request's own condition key (temperature, domain)
+    temperature: float | None = None
+    domain: str | None = None
+    response: str | None = None  # an override a monitor asked for (e.g. "conservative")
 
 
 class ExitController:
@@ -71,6 +113,46 @@ class ExitController:
         self.audit_path = Path(hook.audit_path) if hook.audit_path else None
         self.events = EventSink(keep=hook.keep_events, max_requests=hook.max_kept_requests)
         self._warned_conditions: set = set()
+        self.monitor = parse_monitor(hook.monitor)
+        self.overrides: dict[str, str] = {}  # request condition key -> response (set by a monitor)
+        self.counts = dict.fromkeys(("requests", "exits", "audits", "finished", "disabled", "uncalibrated", "overridden"), 0)
+        self._control_path = Path(str(self.audit_path) + ".control.json") if self.audit_path is not None else None
+        self._control_seen: tuple | None = None
+        self._reloads = 0
+        self._polled = 0.0
+        self._metrics_written = 0.0
+
+    def set_overrides(self, overrides: dict[str, str]) -> None:
+        """Serve new requests of the given conditions (request condition keys) with a monitor's
+        response: ``conservative`` = the most conservative calibrated threshold at the request's
+        alpha (no exit when no condition is stricter than its own). Replaces the previous set."""
+        bad = {k: v for k, v in overrides.items() if v not in OVERRIDES}
+        if bad:
+            raise InvalidInput(f"unknown lynx override(s) {bad}; known: {', '.join(OVERRIDES)}")
+        self.overrides = dict(overrides)
+
+    def poll_control(self, now: float | None = None) -> None:
+        """Behind a server: apply the monitor's control file (overrides, reload requests), at
+        most once per :data:`POLL_SECONDS`. A missing or half-written file changes nothing."""
+        now = time.monotonic() if now is None else now
+        if self._control_path is None or now - self._polled < POLL_SECONDS:
+            return
+        self._polled = now
+        try:
+            st = self._control_path.stat()
+            if self._control_seen == (st.st_mtime_ns, st.st_size):
+                return
+            control = json.loads(self._control_path.read_text())
+            self._control_seen = (st.st_mtime_ns, st.st_size)
+        except (OSError, ValueError):
+            return
+        try:
+            self.set_overrides(dict(control.get("overrides") or {}))
+        except (InvalidInput, TypeError, ValueError) as e:
+            log.warning("lynx: ignoring the monitor's control file %s: %s", self._control_path, e)
+        if int(control.get("reload", 0) or 0) != self._reloads:
+            self._reloads = int(control.get("reload", 0) or 0)
+            self.reload_calibrations()
 
     def reload_calibrations(self) -> None:
         """Serve the calibrations now in the probe folder (new requests; running ones keep theirs)."""
@@ -95,17 +177,20 @@ class ExitController:
 
     # -- requests -----------------------------------------------------------------
     def new_request(self, extra_args: dict | None, prompt: list[int] | None, output: list[int],
-                    temperature: float | None = None) -> RequestState | None:
+                    temperature: float | None = None, seed: int | None = None) -> RequestState | None:
         """The state of a request that opted in (None: untouched). Bad switches raise
         :class:`~lynx.errors.InvalidInput` (vLLM refuses them earlier, in ``validate_params``).
 
         ``temperature``: the request's sampling temperature, which (with ``lynx_domain``)
         selects the calibrated condition its threshold comes from; a request outside every
         calibrated condition gets the engine's fallback and an ``uncalibrated_condition``
-        audit event."""
+        audit event. ``seed``: the request's sampling seed (part of the audit choice when the
+        request has no tag)."""
         opts = RequestOptions.parse(extra_args)
         if opts is None:
             return None
+        if self.monitor is not None:
+            self.poll_control()
         state = RequestState(list(prompt or []), output, None, None, None, opts.tag, opts.record)
         if opts.threshold is not None:
             state.threshold, state.mode = opts.threshold, "threshold"
@@ -128,7 +213,33 @@ class ExitController:
                 state.condition, state.uncalibrated = d.condition, d.uncalibrated_condition
                 if d.uncalibrated_condition:
                     self._flag_uncalibrated(state, temperature, opts.domain, d)
+                if self.monitor is not None and not opts.record:
+                    self._monitor_request(state, opts, temperature, seed)
         return state
+
+    def _monitor_request(self, state: RequestState, opts, temperature, seed) -> None:
+        """A monitored request: keep its cues; a shadow audit never exits; a monitor's override applies."""
+        state.cues, state.temperature, state.domain = [], temperature, opts.domain
+        state.group = condition_key(temperature, opts.domain)
+        self.counts["requests"] += 1
+        state.uncalibrated and self._count("uncalibrated")
+        state.audit = audit_selected(self.monitor.audit_fraction, self.monitor.seed, opts.tag, state.prompt, seed)
+        if state.audit:
+            self.counts["audits"] += 1
+            return
+        response = self.overrides.get(state.group)
+        if response == "conservative":
+            strictest = max(d.threshold for d in self._all_decisions(state.alpha))
+            state.threshold = strictest if strictest > state.threshold else math.inf
+            state.response = response
+            self.counts["overridden"] += 1
+
+    def _all_decisions(self, alpha: float) -> list:
+        cals = self.policy.calibrations
+        return [cals[k].threshold(alpha) for k in cals]
+
+    def _count(self, key: str) -> None:
+        self.counts[key] += 1
 
     def _flag_uncalibrated(self, state: RequestState, temperature, domain, decision) -> None:
         """Audit every request outside the calibrated conditions; warn once per condition."""
@@ -228,7 +339,9 @@ class ExitController:
         out = state.output
         if state.record:
             self.events.record(state.tag, pos, None if features is None else features.detach().float().cpu().numpy().copy(), score)
-        if state.threshold is None:
+        if state.cues is not None and score is not None and math.isfinite(score):
+            state.cues.append((pos, float(score)))
+        if state.threshold is None or state.audit:
             return None
         if score is None or not math.isfinite(score):
             state.disabled = True
@@ -239,9 +352,55 @@ class ExitController:
             state.exit_from = len(out)
             self._audit(state, {"event": "exit", "cue_position": pos, "cue_text": self.matcher._text(out[-1]), "score": float(score),
                                 "threshold": state.threshold, "alpha": state.alpha, "mode": state.mode, "output_tokens": len(out),
-                                "condition": state.condition, "uncalibrated_condition": state.uncalibrated})
+                                "condition": state.condition, "uncalibrated_condition": state.uncalibrated}
+                        | ({"response": state.response} if state.response else {}))
+            if state.cues is not None:
+                self.counts["exits"] += 1
             return self.exit_ids[0]
         return None
+
+    # -- the end of a request ---------------------------------------------------------
+    def finish_request(self, state: RequestState) -> None:
+        """A monitored request ended (the engine released it): emit its ``request`` summary and,
+        for a shadow audit, its whole trace; then nothing of it is kept here."""
+        if state.cues is None:
+            return
+        self.counts["finished"] += 1
+        state.disabled and self._count("disabled")
+        m = self.matcher
+        ids = state.prompt + list(state.output)
+        opened = _index(ids, m.think_open_id)
+        closed = _index(ids, m.think_close_id, (opened or 0) + 1) if opened is not None else None
+        thinking = 0 if opened is None else (closed if closed is not None else len(ids)) - opened - 1
+        exit_pos = None if state.exit_from is None else len(state.prompt) + state.exit_from - 1  # the exit's cue
+        summary = {
+            "event": "request", "group": state.group, "temperature": state.temperature, "domain": state.domain, "alpha": state.alpha,
+            "condition": state.condition, "uncalibrated_condition": state.uncalibrated, "threshold": _finite(state.threshold),
+            "response": state.response, "audited": state.audit, "disabled": state.disabled, "exited": state.exit_from is not None,
+            "exit_thinking_position": None if exit_pos is None or opened is None else exit_pos - opened,
+            "thinking_tokens": thinking, "output_tokens": len(state.output), "n_cues": len(state.cues),
+            # the label-free drift statistic: the probe's score at the request's first cue (-1: no cue)
+            "first_score": state.cues[0][1] if state.cues else -1.0,
+        }
+        self._audit(state, summary)
+        if state.audit:
+            self._audit(state, {"event": "audit_trace", "group": state.group, "temperature": state.temperature, "domain": state.domain,
+                                "condition": state.condition, "alpha": state.alpha, "prompt_ids": list(state.prompt),
+                                "output_ids": list(state.output), "cues": [[p, s] for p, s in state.cues]})
+        state.cues = None  # released: a finished request is never summarised twice
+        self.write_metrics()
+
+    def write_metrics(self, now: float | None = None, force: bool = False) -> None:
+        """Counters for a served engine's Prometheus ``/metrics`` (:mod:`lynx.monitor.metrics`),
+        rewritten at most once per :data:`POLL_SECONDS`."""
+        now = time.monotonic() if now is None else now
+        if not force and now - self._metrics_written < POLL_SECONDS:
+            return
+        self._metrics_written = now
+        from lynx.monitor.metrics import write_state
+
+        write_state("engine", {"counts": dict(self.counts), "overrides": dict(self.overrides),
+                               "probe": str(self.policy.folder) if self.policy is not None else None})
 
     def _audit(self, state: RequestState, entry: dict) -> None:
         entry = {"tag": state.tag, "time": time.time()} | entry
@@ -249,6 +408,17 @@ class ExitController:
         if self.audit_path is not None:
             with self.audit_path.open("a") as f:
                 f.write(json.dumps(entry) + "\n")
+
+
+def _index(ids: list[int], token: int | None, start: int = 0) -> int | None:
+    try:
+        return ids.index(token, start) if token is not None else None
+    except ValueError:
+        return None
+
+
+def _finite(x: float | None) -> float | None:
+    return None if x is None or math.isinf(x) else x
 
 
 def force(logits, forced: list[tuple[int, int]]):

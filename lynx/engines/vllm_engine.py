@@ -145,14 +145,27 @@ def build_lynx_llm(ref: ModelRef, lynx: ExitPolicy | HookConfig | dict, *, seed:
 
 def take_events(llm, tags) -> dict[str, tuple[list[dict], list[tuple]]]:
     """Remove and return ``{tag: (audits, records)}`` that lynx's hook kept for ``tags`` in the
-    engine of ``llm`` (built with ``keep_events``; see :class:`~lynx.engines.events.EventSink`)."""
+    engine of ``llm`` (built with ``keep_events``; see :class:`~lynx.engines.events.EventSink`).
+
+    Call it between ``generate`` calls (the engine idle): vLLM releases a finished request's row
+    only at a later step, so the requests of the last step are finished here first, which is
+    what makes their monitor summaries (``request`` events) part of this call's events."""
     tags = list(tags)
+    llm.collective_rpc(_finish_requests)
     merged: dict[str, tuple[list[dict], list[tuple]]] = {t: ([], []) for t in tags}
     for part in llm.collective_rpc(_take_events, args=(tags,)):
         for tag, (audits, records) in part.items():
             merged[tag][0].extend(audits)
             merged[tag][1].extend(records)
     return merged
+
+
+def _finish_requests(worker) -> None:
+    from lynx.engines.vllm_plugin.worker_state import LynxWorker
+
+    state = LynxWorker.find(worker)
+    if state is not None:
+        state.finish_requests()
 
 
 def _take_events(worker, tags: list[str]) -> dict:
@@ -174,6 +187,20 @@ def _reload_calibrations(worker) -> None:
     state = LynxWorker.find(worker)
     if state is not None:
         state.reload_calibrations()
+
+
+def set_overrides(llm, overrides: dict[str, str]) -> None:
+    """Serve new requests of the given request conditions with a monitor's response
+    (:meth:`lynx.engines.exit_control.ExitController.set_overrides`) on every worker of ``llm``."""
+    llm.collective_rpc(_set_overrides, args=(dict(overrides),))
+
+
+def _set_overrides(worker, overrides: dict) -> None:
+    from lynx.engines.vllm_plugin.worker_state import LynxWorker
+
+    state = LynxWorker.find(worker)
+    if state is not None:
+        state.controller.set_overrides(overrides)
 
 
 def generate_ids(

@@ -32,10 +32,37 @@ class Backend:
     name = "?"
     tokenizer = None
     policy = None  # the ExitPolicy lynx's requests run with (None: baselines only)
+    monitoring = None  # lynx.monitor.Monitoring when the hook has a monitor
 
     def take_events(self, tags) -> dict[str, tuple[list[dict], list[tuple]]]:
-        """Remove and return lynx's audits and records of the requests tagged ``tags``."""
+        """Remove and return lynx's audits and records of the requests tagged ``tags``; with a
+        monitor, its events go through the monitor first (audits labelled, tests updated, and
+        any response sent back to the engine)."""
+        events = self._take_events(tags)
+        if self.monitoring is not None:
+            self.monitoring.observe([e for audits, _ in events.values() for e in audits])
+        return events
+
+    def _take_events(self, tags) -> dict[str, tuple[list[dict], list[tuple]]]:
         raise NotImplementedError
+
+    def set_overrides(self, overrides: dict[str, str]) -> None:
+        """Serve new requests of these request conditions with a monitor's response."""
+        raise NotImplementedError
+
+    def _start_monitoring(self, hook: HookConfig) -> None:
+        """A :class:`~lynx.monitor.driver.Monitoring` on this engine when ``hook`` has a monitor."""
+        if hook.monitor is None or self.policy is None:
+            return
+        from lynx.monitor.driver import Monitoring
+
+        def complete(prompts, max_tokens, stop_ids):
+            return [c.ids for c in self.complete(prompts, max_tokens=max_tokens, temperature=0.0, top_p=1.0, seeds=[0] * len(prompts),
+                                                 stop_ids=stop_ids)]
+
+        self.monitoring = Monitoring(self.policy, hook.monitor, tokenizer=self.tokenizer, complete=complete,
+                                     set_overrides=self.set_overrides, reload=self.reload_calibrations,
+                                     log_path=hook.audit_path)
 
     def reload_calibrations(self) -> None:
         """Serve the calibrations now in the probe folder (one added since the engine started)."""
@@ -70,11 +97,17 @@ class VLLMBackend(Backend):
         self.llm, self.tokenizer = build_lynx_llm(ref, hook, seed=seed, enable_prefix_caching=True,
                                                   reasoning_config=reasoning, max_model_len=max_model_len)
         self.policy, self.hook = policy, hook
+        self._start_monitoring(hook)
 
-    def take_events(self, tags):
+    def _take_events(self, tags):
         from lynx.engines.vllm_engine import take_events
 
         return take_events(self.llm, tags)
+
+    def set_overrides(self, overrides: dict[str, str]) -> None:
+        from lynx.engines.vllm_engine import set_overrides
+
+        set_overrides(self.llm, overrides)
 
     def reload_calibrations(self) -> None:
         from lynx.engines.vllm_engine import reload_calibrations
@@ -134,9 +167,13 @@ class HFBackend(Backend):
         self.controller = ExitController(hook, self.tokenizer, policy=policy)
         self.policy, self.hook = policy, hook
         self.batch_size = batch_size
+        self._start_monitoring(hook)
 
-    def take_events(self, tags):
+    def _take_events(self, tags):
         return self.controller.events.take(tags)
+
+    def set_overrides(self, overrides: dict[str, str]) -> None:
+        self.controller.set_overrides(overrides)
 
     def reload_calibrations(self) -> None:
         self.controller.reload_calibrations()

