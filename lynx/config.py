@@ -131,7 +131,8 @@ class MonitorConfig:
     min_audits: int = 40  # audited requests since the alarm before ``recalibrate`` calibrates on them
     window: int = 400  # at most this many latest audits are kept (and calibrated on)
     answer_tokens: int = 64  # budget of each forced-exit answer (as lynx collect)
-    drift_bins: int = 1000  # resolution of the drift test's score histogram (bounded memory)
+    drift_bins: int = 4096  # the drift statistic (a thinking position) is counted exactly below this, lumped above (bounded memory)
+    grader: str = "math"  # how forced answers are compared with the request's own: math, integer (organism), choice
 
 
 #: the risk of a calibration without gold answers (and of ``lynx recalibrate``)
@@ -223,6 +224,8 @@ def parse_monitor(settings: dict | MonitorConfig | None) -> MonitorConfig | None
         raise InvalidInput(f"lynx monitor alphas must be a non-empty list of numbers strictly between 0 and 1, got {cfg.alphas!r}")
     if cfg.response not in RESPONSES:
         raise InvalidInput(f"lynx monitor response must be one of {', '.join(RESPONSES)}, got {cfg.response!r}")
+    if cfg.grader not in ("math", "integer", "choice"):
+        raise InvalidInput(f"lynx monitor grader must be math, integer or choice, got {cfg.grader!r}")
     if cfg.min_audits > cfg.window:
         raise InvalidInput(f"lynx monitor min_audits ({cfg.min_audits}) cannot exceed window ({cfg.window})")
     return cfg

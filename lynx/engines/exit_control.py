@@ -379,8 +379,9 @@ class ExitController:
             "response": state.response, "audited": state.audit, "disabled": state.disabled, "exited": state.exit_from is not None,
             "exit_thinking_position": None if exit_pos is None or opened is None else exit_pos - opened,
             "thinking_tokens": thinking, "output_tokens": len(state.output), "n_cues": len(state.cues),
-            # the label-free drift statistic: the probe's score at the request's first cue (-1: no cue)
-            "first_score": state.cues[0][1] if state.cues else -1.0,
+            "first_score": state.cues[0][1] if state.cues else None,
+            # the label-free drift statistic: thinking tokens up to the first cue (all of them without a cue)
+            "first_cue_position": (state.cues[0][0] - opened) if state.cues and opened is not None else thinking,
         }
         self._audit(state, summary)
         if state.audit:

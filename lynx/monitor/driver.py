@@ -44,10 +44,10 @@ class Monitoring:
     """
 
     def __init__(self, policy, cfg, *, tokenizer, complete: Complete, set_overrides: Callable[[dict], None],
-                 reload: Callable[[], None], log_path: str | Path | None = None, kind: str = "math"):
+                 reload: Callable[[], None], log_path: str | Path | None = None):
         self.cfg = parse_monitor(cfg)
         self.monitor = LiveMonitor(policy, self.cfg)
-        self.tokenizer, self.complete, self.kind = tokenizer, complete, kind
+        self.tokenizer, self.complete = tokenizer, complete
         self.matcher = CueMatcher(tokenizer, cues=tuple(policy.cues))
         self.exit_ids = tokenizer(policy.exit_string, add_special_tokens=False)["input_ids"]
         self.stops = sorted(answer_stop_ids(tokenizer))
@@ -74,7 +74,7 @@ class Monitoring:
             elif kind == "audit_trace":
                 traces.append(e)
         labels = label_audits(traces, tokenizer=self.tokenizer, matcher=self.matcher, exit_ids=self.exit_ids, stop_ids=self.stops,
-                              complete=self.complete, answer_tokens=self.cfg.answer_tokens, kind=self.kind)
+                              complete=self.complete, answer_tokens=self.cfg.answer_tokens, kind=self.cfg.grader)
         for lab in labels:
             self.totals["extra_tokens"] += lab["extra_tokens"]
             out.append(lab)

@@ -14,8 +14,13 @@ calibration that served it (its ``condition``), by two sequential tests
   gold-calibrated condition promises premature exits <= alpha, which audits without gold
   cannot measure; its answer-change risk on the calibration traces is the level live traffic
   exchangeable with them has (and it is <= alpha for an agreement-calibrated condition).
-* **drift** (label-free, every request): the probe's score at the request's first cue, against
-  the same statistic on the calibration traces, by MAPIE's jumper-martingale exchangeability test.
+* **drift** (label-free, every request): how many thinking tokens the request wrote before its
+  first cue (all of them without a cue), against the same statistic of the calibration traces,
+  by MAPIE's jumper-martingale exchangeability test. Why this statistic: it needs no label and
+  no threshold (so responses and alpha do not change it), every request has it, and it moves
+  with the model's behaviour — on the organism, the chance that a T = 1.0 request's value is
+  below a T = 0.6 one's is 0.66 (0.53 for the probe's score at the first cue, 0.50 for the
+  thinking length).
 
 Each alarm has a false-alarm probability of at most ``test_level`` over the whole stream
 (the risk alarm's level is split over the monitored alphas). On an alarm the configured
@@ -56,20 +61,23 @@ class Group:
     temperature: float | None
     domain: str | None
     reference: str | None = None  # the calibration condition the group is compared with
+    retired: set = field(default_factory=set)  # conditions it was compared with before (late requests may still name them)
     thresholds: dict = field(default_factory=dict)  # alpha -> calibrated threshold of the reference
     risks: dict = field(default_factory=dict)  # alpha -> RiskBound (since the last reset)
     drift: DriftTest | None = None
     window: deque = field(default_factory=deque)  # labelled audits since the last reset (bounded)
     requests: int = 0
     audits: int = 0
-    alarm: str | None = None  # "risk" or "drift" while raised
+    alarm: str | None = None  # "risk" or "drift": the alarm that raised the response (while raised)
     alarm_request: int | None = None
+    first_alarm: dict = field(default_factory=dict)  # kind -> group request count when that test first alarmed (ever)
+    raised: set = field(default_factory=set)  # kinds alarmed since the tests last restarted
     response_active: bool = False
     notes: list = field(default_factory=list)
 
     def state(self) -> dict:
         return {"requests": self.requests, "audits": self.audits, "audits_since_reset": len(self.window), "reference": self.reference,
-                "alarm": self.alarm, "alarm_request": self.alarm_request, "response_active": self.response_active,
+                "alarm": self.alarm, "alarm_request": self.alarm_request, "first_alarm": dict(self.first_alarm), "response_active": self.response_active,
                 "drift_martingale": None if self.drift is None else self.drift.value,
                 "drift": None if self.drift is None else self.drift.state(),
                 "risk": {str(a): r.state() | {"threshold": self.thresholds.get(a)} for a, r in self.risks.items()},
@@ -103,17 +111,19 @@ class LiveMonitor:
     # -- references -------------------------------------------------------------------
     def _set_reference(self, g: Group, condition: str | None) -> None:
         """Compare ``g`` with calibration ``condition`` from now on (fresh tests)."""
+        if g.reference is not None and g.reference != condition:
+            g.retired.add(g.reference)
         g.reference, g.thresholds, g.risks, g.drift, g.notes = condition, {}, {}, None, []
         g.window = deque(maxlen=self.cfg.window)
         g.alarm = g.alarm_request = None
+        g.raised = set()
         cals = self.policy.calibrations if self.policy is not None else None
         if condition is None or cals is None or condition not in cals:
             g.notes.append("no calibration served this group: nothing to compare with")
             return
         cal = cals[condition]
         t = cal.traces
-        first = np.array([t.score[t.offsets[i]] if t.offsets[i + 1] > t.offsets[i] else -1.0 for i in range(t.n_traces)])
-        g.drift = DriftTest(first, self.cfg.test_level, bins=self.cfg.drift_bins, seed=self.cfg.seed)
+        g.drift = DriftTest(first_cue_positions(t), self.cfg.test_level, bins=self.cfg.drift_bins, seed=self.cfg.seed)
         if t.agreement is None:
             g.notes.append(f"calibration {condition} has no agreement labels: the live risk cannot be compared with it")
             return
@@ -133,8 +143,8 @@ class LiveMonitor:
                 return None
             g = self.groups[key] = Group(key, event.get("temperature"), event.get("domain"))
             self._set_reference(g, event.get("condition"))
-        elif event.get("condition") is not None and event.get("condition") != g.reference and not g.response_active:
-            self._set_reference(g, event.get("condition"))  # the engine now serves another calibration (reloaded)
+        elif (cond := event.get("condition")) is not None and cond != g.reference and cond not in g.retired and not g.response_active:
+            self._set_reference(g, cond)  # the engine now serves another calibration (reloaded)
         return g
 
     # -- the stream -------------------------------------------------------------------
@@ -151,7 +161,7 @@ class LiveMonitor:
             self.requests += 1
             g.requests += 1
             if g.drift is not None and not g.response_active:
-                g.drift.update(float(event.get("first_score", -1.0)))
+                g.drift.update(int(event.get("first_cue_position") or 0))
         else:
             g.audits += 1
             g.window.append(event)
@@ -164,22 +174,27 @@ class LiveMonitor:
         return [e | {"time": time.time()} for e in out]
 
     def _check(self, g: Group) -> list[dict]:
-        if g.response_active:
-            return self._respond(g)
-        if g.alarm is not None:
-            return []
+        events = []
+        # each test's first crossing is reported on its own (their detection delays differ)
         risky = [a for a, rb in g.risks.items() if rb.alarm]
-        kind = "risk" if risky else "drift" if g.drift is not None and g.drift.alarm else None
-        if kind is None:
-            return []
-        g.alarm, g.alarm_request = kind, g.requests
-        detail = (f"live answer-change risk at alpha {', '.join(map(str, risky))} is above the calibration's "
-                  f"(lower bound {max(g.risks[a].lower for a in risky):.3f} > {min(g.risks[a].alarm_level for a in risky):.3f})"
-                  if kind == "risk" else f"the probe's scores drifted from calibration {g.reference}'s (martingale {g.drift.value:.3g} > "
-                  f"{g.drift.reject_threshold:g})")
-        log.warning("lynx monitor: alarm for %s after %d requests: %s; response: %s", g.key, g.requests, detail, self.cfg.response)
-        events = [{"event": "alarm", "group": g.key, "kind": kind, "alphas": risky, "request": g.requests, "audits": g.audits,
-                   "detail": detail, "response": self.cfg.response}]
+        crossed = {"risk": bool(risky), "drift": g.drift is not None and g.drift.alarm}
+        for kind, hit in crossed.items():
+            if hit and kind not in g.raised:
+                g.raised.add(kind)
+                g.first_alarm.setdefault(kind, g.requests)
+                detail = (f"live answer-change risk at alpha {', '.join(map(str, risky))} is above the calibration's "
+                          f"(lower bound {max(g.risks[a].lower for a in risky):.3f} > {min(g.risks[a].alarm_level for a in risky):.3f})"
+                          if kind == "risk" else f"the probe's scores drifted from calibration {g.reference}'s (martingale "
+                          f"{g.drift.value:.3g} > {g.drift.reject_threshold:g})")
+                log.warning("lynx monitor: %s alarm for %s after %d requests: %s; response: %s", kind, g.key, g.requests, detail,
+                            self.cfg.response)
+                events.append({"event": "alarm", "group": g.key, "kind": kind, "alphas": risky, "request": g.requests,
+                               "audits": g.audits, "detail": detail, "response": self.cfg.response})
+        if g.response_active:
+            return events + self._respond(g)
+        if g.alarm is not None or not events:
+            return events
+        g.alarm, g.alarm_request = events[0]["kind"], g.requests
         if self.cfg.response != "warn":
             g.response_active = True
             # fresh sequences from the alarm on: they decide when the response ends (or feed the recalibration)
@@ -223,6 +238,13 @@ class LiveMonitor:
         return {"requests": self.requests, "config": {k: getattr(self.cfg, k) for k in ("audit_fraction", "alphas", "test_level", "tolerance", "response")},
                 "groups": {k: g.state() for k, g in self.groups.items()}, "ignored_groups": self.ignored_groups,
                 "overrides": self.overrides}
+
+
+def first_cue_positions(traces) -> np.ndarray:
+    """The drift statistic of each calibration trace: thinking tokens up to its first cue (all of
+    its thinking tokens when it has none), as the engine reports it for a live request."""
+    t = traces
+    return np.array([t.position[t.offsets[i]] if t.offsets[i + 1] > t.offsets[i] else t.total[i] for i in range(t.n_traces)], dtype=np.int64)
 
 
 def audit_loss(cues, threshold: float) -> float:

@@ -15,8 +15,9 @@ memory that does not grow with the stream.
 * :class:`DriftTest` — MAPIE's ``OnlineMartingaleTest`` (simple jumper martingale over
   conformal p-values) for a label-free statistic of every request against the calibration's.
   MAPIE's p-values rank each new value among all earlier ones, kept in a list; here the
-  statistic is binned on a fixed grid first, so the earlier values are a histogram (ties are
-  broken at random by the same formula), and the martingale's history is not kept.
+  statistic is a non-negative integer (a token count) counted in a fixed number of bins (the
+  last one lumps everything beyond), so the earlier values are a histogram (ties are broken at
+  random by the same formula), and the martingale's history is not kept.
 
 Both are valid at any stopping time (Ville's inequality): under the null (live risk at most
 the reference's / live requests exchangeable with calibration ones) the chance of *ever*
@@ -89,15 +90,15 @@ class DriftTest:
     """MAPIE's jumper-martingale exchangeability test of a live statistic against a reference
     sample, with a histogram of earlier values instead of their list.
 
-    ``values`` of the statistic are mapped to bins: ``value < 0`` (no value, e.g. a request
-    without a cue) is bin 0, and ``[0, 1]`` is cut into ``bins`` equal bins."""
+    Values are non-negative integers; value ``v`` is bin ``min(v, bins - 1)`` (a conformity
+    score: larger = further out)."""
 
-    def __init__(self, reference_values, test_level: float = 0.05, bins: int = 1000, seed: int = 0):
+    def __init__(self, reference_values, test_level: float = 0.05, bins: int = 4096, seed: int = 0):
         from mapie.exchangeability_testing import OnlineMartingaleTest
 
         self.test = OnlineMartingaleTest(test_method="jumper_martingale", test_level=test_level, warn=False, random_state=seed)
         self.bins = int(bins)
-        self.counts = np.zeros(self.bins + 1, dtype=np.int64)
+        self.counts = np.zeros(self.bins, dtype=np.int64)
         for b in self._bin(np.asarray(reference_values, dtype=float)):
             self.counts[b] += 1
         self.n_reference = int(self.counts.sum())
@@ -106,9 +107,7 @@ class DriftTest:
         self.max_value = 1.0
 
     def _bin(self, values: np.ndarray) -> np.ndarray:
-        v = np.asarray(values, dtype=float)
-        b = 1 + np.minimum((np.clip(v, 0.0, 1.0) * self.bins).astype(np.int64), self.bins - 1)
-        return np.where(v < 0, 0, b)
+        return np.clip(np.asarray(values, dtype=np.int64), 0, self.bins - 1)
 
     def update(self, value: float) -> float:
         """Add one live value; returns its conformal p-value."""
