@@ -41,7 +41,7 @@ def calibration_from_audits(policy, audits: list[dict], temperature: float, doma
         "mode": CalibrateConfig.mode, "method": "crc", "risk": AGREEMENT_RISK, "delta": CalibrateConfig.delta, "labels": "agreement",
         "condition": condition.to_dict(), "model": policy.model, "model_fingerprint": policy.model_fingerprint,
         "probe_hash": probe_hash(policy.folder),
-        "data": {"source": "live audits", "dataset": f"live:{condition.key}", "sampling": {"temperature": float(temperature)},
+        "data": {"source": "live audits", "dataset": f"live:{condition.key}", "folder": "shadow audits of served requests", "sampling": {"temperature": float(temperature)},
                  "first_audit_time": audits[0].get("time"), "last_audit_time": audits[-1].get("time")},
         "n_problems": len(audits), "n_problems_with_cues": sum(bool(a["cues"]) for a in audits), "n_traces": len(audits),
         "n_cues": len(agreement), "safe_share": float(agreement.mean()) if len(agreement) else None,
