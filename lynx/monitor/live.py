@@ -169,7 +169,8 @@ class LiveMonitor:
                 rb.update(audit_loss(event["cues"], g.thresholds[a]))
             out.append({"event": "bound", "group": g.key, "request": g.requests, "audits": g.audits,
                         "risk": {str(a): {k: rb.state()[k] for k in ("n", "rate", "lower", "upper", "alarm_level")} for a, rb in g.risks.items()},
-                        "drift_martingale": None if g.drift is None else g.drift.value, "response_active": g.response_active})
+                        "drift_martingale": None if g.drift is None else g.drift.value,
+                        "drift_reject_above": None if g.drift is None else g.drift.reject_threshold, "response_active": g.response_active})
         out += self._check(g)
         return [e | {"time": time.time()} for e in out]
 
