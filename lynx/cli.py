@@ -269,6 +269,46 @@ def recalibrate(
 
 @app.command()
 @friendly
+def monitor(
+    audit_file: Path = typer.Argument(..., help="an engine's audit file (lynx settings audit_path)"),
+    plot_path: Path = typer.Option(None, "--plot", help="write the live risk / drift plot here (default: next to the file)"),
+    follow_: bool = typer.Option(False, "--follow", help="keep monitoring the file of a served engine (labels its audits through --server)"),
+    server: str = typer.Option(None, help="with --follow: the OpenAI server the engine runs in, e.g. http://127.0.0.1:8000"),
+    probe: Path = typer.Option(None, help="with --follow: the probe folder the server serves"),
+    settings: str = typer.Option(None, help="with --follow: the monitor's settings as JSON (as the engine's monitor section)"),
+    once: bool = typer.Option(False, help="with --follow: one pass over the file, then stop"),
+    as_json: bool = typer.Option(False, "--json", help="print the state as JSON"),
+) -> None:
+    """The promise on live traffic: requests, exits, audits, the live risk with its bounds per alpha, the drift test, alarms and responses (and a plot)."""
+    from lynx.monitor.report import plot, read_events, summarize, tables
+
+    if follow_:
+        if server is None or probe is None:
+            raise UserError("--follow needs --server (the OpenAI server) and --probe (the probe folder it serves)")
+        from lynx.exit_policy import ExitPolicy
+        from lynx.monitor.follow import follow
+
+        cfg = _monitor_settings(settings) or {}
+        follow(audit_file, server, ExitPolicy.load(probe), cfg, once=once,
+               on_events=lambda evs: [err.print(f"lynx monitor: {e['event']} {e.get('group')} {e.get('kind') or e.get('response') or e.get('condition') or ''}")
+                                      for e in evs if e.get("event") in ("alarm", "response", "cleared", "recalibrated")])
+    events = read_events(audit_file)
+    summary = summarize(events)
+    png = plot(events, plot_path or audit_file.with_suffix(".png"))
+    if as_json:
+        print(json.dumps(summary | {"plot": str(png) if png else None}, default=str))
+        return
+    for t in tables(summary):
+        out.print(t)
+    share = summary["audit_extra_share"]
+    out.print(f"{summary['requests']} requests, {summary['exits']} exited, {summary['audits']} audited ({summary['labelled']} labelled); "
+              f"forced exits of the audits: {summary['audit_extra_tokens']} tokens"
+              + (f" ({share:.1%} of the stream's)" if share is not None else "")
+              + (f"; plot: {png}" if png else "; no labelled audit yet: no plot"))
+
+
+@app.command()
+@friendly
 def run(
     model: str = typer.Option(RunConfig.model, help="'organism', a local model folder, or a hub id"),
     probe: Path = typer.Option(None, help="calibrated probe folder (without it: plain generation)"),
@@ -286,6 +326,8 @@ def run(
     seed: int = typer.Option(RunConfig.seed),
     domain: str = typer.Option(None, help="the calibrated condition's domain tag (with --temperature)"),
     fallback: str = typer.Option(CalibrateConfig.fallback, help="outside every calibrated condition: conservative | no-exit"),
+    monitor: str = typer.Option(None, help='a live monitor of lynx\'s requests, as JSON: e.g. \'{"audit_fraction": 0.1}\' (see lynx monitor)'),
+    audit: Path = typer.Option(None, help="the engine's audit file (JSONL; the monitor logs there too)"),
     as_json: bool = typer.Option(False, "--json", help="one JSON object per answer (with the exit audit)"),
 ) -> None:
     """Generate with calibrated early exit: thinking stops at the first cue the probe clears."""
@@ -305,7 +347,7 @@ def run(
         raise UserError("give --prompt (repeatable) or --dataset")
     results = generate(questions, model=model, probe=str(probe) if probe else None, alpha=alpha, threshold=threshold, mode=mode,
                        method=method, engine=engine, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                       domain=domain, fallback=fallback)
+                       domain=domain, fallback=fallback, monitor=_monitor_settings(monitor), audit_path=str(audit) if audit else None)
     for q, g, r in zip(questions, golds, results, strict=True):
         if as_json:
             print(json.dumps({"question": q, "gold": g} | {k: v for k, v in r.to_dict().items() if k not in ("prompt", "token_ids")}))
@@ -315,6 +357,20 @@ def run(
         how = (f"exited at cue {r.exit['cue_text']!r} (position {r.exit['cue_position']}, score {r.exit['score']:.3f} >= "
                f"threshold {r.exit['threshold']:.3f}, alpha {r.exit['alpha']}, {r.exit['mode']})") if r.exited else "thought to the end"
         out.print(f"[dim]{r.thinking_tokens} thinking tokens; {how}; answer {r.answer!r}" + (f" (gold {g})" if g is not None else ""))
+
+
+def _monitor_settings(text: str | None) -> dict | None:
+    """``--monitor`` JSON, checked (one clear line when it is not a valid monitor setting)."""
+    if text is None:
+        return None
+    from lynx.config import parse_monitor
+
+    try:
+        settings = json.loads(text)
+    except ValueError:
+        raise UserError(f"--monitor must be a JSON object, e.g. '{{\"audit_fraction\": 0.1}}', got {text[:60]!r}") from None
+    parse_monitor(settings)
+    return settings
 
 
 @app.command(name="eval")
@@ -340,6 +396,8 @@ def eval_(
     answer_field: str = typer.Option(None),
     domain: str = typer.Option(None, help="the calibrated condition's domain tag lynx asks for (with --temperature)"),
     fallback: str = typer.Option(EvalConfig.fallback, help="outside every calibrated condition: conservative | no-exit"),
+    monitor: str = typer.Option(None, help='a live monitor of lynx\'s requests, as JSON: e.g. \'{"audit_fraction": 0.1}\' (see lynx monitor)'),
+    audit: Path = typer.Option(None, help="the engine's audit file (JSONL; the monitor logs there too)"),
     as_json: bool = typer.Option(False, "--json", help="print the table as JSON records"),
 ) -> None:
     """Compare lynx with vanilla, static budgets, DEER, Dynasor-CoT and the oracle on the same problems and seeds."""
@@ -355,6 +413,7 @@ def eval_(
         deer_thresholds=tuple(_floats(deer_thresholds, "--deer-thresholds", low=0, high=1)), dynasor_k=tuple(_ints(dynasor_k, "--dynasor-k")),
         dynasor_chunk=dynasor_chunk, engine=engine, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
         question_field=question_field, answer_field=answer_field, domain=domain, fallback=fallback,
+        monitor=_monitor_settings(monitor), audit_path=str(audit) if audit else None,
     )
     res = evaluate(cfg)
     if as_json:

@@ -182,6 +182,8 @@ class EvalConfig:
     answer_field: str | None = None
     domain: str | None = None  # the calibrated condition's domain tag lynx's requests ask for
     fallback: str = CalibrateConfig.fallback
+    monitor: dict | None = None  # a live monitor on lynx's requests (MonitorConfig settings)
+    audit_path: str | None = None  # the engine's audit file (and the monitor's log)
     title: str | None = None
     extra: dict = field(default_factory=dict)
 

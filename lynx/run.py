@@ -70,6 +70,8 @@ def generate(
     raw_prompts: bool = False,
     domain: str | None = None,
     fallback: str = CalibrateConfig.fallback,
+    monitor: dict | None = None,
+    audit_path: str | Path | None = None,
 ) -> list[Generation]:
     """Generate answers; with ``probe`` (an :class:`~lynx.exit_policy.ExitPolicy` or its
     folder) and ``alpha`` (or a raw ``threshold``) thinking ends at the first cue the
@@ -77,7 +79,12 @@ def generate(
 
     The threshold comes from the probe's calibration for this ``temperature`` (and
     ``domain``); outside every calibrated condition ``fallback`` applies (``conservative`` or
-    ``no-exit``), each exit's audit says ``uncalibrated_condition`` and a warning is logged."""
+    ``no-exit``), each exit's audit says ``uncalibrated_condition`` and a warning is logged.
+
+    ``monitor`` (:class:`~lynx.config.MonitorConfig` settings): a share of the requests are
+    shadow audits (they think to the end; ``extra["audited"]``), labelled afterwards by forced
+    exits on the same engine and fed with every request to the live monitor
+    (:mod:`lynx.monitor`), which logs into ``audit_path`` (read it with ``lynx monitor``)."""
     from lynx.calibrate.procedures import check_alpha
     from lynx.grading import extract_boxed
 
@@ -98,7 +105,10 @@ def generate(
         policy.check_model(ref)
     suffix = policy.prompt_suffix if policy is not None else INSTRUCTION
     hook = (policy.hook_config() if policy is not None else HookConfig(exit_string=DEFAULT_EXIT))
-    hook = HookConfig.from_dict(hook.to_dict() | {"keep_events": True, "fallback": fallback})
+    if monitor is not None and (policy is None or alpha is None):
+        raise InvalidInput("a monitor watches requests that ask for an alpha: give --probe and --alpha")
+    hook = HookConfig.from_dict(hook.to_dict() | {"keep_events": True, "fallback": fallback, "monitor": monitor}
+                                | ({"audit_path": str(audit_path)} if audit_path else {}))
 
     if engine == "hf":
         from lynx.engines.exit_control import ExitController
@@ -112,6 +122,14 @@ def generate(
         outs = generate_with_exit(lm, tok, ids, controller, args, max_new_tokens=max_new_tokens,
                                   temperature=temperature, top_p=top_p, seed=seed, batch_size=batch_size)
         events = controller.events.take(tags)
+
+        def complete(prompts_, max_tokens, stop_ids):
+            from lynx.engines.hf import generate as hf_generate
+
+            return hf_generate(lm, tok, prompts_, max_new_tokens=max_tokens, temperature=0.0, stop_ids=sorted(set(stop_ids) | {tok.eos_token_id}),
+                               batch_size=batch_size)
+
+        respond = (controller.set_overrides, controller.reload_calibrations)
     else:
         from lynx.engines.vllm_engine import build_lynx_llm, generate_ids, take_events
 
@@ -122,6 +140,18 @@ def generate(
         outs = generate_ids(llm, ids, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, extra_args=args)
         events = take_events(llm, tags)
 
+        def complete(prompts_, max_tokens, stop_ids):
+            return generate_ids(llm, prompts_, max_new_tokens=max_tokens, temperature=0.0, stop_ids=stop_ids)
+
+        from lynx.engines.vllm_engine import reload_calibrations, set_overrides
+
+        respond = (lambda o: set_overrides(llm, o), lambda: reload_calibrations(llm))
+    if monitor is not None:
+        from lynx.monitor.driver import Monitoring
+
+        Monitoring(policy, monitor, tokenizer=tok, complete=complete, set_overrides=respond[0], reload=respond[1],
+                   log_path=audit_path).observe([e for t in tags for e in events[t][0]])
+
     vocab = tok.get_vocab()
     results = []
     for text, gen, tag in zip(texts, outs, tags, strict=True):
@@ -130,6 +160,7 @@ def generate(
         results.append(Generation(
             prompt=text, text=decoded, token_ids=gen, thinking_tokens=thinking_tokens(gen, vocab["<think>"], vocab["</think>"]),
             exited=bool(audit), exit=audit[0] if audit else None, answer=extract_boxed(decoded),
+            extra={"audited": True} if any(e.get("event") == "audit_trace" for e in events[tag][0]) else {},
         ))
         if results[-1].exit and math.isinf(results[-1].exit.get("threshold", 0)):
             results[-1].exit["threshold"] = None

@@ -205,7 +205,7 @@ def _set_overrides(worker, overrides: dict) -> None:
 
 def generate_ids(
     llm, prompts: list[list[int]], *, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
-    extra_args: list[dict | None] | None = None, seeds: list[int] | None = None,
+    extra_args: list[dict | None] | None = None, seeds: list[int] | None = None, stop_ids: list[int] | None = None,
 ) -> list[list[int]]:
     """Continue token-id prompts; returns the new token ids of each (greedy when temperature is 0).
 
@@ -218,7 +218,7 @@ def generate_ids(
     params = [
         SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_new_tokens,
                        seed=int(seeds[i]) if seeds is not None else None if seed is None else seed * 1_000_003 + i,
-                       extra_args=(extra_args[i] if extra_args is not None else None))
+                       extra_args=(extra_args[i] if extra_args is not None else None), stop_token_ids=stop_ids or None)
         for i in range(len(prompts))
     ]
     outs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)

@@ -39,15 +39,20 @@ def engine_choice(engine: str) -> str:
     return "vllm" if available() else "hf"
 
 
-def build_backend(engine: str, model: str, probe: ExitPolicy | str | Path | None, fallback: str = EvalConfig.fallback):
+def build_backend(engine: str, model: str, probe: ExitPolicy | str | Path | None, fallback: str = EvalConfig.fallback,
+                  monitor: dict | None = None, audit_path: str | None = None):
     """The engine every method of an evaluation runs on (lynx's hook installed when a probe is
     given; the probe folder is read here, once, and checked against the model). ``fallback``:
-    what lynx's requests outside every calibrated condition get."""
+    what lynx's requests outside every calibrated condition get; ``monitor``: a live monitor
+    of lynx's requests (:mod:`lynx.monitor`), logging into ``audit_path``."""
     ref = resolve_model(model)
     policy = probe if isinstance(probe, ExitPolicy) or probe is None else ExitPolicy.load(probe)
     if policy is not None:
         policy.check_model(ref)
-    hook = (policy.hook_config({"keep_events": True, "fallback": fallback}) if policy is not None
+    if monitor is not None and policy is None:
+        raise InvalidInput("a monitor needs a calibrated probe (--probe)")
+    settings = {"keep_events": True, "fallback": fallback, "monitor": monitor, "audit_path": audit_path}
+    hook = (policy.hook_config({k: v for k, v in settings.items() if v is not None}) if policy is not None
             else HookConfig(exit_string=DEFAULT_EXIT, keep_events=True, fallback=fallback))
     if engine == "vllm":
         from lynx.evaluate.backends import VLLMBackend
@@ -80,7 +85,7 @@ def evaluate(cfg: EvalConfig, backend=None, vanilla_of: dict | None = None) -> d
     engine = engine_choice(cfg.engine)
     if backend is None:
         console.print(f"engine: {engine}")
-        backend = build_backend(engine, cfg.model, cfg.probe, cfg.fallback)
+        backend = build_backend(engine, cfg.model, cfg.probe, cfg.fallback, cfg.monitor, cfg.audit_path)
     policy = backend.policy
     if cfg.probe is not None and (policy is None or Path(cfg.probe).resolve() != policy.folder.resolve()):
         raise InvalidInput(f"the evaluation asks for probe {cfg.probe} but its engine runs {policy.folder if policy else 'no probe'}")
@@ -159,8 +164,11 @@ def evaluate(cfg: EvalConfig, backend=None, vanilla_of: dict | None = None) -> d
         md += ["## lynx vs the baselines at equal thinking tokens", "", pareto_markdown(cmp), ""]
     if checks:
         md += ["## Acceptance at alpha = 0.1", ""] + [f"- [{'x' if ok else ' '}] {name}: {val}" for name, ok, val in checks] + [""]
+    if backend.monitoring is not None:  # the live monitor's view of lynx's requests (lynx monitor reads its audit file)
+        meta["monitor"] = backend.monitoring.state()
+        md += ["## Live monitor", "", "```", json.dumps(meta["monitor"]["groups"], indent=1, default=str)[:4000], "```", ""]
     (out / "results.md").write_text("\n".join(md))
-    (out / "eval.json").write_text(json.dumps(meta, indent=2))
+    (out / "eval.json").write_text(json.dumps(meta, indent=2, default=str))
     return {"meta": meta, "table": df, "pareto": cmp, "acceptance": checks, "out": out, "title": title, "vanilla": base,
             "vanilla_seconds": vanilla_secs}
 

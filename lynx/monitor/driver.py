@@ -57,10 +57,14 @@ class Monitoring:
         #: stream totals: tokens generated for the traffic and for the audits' forced exits
         self.totals = dict.fromkeys(("requests", "exited", "audits", "output_tokens", "audit_output_tokens", "extra_tokens"), 0)
 
-    def observe(self, events: list[dict]) -> list[dict]:
-        """Take a batch's engine events (any order of requests); returns the monitor's events."""
+    def observe(self, events: list[dict], labelled: list[dict] | None = None) -> list[dict]:
+        """Take a batch's engine events (any order of requests); returns the monitor's events.
+        ``labelled``: audits labelled earlier (a restarted follower), fed as they are."""
         out: list[dict] = []
         traces = []
+        for lab in labelled or ():
+            self.totals["extra_tokens"] += int(lab.get("extra_tokens") or 0)
+            out += self.monitor.observe(lab)
         for e in events:
             kind = e.get("event")
             if kind == "request":
