@@ -249,3 +249,89 @@ def test_monitor_memory_is_bounded(cals):
     assert len(g.window) == 100 and g.requests == 3500
     assert growth < 64 * 1024, growth
     json.dumps(monitor.state())  # the state is JSON (metrics, logs)
+
+
+# -- visibility -------------------------------------------------------------------------
+def test_metrics_collector_reads_live_state_files_and_skips_dead_ones(cals, tmp_path, monkeypatch):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from lynx.monitor.metrics import LynxCollector, register_collector, write_state
+
+    monkeypatch.setenv("LYNX_METRICS_DIR", str(tmp_path))
+    monitor = LiveMonitor(_policy({"T0.6": cals["T0.6"]}), {"alphas": [0.1]})
+    monitor.observe({"event": "request", "group": "T0.6", "condition": "T0.6", "first_cue_position": 30})
+    monitor.observe({"event": "audit_label", "group": "T0.6", "condition": "T0.6", "cues": [[10, 0.99, 0]], "thinking_tokens": 50})
+    write_state("monitor", monitor.state())
+    write_state("engine", {"counts": {"requests": 7, "exits": 3, "audits": 1}})
+    write_state("engine", {"counts": {"requests": 1000}}, pid=2**22 + 12345)  # a process that is gone
+    registry = CollectorRegistry()
+    assert register_collector(registry) and not register_collector(registry)  # once per registry
+    text = generate_latest(registry).decode()
+    assert 'lynx_requests_total{pid="%d"} 7.0' % __import__("os").getpid() in text and "1000.0" not in text
+    assert 'lynx_live_risk{alpha="0.1",group="T0.6"} 1.0' in text  # the one audit's exit changed the answer
+    assert 'lynx_live_risk_upper_bound{alpha="0.1",group="T0.6"} 1.0' in text
+    assert 'lynx_alarm{group="T0.6",kind="drift"} 0.0' in text
+    assert not (tmp_path / f"engine-{2**22 + 12345}.json").exists()  # a dead process's file is removed
+    assert isinstance(LynxCollector().describe().__next__().name, str)
+
+
+def _audit_file(cals, tmp_path) -> Path:
+    """An audit file as a monitored engine + its monitor would leave it (replayed T1 traffic on T0.6)."""
+    monitor = LiveMonitor(_policy({"T0.6": cals["T0.6"]}), {"audit_fraction": 0.2, "alphas": [0.1]})
+    events = list(trace_events(cals["T1"].traces, range(200), group="T1", condition="T0.6", temperature=1.0, audit_fraction=0.2))
+    lines = []
+    for e in events:
+        lines.append(e | {"exited": False, "output_tokens": 100} if e["event"] == "request" else e | {"extra_tokens": 12})
+        lines += monitor.observe(e)
+    path = tmp_path / "audit.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines) + '{"event": "requ')  # a line still being written
+    return path
+
+
+def test_lynx_monitor_command_prints_the_state_and_plots(cals, tmp_path):
+    from typer.testing import CliRunner
+
+    from lynx.cli import app
+
+    audit = _audit_file(cals, tmp_path)
+    r = CliRunner().invoke(app, ["monitor", str(audit), "--plot", str(tmp_path / "m.png")])
+    assert r.exit_code == 0, r.output
+    assert "live answer-change risk" in r.output and "T1" in r.output and "drift @" in r.output
+    assert (tmp_path / "m.png").stat().st_size > 10_000
+    r = CliRunner().invoke(app, ["monitor", str(audit), "--json", "--plot", str(tmp_path / "n.png")])
+    state = json.loads(r.output)
+    assert state["requests"] == 200 and state["groups"]["T1"]["alarms"][0]["kind"] == "drift"
+    assert state["audit_extra_tokens"] == 12 * state["labelled"]
+
+
+@pytest.mark.parametrize("argv, expect", [
+    (["monitor", "nope.jsonl"], "does not exist"),
+    (["monitor", "{audit}", "--follow"], "--follow needs --server"),
+    (["run", "--probe", "probes/organism", "--alpha", "0.1", "--prompt", "x", "--monitor", "{bad"], "--monitor must be a JSON object"),
+    (["run", "--probe", "probes/organism", "--alpha", "0.1", "--prompt", "x", "--monitor", '{"response": "panic"}'], "response must be one of"),
+    (["eval", "--probe", "probes/organism", "--monitor", '{"audit_fraction": 2}'], "audit_fraction must be"),
+])
+def test_monitor_options_refuse_bad_input_with_one_line(cals, tmp_path, argv, expect):
+    from typer.testing import CliRunner
+
+    from lynx.cli import app
+
+    audit = _audit_file(cals, tmp_path)
+    r = CliRunner().invoke(app, [a.replace("{audit}", str(audit)) for a in argv])
+    assert r.exit_code == 2 and expect in r.output and "Traceback" not in r.output, r.output
+
+
+def test_generate_with_a_monitor_on_transformers(tmp_path):
+    """lynx.generate: every request audited (audit_fraction 1): none exits, each is labelled in the audit file."""
+    from lynx.monitor.report import read_events
+    from lynx.organism.problems import sample_problems
+    from lynx.run import generate
+
+    audit = tmp_path / "audit.jsonl"
+    problems = [p.text for p in sample_problems("test", 6, seed=3)]
+    res = generate(problems, probe=str(PROBE), alpha=0.2, engine="hf", temperature=0.6, max_new_tokens=400,
+                   monitor={"audit_fraction": 1.0, "grader": "integer"}, audit_path=audit)
+    assert all(r.extra.get("audited") and not r.exited for r in res)
+    events = read_events(audit)
+    assert sum(e["event"] == "request" for e in events) == 6 and sum(e["event"] == "audit_label" for e in events) == 6
+    assert all(e["final_answer"] == r.answer for e, r in zip((e for e in events if e["event"] == "audit_label"), res, strict=True))

@@ -128,7 +128,7 @@ def test_served_monitor_labels_audits_through_the_server_and_shows_on_metrics(se
     assert counts.get("lynx_requests_total", 0) >= 20 and counts.get("lynx_audits_total", 0) >= 1, text[-2000:]
     assert "lynx_exits_total" in counts
     # the follower's monitor state (this test process) appears too: live risk bound per group and alpha
-    assert 'lynx_live_risk_upper_bound{group="T0.6",alpha="0.1"}' in text
+    assert 'lynx_live_risk_upper_bound{alpha="0.1",group="T0.6"}' in text
     assert 'lynx_alarm{group="T0.6",kind="drift"}' in text
 
 
