@@ -18,7 +18,7 @@ Reported (JSON + a table + plots):
 * cost: the audits' forced-exit tokens as a share of the stream's generated tokens, and the
   saving the audited requests gave up.
 
-Usage: python benchmarks/shift_monitor.py [--n 600] [--replays 200] [--out runs/shift-monitor]
+Usage: python benchmarks/shift_monitor.py [--n 600] [--n-shifted N] [--replays 200] [--out runs/shift-monitor] [--replays-only]
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def run_stream(args, response: str, records, vanilla: dict | None):
     tok = backend.tokenizer
     prompts = [tok(chat_prompt(tok, r.question, suffix=policy.prompt_suffix), add_special_tokens=False)["input_ids"] for r in records]
     seeds = [rollout_seed(args.seed, r.id, 0) for r in records]
-    temps = [0.6] * args.n + [1.0] * args.n
+    temps = [0.6] * args.n + [1.0] * (len(records) - args.n)
     if vanilla is None:  # the full-CoT answer of every request (same seed = the same trace as an audited request's)
         vanilla = {}
         t0 = time.monotonic()
@@ -177,6 +177,13 @@ def replays(args, live_events_by_segment, policy_folder) -> dict:
                 alarms[kind].append(res.get(kind, math.inf))
         out[f"live {seg} reordered"] = {kind: _delays(v, len(units)) for kind, v in alarms.items()} | {"replays": args.replays,
                                                                                                      "requests": len(units)}
+        if seg == "T1":  # how long the risk bound needs at this shift: the recorded requests resampled to a longer stream
+            long, risk = 5 * len(units), []  # (resampling repeats requests, which only the risk test tolerates: drift is not reported)
+            for r in range(args.replays):
+                m = LiveMonitor(types.SimpleNamespace(calibrations={"T0.6": c06}), cfg | {"seed": r})
+                stream = [e | {"tag": f"{e.get('tag')}#{j}"} for j, k in enumerate(rng.integers(0, len(units), long)) for e in units[k]]
+                risk.append(replay(m, stream)["first_alarm"].get(seg, {}).get("risk", math.inf))
+            out[f"live {seg} resampled x5 (risk only)"] = {"risk": _delays(risk, long), "replays": args.replays, "requests": long}
     # (b) the probe's own T0.6 calibration traces: half the reference, the other half the stream
     t = c06.traces
     alarms = {"risk": [], "drift": []}
@@ -212,6 +219,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--probe", default="probes/organism")
     ap.add_argument("--n", type=int, default=600, help="requests per segment (T = 0.6, then T = 1.0)")
+    ap.add_argument("--n-shifted", type=int, default=None, help="requests at T = 1.0 (default: --n)")
     ap.add_argument("--alpha", type=float, default=0.1)
     ap.add_argument("--audit-fraction", type=float, default=0.1)
     ap.add_argument("--test-level", type=float, default=0.05)
@@ -222,12 +230,22 @@ def main():
     ap.add_argument("--responses", default="warn,conservative,recalibrate")
     ap.add_argument("--replays", type=int, default=200)
     ap.add_argument("--out", default="runs/shift-monitor")
+    ap.add_argument("--replays-only", action="store_true", help="only the offline replays, from an earlier run's warn/audit.jsonl")
     args = ap.parse_args()
+    if args.replays_only:
+        audit = Path(args.out) / "warn" / "audit.jsonl"
+        seg = {g: [e for e in _read(audit) if e.get("group") == g and e.get("event") in ("request", "audit_label")] for g in ("T0.6", "T1")}
+        rep = replays(args, seg, Path(args.out) / "warn" / "probe")
+        res = json.loads((Path(args.out) / "shift_monitor.json").read_text())
+        res["replays"] = rep
+        (Path(args.out) / "shift_monitor.json").write_text(json.dumps(res, indent=1, default=str))
+        report({"replays": rep})
+        return
 
     from lynx.datasets import load
 
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    records = load(f"organism:test:{2 * args.n}", seed=args.seed)
+    records = load(f"organism:test:{args.n + (args.n_shifted or args.n)}", seed=args.seed)
     vanilla, results = None, {}
     t_all = time.monotonic()
     for response in args.responses.split(","):
@@ -292,7 +310,7 @@ def report(results: dict) -> None:
         print(f"{'':13s} first alarms: {r['first_alarm']}   cost: forced exits {r['cost']['forced_exit_share']:.1%} of stream tokens, "
               f"saving given up by audits {r['cost']['saving_lost_share_of_saving']:.1%} of the saving")
     for name, rep in results.get("replays", {}).items():
-        print(f"replays  {name}: risk {rep['risk']}  drift {rep['drift']}  ({rep['replays']} replays of {rep['requests']} requests)")
+        print(f"replays  {name}: risk {rep['risk']}  drift {rep.get('drift', '-')}  ({rep['replays']} replays of {rep['requests']} requests)")
 
 
 if __name__ == "__main__":

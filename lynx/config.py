@@ -127,6 +127,7 @@ class MonitorConfig:
     alphas: tuple[float, ...] = CalibrateConfig.alphas  # the risk levels whose live risk is bounded
     test_level: float = 0.05
     tolerance: float = 0.0  # margin over the calibration's upper bound before the risk alarm fires
+    risk_horizon: int = 200  # audits at which the live risk bound is tightest (any value keeps it valid)
     response: str = "warn"  # one of RESPONSES
     min_audits: int = 40  # audited requests since the alarm before ``recalibrate`` calibrates on them
     window: int = 400  # at most this many latest audits are kept (and calibrated on)
@@ -218,6 +219,7 @@ def parse_monitor(settings: dict | MonitorConfig | None) -> MonitorConfig | None
     number("tolerance", 0.0, 1.0)
     number("seed", 0, 2**63 - 1, integer=True)
     number("min_audits", 1, 10**7, integer=True)
+    number("risk_horizon", 1, 10**9, integer=True)
     number("window", 1, 10**7, integer=True)
     number("answer_tokens", 1, 10**6, integer=True)
     number("drift_bins", 2, 10**6, integer=True)

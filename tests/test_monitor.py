@@ -45,7 +45,7 @@ def test_risk_bound_equals_mapie_risk_monitoring():
     live = (rng.random(400) < 0.35).astype(int)
     loss = BinaryRisk(risk_occurrence=lambda yt, yp: yt == 1, risk_condition=lambda yt, yp: np.ones(len(yt), bool), higher_is_better=False)
     mapie = RiskMonitoring(loss, test_level=0.05, tolerance=0.02, reference_data=(reference, reference), warn=False)
-    mine = RiskBound(reference, test_level=0.05, tolerance=0.02)
+    mine = RiskBound(reference, test_level=0.05, tolerance=0.02, v_opt=1.0)  # RiskMonitoring's fixed mixture
     assert mine.alarm_level == pytest.approx(mapie.threshold)
     lows, alarms = [], []
     for x in live:

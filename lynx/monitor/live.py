@@ -132,7 +132,7 @@ class LiveMonitor:
             thr = cal.threshold(a).threshold
             ref = trace_losses(t, exit_cues(t, np.array([thr])), "answer-change")[:, 0]
             g.thresholds[a] = thr
-            g.risks[a] = RiskBound(ref, level, self.cfg.tolerance)
+            g.risks[a] = RiskBound(ref, level, self.cfg.tolerance, v_opt=0.25 * self.cfg.risk_horizon)
 
     def _group(self, event: dict) -> Group | None:
         key = event.get("group") or "default"
