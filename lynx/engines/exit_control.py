@@ -222,7 +222,8 @@ class ExitController:
         state.cues, state.temperature, state.domain = [], temperature, opts.domain
         state.group = condition_key(temperature, opts.domain)
         self.counts["requests"] += 1
-        state.uncalibrated and self._count("uncalibrated")
+        if state.uncalibrated:
+            self.counts["uncalibrated"] += 1
         state.audit = audit_selected(self.monitor.audit_fraction, self.monitor.seed, opts.tag, state.prompt, seed)
         if state.audit:
             self.counts["audits"] += 1
@@ -237,9 +238,6 @@ class ExitController:
     def _all_decisions(self, alpha: float) -> list:
         cals = self.policy.calibrations
         return [cals[k].threshold(alpha) for k in cals]
-
-    def _count(self, key: str) -> None:
-        self.counts[key] += 1
 
     def _flag_uncalibrated(self, state: RequestState, temperature, domain, decision) -> None:
         """Audit every request outside the calibrated conditions; warn once per condition."""
@@ -366,7 +364,8 @@ class ExitController:
         if state.cues is None:
             return
         self.counts["finished"] += 1
-        state.disabled and self._count("disabled")
+        if state.disabled:
+            self.counts["disabled"] += 1
         m = self.matcher
         ids = state.prompt + list(state.output)
         opened = _index(ids, m.think_open_id)

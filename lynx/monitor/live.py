@@ -48,6 +48,7 @@ import numpy as np
 
 from lynx.calibrate.policy import exit_cues, trace_losses
 from lynx.config import MonitorConfig, parse_monitor
+from lynx.errors import InvalidInput
 from lynx.monitor.sequences import DriftTest, RiskBound
 
 log = logging.getLogger("lynx.monitor")
@@ -220,7 +221,12 @@ class LiveMonitor:
         if g.temperature is None:
             g.response_active = True
             return []
-        key, folder = store_calibration(self.policy, list(g.window), g.temperature, g.domain)
+        try:
+            key, folder = store_calibration(self.policy, list(g.window), g.temperature, g.domain)
+        except (InvalidInput, OSError) as e:  # e.g. a read-only probe folder: stay conservative, say why, try again later
+            log.warning("lynx monitor: recalibrating %s failed (%s); its requests stay conservative", g.key, e)
+            g.window = deque(maxlen=self.cfg.window)
+            return [{"event": "recalibration_failed", "group": g.key, "reason": str(e)[:300], "request": g.requests}]
         self.policy = self.policy.reloaded()
         log.warning("lynx monitor: %s recalibrated on %d audits since the alarm; condition %s stored in %s and served",
                     g.key, len(g.window), key, folder)
