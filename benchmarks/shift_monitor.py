@@ -28,7 +28,6 @@ import json
 import math
 import shutil
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +81,7 @@ def run_stream(args, response: str, records, vanilla: dict | None):
     for start in range(0, len(records), args.batch):
         idx = list(range(start, min(start + args.batch, len(records))))
         T = temps[idx[0]]
-        tags = [uuid.uuid4().hex for _ in idx]
+        tags = [f"req{args.seed}-{i}" for i in idx]  # the same requests are audited in every run (the seeded hash of the tag)
         outs = backend.complete([prompts[i] for i in idx], max_tokens=args.max_tokens, temperature=T, top_p=0.95,
                                 seeds=[seeds[i] for i in idx], stop_ids=[tok.eos_token_id],
                                 extra_args=[request_args(alpha=args.alpha, tag=t) for t in tags])

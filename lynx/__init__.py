@@ -6,6 +6,7 @@ The Python API in one place (imported on first use, so ``import lynx`` stays lig
     policy = lynx.ExitPolicy.load("probes/organism")   # probe + calibration, safetensors + JSON, never unpickled
     policy.threshold(0.1, temperature=0.6).promise      # the threshold at alpha 0.1 for T=0.6 requests, and its promise
     out = lynx.generate(["Compute 47 + 8 - 5."], probe=policy, alpha=0.1)
+    lynx.generate(prompts, probe=policy, alpha=0.1, monitor={"audit_fraction": 0.1}, audit_path="audit.jsonl")  # live monitor
 
 Engines: :mod:`lynx.engines.hf` (transformers) and :mod:`lynx.engines.vllm_engine` (the in-engine hook).
 Errors the user can fix are :class:`lynx.LynxError`.
@@ -25,6 +26,8 @@ _API = {
     "ProbeModelMismatch": ("lynx.probe", "ProbeModelMismatch"),
     "load_calibration": ("lynx.calibrate", "load_calibration"),
     "generate": ("lynx.run", "generate"),
+    "LiveMonitor": ("lynx.monitor.live", "LiveMonitor"),
+    "MonitorConfig": ("lynx.config", "MonitorConfig"),
 }
 
 __all__ = ["__version__", *_API]
