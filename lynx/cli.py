@@ -277,6 +277,8 @@ def monitor(
     probe: Path = typer.Option(None, help="with --follow: the probe folder the server serves"),
     settings: str = typer.Option(None, help="with --follow: the monitor's settings as JSON (as the engine's monitor section)"),
     once: bool = typer.Option(False, help="with --follow: one pass over the file, then stop"),
+    priority: int = typer.Option(None, help="with --follow: the audits' forced exits at this priority (server started with "
+                                            "--scheduling-policy priority; larger = later than the traffic's 0)"),
     as_json: bool = typer.Option(False, "--json", help="print the state as JSON"),
 ) -> None:
     """The promise on live traffic: requests, exits, audits, the live risk with its bounds per alpha, the drift test, alarms and responses (and a plot)."""
@@ -289,7 +291,7 @@ def monitor(
         from lynx.monitor.follow import follow
 
         cfg = _monitor_settings(settings) or {}
-        follow(audit_file, server, ExitPolicy.load(probe), cfg, once=once,
+        follow(audit_file, server, ExitPolicy.load(probe), cfg, once=once, priority=priority,
                on_events=lambda evs: [err.print(f"lynx monitor: {e['event']} {e.get('group')} {e.get('kind') or e.get('response') or e.get('condition') or ''}")
                                       for e in evs if e.get("event") in ("alarm", "response", "cleared", "recalibrated")])
     events = read_events(audit_file)

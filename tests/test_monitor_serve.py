@@ -26,7 +26,7 @@ def served(tmp_path_factory, serve_organism):
     audit = work / "audit.jsonl"
     metrics_dir = work / "metrics"
     lynx_cfg = {"probe": str(PROBE), "audit_path": str(audit), "monitor": {"audit_fraction": 0.5, "grader": "integer"}}
-    with serve_organism(work, lynx_cfg, {"LYNX_METRICS_DIR": str(metrics_dir)}, ("--enable-prefix-caching",)) as base:
+    with serve_organism(work, lynx_cfg, {"LYNX_METRICS_DIR": str(metrics_dir)}, ("--enable-prefix-caching", "--scheduling-policy", "priority")) as base:
         yield base, audit, metrics_dir
 
 
@@ -59,7 +59,8 @@ def test_served_monitor_labels_audits_through_the_server_and_shows_on_metrics(se
     traces = [e for e in events if e["event"] == "audit_trace"]
     assert len([t for t in summaries if t.startswith("a")]) >= 20
     assert traces and all(not summaries[t["tag"]]["exited"] for t in traces if t["tag"] in summaries)  # audits never exit
-    mon = follow(audit, base, ExitPolicy.load(PROBE), {"audit_fraction": 0.5, "grader": "integer"}, once=True)
+    # the forced exits at a lower priority than the traffic (the server runs priority scheduling)
+    mon = follow(audit, base, ExitPolicy.load(PROBE), {"audit_fraction": 0.5, "grader": "integer"}, once=True, priority=1)
     labels = [e for e in read_events(audit) if e["event"] == "audit_label"]
     assert {lab["tag"] for lab in labels} == {t["tag"] for t in traces}  # every audit labelled, through the server
     assert all(len(lab["cues"]) == len(lab["forced_answers"]) for lab in labels) and sum(len(lab["cues"]) for lab in labels) > 0
