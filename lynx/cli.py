@@ -153,7 +153,8 @@ def _ints(text: str, what: str, low: int = 1) -> list[int]:
 @app.command()
 @friendly
 def train(
-    data: Path = typer.Option(..., help="a lynx collect folder"),
+    data: list[Path] = typer.Option(..., help="a lynx collect folder (repeat --data to read several as one collection: same model, "
+                                               "layers, cues, exit string and labels; disjoint problems)"),
     output: Path = typer.Option(..., "--out", help="probe folder to write (e.g. probes/<name>)"),
     hidden: str = typer.Option(",".join(map(str, ProbeTrainConfig.hidden_layer_sizes)), help="MLP hidden layer sizes"),
     learning_rate: float = typer.Option(ProbeTrainConfig.learning_rate, min=0.0),
@@ -175,7 +176,7 @@ def train(
         raise UserError(f"--hidden needs positive layer sizes, got {hidden!r}")
     cfg = ProbeTrainConfig(hidden_layer_sizes=sizes, learning_rate=learning_rate, l2=l2, max_epochs=max_epochs, patience=patience,
                            test_fraction=test_fraction, val_fraction=val_fraction, class_balanced=balanced, seed=seed)
-    meta = train_probe(data, output, cfg)
+    meta = train_probe(data[0] if len(data) == 1 else list(data), output, cfg)
     if as_json:
         print(json.dumps(meta["metrics"]))
         return
@@ -192,7 +193,8 @@ def train(
 @friendly
 def calibrate(
     probe: Path = typer.Option(..., help="probe folder from lynx train"),
-    data: Path = typer.Option(..., help="lynx collect folder on problems disjoint from the probe's training data"),
+    data: list[Path] = typer.Option(..., help="lynx collect folder on problems disjoint from the probe's training data (repeat "
+                                               "--data for several folders of one condition)"),
     alphas: str = typer.Option(_csv(CalibrateConfig.alphas), help="risk levels to report (any alpha can be used later)"),
     mode: str = typer.Option(CalibrateConfig.mode, help="per-problem (default) | per-cue (paper-faithful)"),
     method: str = typer.Option(CalibrateConfig.method, help="per-problem procedure: crc (expected risk) | ltt (high probability, see --delta)"),
@@ -207,7 +209,7 @@ def calibrate(
     """Calibrate a probe for the condition of the data (its temperature, --domain): added to the probe folder's other conditions."""
     from lynx.calibrate.pipeline import calibrate as run_calibrate
 
-    rows = run_calibrate(probe, data, _alphas(alphas, allow_empty=False), mode=mode, method=method, risk=risk, delta=delta, n_splits=n_splits,
+    rows = run_calibrate(probe, data[0] if len(data) == 1 else list(data), _alphas(alphas, allow_empty=False), mode=mode, method=method, risk=risk, delta=delta, n_splits=n_splits,
                          domain=domain)
     show_calibration(rows, probe, as_json)
 

@@ -23,9 +23,8 @@ from lynx.config import AGREEMENT_RISK, CalibrateConfig
 from lynx.errors import InvalidInput
 from lynx.probe.artifact import load_probe, probe_hash
 from lynx.probe.train import TRAIN_PROBLEMS
-from lynx.store.cue_data import load_cue_data, manifest_hash
-from lynx.store.manifest import identity_value, read_manifest
-from lynx.store.shards import read_folder
+from lynx.store.cue_data import collection_manifest, load_cue_data, manifest_hash, read_traces
+from lynx.store.manifest import identity_value
 
 
 class OverlapError(InvalidInput):
@@ -42,7 +41,7 @@ def check_matches(probe_meta: dict, manifest: dict, data_dir) -> None:
             raise InvalidInput(f"the data in {data_dir} was collected with other {what} ({manifest.get(key)!r}) than the probe ({probe_meta.get(key)!r})")
 
 
-def calibrate(probe_dir: Path | str, data_dir: Path | str, alphas=CalibrateConfig.alphas, mode: str = CalibrateConfig.mode,
+def calibrate(probe_dir: Path | str, data_dir: Path | str | list, alphas=CalibrateConfig.alphas, mode: str = CalibrateConfig.mode,
               method: str = CalibrateConfig.method, risk: str | None = None, delta: float = CalibrateConfig.delta,
               n_splits: int = CalibrateConfig.n_splits, domain: str | None = None) -> list[dict]:
     """Calibrate the probe in ``probe_dir`` on the collection ``data_dir`` and store it as the
@@ -50,11 +49,19 @@ def calibrate(probe_dir: Path | str, data_dir: Path | str, alphas=CalibrateConfi
     given), next to the folder's other conditions; one for the same condition is replaced.
 
     ``risk`` None: ``premature`` for gold-labelled data, ``answer-change`` for agreement-labelled
-    data (which has no gold answers). Returns one report row per alpha and guarantee."""
+    data (which has no gold answers). Returns one report row per alpha and guarantee.
+
+    ``data_dir`` may be several collect folders read as one collection (same model, layers,
+    cues, exit string, labels — and, for a calibration, the same sampling: one condition)."""
     probe_dir = Path(probe_dir)
     alphas = [check_alpha(a) for a in alphas]
     domain = check_domain(domain)
-    manifest = read_manifest(Path(data_dir))  # checked before any feature is read or scored
+    folders = data_dir
+    data_dir = str(data_dir) if isinstance(data_dir, (str, Path)) else " + ".join(map(str, data_dir))  # for messages
+    manifest = collection_manifest(folders)  # checked before any feature is read or scored
+    if "mixed" in (manifest.get("sampling") or {}):
+        raise InvalidInput(f"the folders {data_dir} were sampled differently ({manifest['sampling']['mixed']}); "
+                           "a calibration holds for one condition: calibrate each sampling temperature on its own")
     labels = identity_value(manifest, "labels")
     risk = risk or (CalibrateConfig.risk if labels == "gold" else AGREEMENT_RISK)
     if mode not in MODES or method not in METHODS or risk not in RISKS:
@@ -68,7 +75,7 @@ def calibrate(probe_dir: Path | str, data_dir: Path | str, alphas=CalibrateConfi
     probe = load_probe(probe_dir)
     check_matches(probe.meta, manifest, data_dir)
     probe.check_model(manifest["model_fingerprint"], f"the model of the data in {data_dir} ({manifest['model']!r})")
-    data = load_cue_data(data_dir)
+    data = load_cue_data(folders)
     trained = probe_dir / TRAIN_PROBLEMS
     if trained.exists():
         overlap = sorted(set(json.loads(trained.read_text())) & set(map(str, data.problems)))
@@ -86,11 +93,11 @@ def calibrate(probe_dir: Path | str, data_dir: Path | str, alphas=CalibrateConfi
     if data.agreement is not None:
         cues["agreement"] = data.agreement
     condition = Condition(data.manifest["sampling"]["temperature"], domain)
-    traces = read_folder(Path(data_dir), "traces").to_pydict()
+    traces = read_traces(folders)
     cal = Calibration(traces_from_rows(cues, traces), {
         "mode": mode, "method": method, "risk": risk, "delta": delta, "labels": labels, "condition": condition.to_dict(),
         "model": probe.meta["model"], "model_fingerprint": probe.meta["model_fingerprint"], "probe_hash": probe_hash(probe_dir),
-        "data": {"folder": str(data_dir), "dataset": data.manifest["dataset"], "manifest_hash": manifest_hash(data.manifest),
+        "data": {"folder": data_dir, "dataset": data.manifest["dataset"], "manifest_hash": manifest_hash(data.manifest),
                  "sampling": data.manifest["sampling"]},
         # the problems calibrated on, with or without a cue (a problem without one never exits, and counts in every rate)
         "n_problems": len(set(map(str, traces["problem_id"]))), "n_problems_with_cues": int(len(data.problems)),

@@ -91,10 +91,13 @@ def to_probe(scaler, clf, meta: dict) -> Probe:
     return Probe(t(scaler.mean_), t(scaler.scale_), [t(w) for w in clf.coefs_], [t(b) for b in clf.intercepts_], meta)
 
 
-def train_probe(data_dir: Path | str, out: Path | str, cfg: ProbeTrainConfig | None = None) -> dict:
-    """Train, evaluate on held-out problems, and write the probe folder; returns its metadata."""
+def train_probe(data_dir: Path | str | list, out: Path | str, cfg: ProbeTrainConfig | None = None) -> dict:
+    """Train, evaluate on held-out problems, and write the probe folder; returns its metadata.
+    ``data_dir``: a collect folder, or several read as one collection (same model, layers,
+    cues, exit string and labels; disjoint problems — e.g. one per GPU or per benchmark)."""
     cfg = cfg or ProbeTrainConfig()
     data = load_cue_data(data_dir)
+    data_dir = data.source
     out = Path(out)
     if len(np.unique(data.label)) < 2:
         raise InvalidInput(f"{data_dir}: every cue point has label {int(data.label[0])}; a probe needs both safe and unsafe cues")
@@ -114,8 +117,9 @@ def train_probe(data_dir: Path | str, out: Path | str, cfg: ProbeTrainConfig | N
         "tokenizer_hash": m["tokenizer_hash"], "num_layers": m["num_layers"], "hidden_size": m["hidden_size"],
         "layers": m["layers"], "cues": m["cues"], "exit_string": m["exit_string"], "answer_tokens": m.get("answer_tokens"),
         "prompt_suffix": m.get("prompt_suffix"),
-        "data": {"folder": str(data.folder), "manifest_hash": manifest_hash(m), "dataset": m["dataset"], "sampling": m["sampling"],
-                 "n_cues": len(data), "n_problems": int(len(problems)), "safe_share": float(data.label.mean())},
+        "data": {"folder": data.source, "manifest_hash": manifest_hash(m), "dataset": m["dataset"], "sampling": m["sampling"],
+                 "n_cues": len(data), "n_problems": int(len(problems)), "safe_share": float(data.label.mean())}
+                | ({"merged_from": m["merged_from"]} if "merged_from" in m else {}),
         "architecture": {"kind": "mlp", "hidden_layer_sizes": list(cfg.hidden_layer_sizes), "activation": "relu", "output": "sigmoid"},
         "training": asdict(cfg) | {"epochs": len(history), "best_val_loss": float(min(history))},
     }

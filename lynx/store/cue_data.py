@@ -40,6 +40,12 @@ class CueData:
     manifest: dict
     folder: Path
     agreement: np.ndarray | None = None  # (n,) int8: the forced answer equals the trace's final one (None: predates it)
+    folders: tuple = ()  # every folder read (several: a merged collection); () = just ``folder``
+
+    @property
+    def source(self) -> str:
+        """The folder(s) the rows come from, for metadata and messages."""
+        return " + ".join(map(str, self.folders)) if self.folders else str(self.folder)
 
     @property
     def labels(self) -> str:
@@ -57,7 +63,7 @@ class CueData:
         fields = {k: getattr(self, k)[mask] for k in (
             "features", "label", "problem_id", "sample_id", "cue_index", "thinking_position", "thinking_tokens_total", "final_correct")}
         return CueData(**fields, manifest=self.manifest, folder=self.folder,
-                       agreement=None if self.agreement is None else self.agreement[mask])
+                       agreement=None if self.agreement is None else self.agreement[mask], folders=self.folders)
 
 
 def manifest_hash(manifest: dict) -> str:
@@ -83,7 +89,84 @@ def warn_if_incomplete(folder: Path, manifest: dict) -> list[int]:
     return missing
 
 
-def load_cue_data(folder: Path | str) -> CueData:
+#: what several collect folders must share to be read as one training / calibration set
+MERGE_IDENTITY = ("model_fingerprint", "tokenizer_hash", "hidden_size", "layers", "cues", "exit_string", "labels", "prompt_suffix",
+                  "answer_tokens")
+Folders = Path | str | list | tuple
+
+
+def _folders(folders: Folders) -> list[Path]:
+    out = [Path(f) for f in ([folders] if isinstance(folders, (str, Path)) else folders)]
+    if not out:
+        raise InvalidInput("give at least one collect folder (--data)")
+    if len(set(out)) < len(out):
+        raise InvalidInput(f"a collect folder is given twice: {', '.join(sorted({str(f) for f in out if out.count(f) > 1}))}")
+    return out
+
+
+def collection_manifest(folders: Folders) -> dict:
+    """The manifest of one folder, or of several read as one collection: they must agree on
+    :data:`MERGE_IDENTITY` (one line names the first field that differs and the two folders);
+    datasets, sampling and sizes may differ (``dataset`` joins them, ``n_problems`` adds up,
+    ``sampling`` is kept when all agree, and ``merged_from`` lists each folder's own)."""
+    paths = _folders(folders)
+    for f in paths:
+        if not f.is_dir():
+            raise MissingInput(f"data folder {f} does not exist")
+    manifests = [read_manifest(f) for f in paths]
+    if len(paths) == 1:
+        return manifests[0]
+    first = manifests[0]
+    for f, m in zip(paths[1:], manifests[1:], strict=True):
+        for key in MERGE_IDENTITY:
+            if identity_value(m, key) != identity_value(first, key):
+                raise InvalidInput(f"{paths[0]} and {f} cannot be read as one collection: they differ in {key} "
+                                   f"({_short(identity_value(first, key))} vs {_short(identity_value(m, key))})")
+    merged = dict(first)
+    merged["dataset"] = " + ".join(str(m["dataset"]) for m in manifests)
+    merged["n_problems"] = sum(int(m.get("n_problems") or 0) for m in manifests)
+    same_sampling = all(m.get("sampling") == first.get("sampling") for m in manifests)
+    merged["sampling"] = first.get("sampling") if same_sampling else {"mixed": [m.get("sampling") for m in manifests]}
+    merged["merged_from"] = [{"folder": str(f), "dataset": m["dataset"], "manifest_hash": manifest_hash(m)} for f, m in zip(paths, manifests, strict=True)]
+    return merged
+
+
+def _short(value, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def read_traces(folders: Folders) -> dict:
+    """The trace rows of one or several collect folders, as columns (lists)."""
+    tables = [read_folder(f, "traces").to_pydict() for f in _folders(folders)]
+    return {k: [v for t in tables for v in t[k]] for k in tables[0]}
+
+
+def load_cue_data(folders: Folders) -> CueData:
+    """Read every complete shard of one collect folder, or of several read as one collection
+    (:func:`collection_manifest`: same model, layers, cues, exit string, labels; disjoint
+    problems); clear errors for empty, foreign or overlapping folders."""
+    paths = _folders(folders)
+    if len(paths) == 1:
+        return _load_one(paths[0])
+    manifest = collection_manifest(paths)
+    parts = [_load_one(f) for f in paths]
+    seen: dict[tuple, Path] = {}
+    for part in parts:
+        for key in set(zip(part.problem_id.tolist(), part.sample_id.tolist(), strict=True)):
+            if key in seen:
+                raise InvalidInput(f"{seen[key]} and {part.folder} both hold problem {key[0]!r} sample {key[1]}: merge collections of "
+                                   "disjoint problems (or samples)")
+            seen[key] = part.folder
+    cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
+    agreement = None if any(p.agreement is None for p in parts) else cat("agreement")
+    data = CueData(features=cat("features"), label=cat("label"), problem_id=cat("problem_id"), sample_id=cat("sample_id"),
+                   cue_index=cat("cue_index"), thinking_position=cat("thinking_position"), thinking_tokens_total=cat("thinking_tokens_total"),
+                   final_correct=cat("final_correct"), manifest=manifest, folder=paths[0], agreement=agreement, folders=tuple(paths))
+    return data.subset(np.lexsort((data.cue_index, data.sample_id, data.problem_id)))
+
+
+def _load_one(folder: Path) -> CueData:
     """Read every complete shard of a collect folder; clear errors for empty or foreign folders."""
     folder = Path(folder)
     if not folder.is_dir():
