@@ -77,85 +77,142 @@ def _tables(rollouts, sample_ids, layers, hidden: int, labels: str = "gold") -> 
     return pa.table(cue_cols, schema=cue_schema(layers, hidden)), pa.table(trace_cols, schema=TRACE_SCHEMA)
 
 
-def collect(cfg: CollectConfig, engine=None) -> dict:
-    """Run (or resume) a collection; returns the summary it prints.
+class ShardRunner:
+    """One engine collecting whole shards of a collection: what ``lynx collect`` runs in its own
+    process, and what each Ray worker runs (:mod:`lynx.collect.distributed`). A shard's rows
+    depend only on the collection's settings and the shard index (every rollout is seeded by
+    (seed, problem, sample)), never on which process, batch or retry ran it."""
 
-    ``engine``: a collector from an earlier call with the same model and engine kind, reused
-    so that several collections (the demo's train and calibration sets) start one engine."""
+    def __init__(self, cfg: CollectConfig, engine=None, records=None):
+        self.cfg = cfg
+        self.ref = resolve_model(cfg.model)
+        self.records = records if records is not None else load_dataset(
+            cfg.dataset, n=cfg.n_problems, seed=cfg.seed, question_field=cfg.question_field, answer_field=cfg.answer_field,
+            require_answer=False)
+        self.labels = resolve_labels(cfg.labels, self.records, cfg.dataset)
+        if engine is None:
+            engine = (HFCollector if cfg.engine == "hf" else VLLMCollector)(self.ref, cfg)
+        else:
+            engine.cfg = cfg
+        self.engine = engine
+        self.tok, self.mconf = engine.tokenizer, engine.config
+        self.matcher = CueMatcher(self.tok, cues=cfg.cues)
+        self.layers = parse_layers(cfg.layers, self.mconf.num_hidden_layers)
+        self._started = False
+
+    @property
+    def n_shards(self) -> int:
+        return (len(self.records) + self.cfg.shard_size - 1) // self.cfg.shard_size
+
+    def shard_jobs(self, index: int) -> int:
+        """Rollouts of shard ``index``."""
+        return min(self.cfg.shard_size, len(self.records) - index * self.cfg.shard_size) * self.cfg.samples_per_problem
+
+    def manifest(self) -> dict:
+        cfg, ref, tok, mconf = self.cfg, self.ref, self.tok, self.mconf
+        return {
+            "lynx_version": __version__, "model": cfg.model, "model_path": ref.path, "model_fingerprint": model_fingerprint(ref),
+            "tokenizer_hash": tokenizer_hash(tok), "num_layers": mconf.num_hidden_layers, "hidden_size": mconf.hidden_size,
+            "layers": list(self.layers), "cues": list(self.matcher.cues), "exit_string": cfg.exit_string,
+            "sampling": {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed},
+            "samples_per_problem": cfg.samples_per_problem, "answer_tokens": cfg.answer_tokens, "dataset": cfg.dataset,
+            "n_problems": len(self.records), "shard_size": cfg.shard_size, "engine": cfg.engine,
+            "question_field": cfg.question_field, "answer_field": cfg.answer_field, "prompt_suffix": cfg.prompt_suffix,
+            "seeding": SEEDING, "labels": self.labels,
+        }
+
+    def start(self) -> None:
+        if not self._started:
+            exit_ids = self.tok(self.cfg.exit_string, add_special_tokens=False)["input_ids"]
+            self.engine.start(self.layers, self.matcher, exit_ids, answer_stop_ids(self.tok))
+            self._started = True
+
+    def run(self, index: int, out: Path, before_write=None) -> dict:
+        """Collect shard ``index`` and write it (atomically) into ``out``; returns its counts and times.
+        ``before_write(index)``: called just before the write (fault injection in tests)."""
+        self.start()
+        cfg, tok, engine = self.cfg, self.tok, self.engine
+        chunk = self.records[index * cfg.shard_size : (index + 1) * cfg.shard_size]
+        jobs = [(rec, k) for rec in chunk for k in range(cfg.samples_per_problem)]
+        prompts = [tok(chat_prompt(tok, rec.question, suffix=cfg.prompt_suffix), add_special_tokens=False)["input_ids"] for rec, _ in jobs]
+        t = time.monotonic()
+        gens = engine.generate(prompts, seeds=[rollout_seed(cfg.seed, rec.id, k) for rec, k in jobs])
+        t_gen = time.monotonic() - t
+        t = time.monotonic()
+        rollouts = make_rollouts(tok, self.matcher, [rec.id for rec, _ in jobs], [rec.answer for rec, _ in jobs], prompts, gens,
+                                 [grader_for(rec.kind) for rec, _ in jobs])
+        engine.label(rollouts, [rec.kind for rec, _ in jobs])
+        t_label = time.monotonic() - t
+        cues, traces = _tables(rollouts, [k for _, k in jobs], self.layers, self.mconf.hidden_size, self.labels)
+        if before_write is not None:
+            before_write(index)
+        write_shard(out, index, cues, traces)
+        return {"shard": index, "rollouts": len(jobs), "cues": cues.num_rows, "generation_seconds": t_gen, "labelling_seconds": t_label}
+
+
+def open_collection(cfg: CollectConfig, runner: ShardRunner) -> tuple[Path, dict]:
+    """Check the options and the output folder, and write the manifest; returns (folder, manifest)."""
+    manifest = runner.manifest()
+    out = Path(cfg.out)
+    if (out / "manifest.json").exists():
+        check_compatible(out, manifest)
+    elif out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()):
+        raise InvalidInput(f"output folder {out} is not empty and has no manifest.json; refusing to write into it")
+    return out, manifest
+
+
+def check_options(cfg: CollectConfig) -> None:
     if cfg.engine not in ("hf", "vllm"):
         raise InvalidInput(f"unknown engine {cfg.engine!r}: use hf or vllm")
     if cfg.samples_per_problem < 1 or cfg.max_new_tokens < 1 or cfg.answer_tokens < 1:
         raise InvalidInput("--samples-per-problem, --max-new-tokens and --answer-tokens must be >= 1")
     if not cfg.exit_string.strip():
         raise InvalidInput("--exit-string must not be empty: it is what forces the exit (default closes thinking and opens \\boxed{)")
-    ref = resolve_model(cfg.model)
-    records = load_dataset(cfg.dataset, n=cfg.n_problems, seed=cfg.seed, question_field=cfg.question_field, answer_field=cfg.answer_field,
-                           require_answer=False)
-    labels = resolve_labels(cfg.labels, records, cfg.dataset)
-    if engine is None:
-        engine = (HFCollector if cfg.engine == "hf" else VLLMCollector)(ref, cfg)
-    else:
-        engine.cfg = cfg
-    tok, mconf = engine.tokenizer, engine.config
-    matcher = CueMatcher(tok, cues=cfg.cues)
-    layers = parse_layers(cfg.layers, mconf.num_hidden_layers)
-    manifest = {
-        "lynx_version": __version__, "model": cfg.model, "model_path": ref.path, "model_fingerprint": model_fingerprint(ref),
-        "tokenizer_hash": tokenizer_hash(tok), "num_layers": mconf.num_hidden_layers, "hidden_size": mconf.hidden_size,
-        "layers": list(layers), "cues": list(matcher.cues), "exit_string": cfg.exit_string,
-        "sampling": {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed},
-        "samples_per_problem": cfg.samples_per_problem, "answer_tokens": cfg.answer_tokens, "dataset": cfg.dataset,
-        "n_problems": len(records), "shard_size": cfg.shard_size, "engine": cfg.engine,
-        "question_field": cfg.question_field, "answer_field": cfg.answer_field, "prompt_suffix": cfg.prompt_suffix,
-        "seeding": SEEDING, "labels": labels,
-    }
-    out = Path(cfg.out)
-    if (out / "manifest.json").exists():
-        check_compatible(out, manifest)
-    elif out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()):
-        raise InvalidInput(f"output folder {out} is not empty and has no manifest.json; refusing to write into it")
-    with exclusive_writer(out):
-        write_manifest(out, manifest)
-        done = completed_shards(out)
-        n_shards = (len(records) + cfg.shard_size - 1) // cfg.shard_size
-        todo = [i for i in range(n_shards) if i not in done]
-        if done:
-            console.print(f"resuming: {len(done)} of {n_shards} shards already complete")
-        exit_ids = tok(cfg.exit_string, add_special_tokens=False)["input_ids"]
-        stops = answer_stop_ids(tok)
-        engine.start(layers, matcher, exit_ids, stops)
-        t_gen = t_label = 0.0
-        cols = [TextColumn("[bold]collect"), BarColumn(), MofNCompleteColumn(), TextColumn("rollouts  {task.fields[rate]:.1f}/s  cues {task.fields[cues]}"), TimeElapsedColumn()]
-        n_total = sum(min(cfg.shard_size, len(records) - i * cfg.shard_size) for i in todo) * cfg.samples_per_problem
-        with Progress(*cols, console=console) as bar:
-            task = bar.add_task("collect", total=n_total, rate=0.0, cues=0)
-            n_cues = 0
-            t0 = time.monotonic()
-            for index in todo:
-                chunk = records[index * cfg.shard_size : (index + 1) * cfg.shard_size]
-                jobs = [(rec, k) for rec in chunk for k in range(cfg.samples_per_problem)]
-                prompts = [tok(chat_prompt(tok, rec.question, suffix=cfg.prompt_suffix), add_special_tokens=False)["input_ids"] for rec, _ in jobs]
-                t = time.monotonic()
-                gens = engine.generate(prompts, seeds=[rollout_seed(cfg.seed, rec.id, k) for rec, k in jobs])
-                t_gen += time.monotonic() - t
-                t = time.monotonic()
-                rollouts = make_rollouts(tok, matcher, [rec.id for rec, _ in jobs], [rec.answer for rec, _ in jobs], prompts, gens,
-                                         [grader_for(rec.kind) for rec, _ in jobs])
-                engine.label(rollouts, [rec.kind for rec, _ in jobs])
-                t_label += time.monotonic() - t
-                cues, traces = _tables(rollouts, [k for _, k in jobs], layers, mconf.hidden_size, labels)
-                write_shard(out, index, cues, traces)
-                n_cues += cues.num_rows
-                done_now = bar.tasks[0].completed + len(jobs)  # the rate includes this shard (it used to lag one shard behind)
-                bar.update(task, advance=len(jobs), cues=n_cues, rate=done_now / max(1e-9, time.monotonic() - t0))
+
+
+def progress_bar():
+    cols = [TextColumn("[bold]collect"), BarColumn(), MofNCompleteColumn(), TextColumn("rollouts  {task.fields[rate]:.1f}/s  cues {task.fields[cues]}"), TimeElapsedColumn()]
+    return Progress(*cols, console=console)
+
+
+def finish_summary(out: Path, model: str, todo, t_gen: float, t_label: float) -> dict:
     summary = summarize(out)
     if todo:
         summary["generation_seconds"] = round(t_gen, 1)
         summary["labelling_seconds"] = round(t_label, 1)
         summary["collection_vs_generation"] = round((t_gen + t_label) / max(t_gen, 1e-9), 3)
     if summary["cues"] == 0:
-        raise NoCuesFound(f"no cues found in {summary['rollouts']} rollouts of {cfg.model}: check --cues and --max-new-tokens")
+        raise NoCuesFound(f"no cues found in {summary['rollouts']} rollouts of {model}: check --cues and --max-new-tokens")
     return summary
+
+
+def collect(cfg: CollectConfig, engine=None) -> dict:
+    """Run (or resume) a collection; returns the summary it prints.
+
+    ``engine``: a collector from an earlier call with the same model and engine kind, reused
+    so that several collections (the demo's train and calibration sets) start one engine."""
+    check_options(cfg)
+    runner = ShardRunner(cfg, engine)
+    out, manifest = open_collection(cfg, runner)
+    with exclusive_writer(out):
+        write_manifest(out, manifest)
+        done = completed_shards(out)
+        todo = [i for i in range(runner.n_shards) if i not in done]
+        if done:
+            console.print(f"resuming: {len(done)} of {runner.n_shards} shards already complete")
+        t_gen = t_label = 0.0
+        with progress_bar() as bar:
+            task = bar.add_task("collect", total=sum(runner.shard_jobs(i) for i in todo), rate=0.0, cues=0)
+            n_cues = 0
+            t0 = time.monotonic()
+            for index in todo:
+                res = runner.run(index, out)
+                t_gen += res["generation_seconds"]
+                t_label += res["labelling_seconds"]
+                n_cues += res["cues"]
+                done_now = bar.tasks[0].completed + res["rollouts"]  # the rate includes this shard
+                bar.update(task, advance=res["rollouts"], cues=n_cues, rate=done_now / max(1e-9, time.monotonic() - t0))
+    return finish_summary(out, cfg.model, todo, t_gen, t_label)
 
 
 def resolve_labels(labels: str, records, dataset: str) -> str:
