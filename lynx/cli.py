@@ -92,9 +92,13 @@ def collect(
     answer_field: str = typer.Option(None),
     labels: str = typer.Option(CollectConfig.labels, help="gold: forced answer vs the gold answer | agreement: vs the trace's own "
                                "final answer (no gold needed) | auto: gold when the dataset has answers"),
+    ray: bool = typer.Option(False, "--ray", help="run the shards on a Ray cluster, one engine per worker (pip install 'lynx[ray]')"),
+    ray_address: str = typer.Option(None, help="with --ray: a running cluster ('auto', ray://host:10001); default: RAY_ADDRESS, else a local Ray"),
+    ray_workers: int = typer.Option(2, min=1, help="with --ray: workers (engines) collecting shards in parallel"),
+    ray_gpus: float = typer.Option(0.0, min=0.0, help="with --ray: GPUs per worker (1 on a GPU cluster)"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
-    """Roll out a model, force exits at cue tokens, write labelled hidden states (resumable)."""
+    """Roll out a model, force exits at cue tokens, write labelled hidden states (resumable; --ray: on a cluster)."""
     check_output_folder(output)
     from lynx.collect.pipeline import collect as run_collect
     from lynx.collect.pipeline import summary_table
@@ -107,7 +111,14 @@ def collect(
         answer_tokens=answer_tokens, shard_size=shard_size, batch_size=batch_size, question_field=question_field,
         answer_field=answer_field, labels=labels,
     )
-    summary = run_collect(cfg)
+    if ray:
+        from lynx.collect.distributed import collect_on_ray
+
+        summary = collect_on_ray(cfg, workers=ray_workers, address=ray_address, gpus_per_worker=ray_gpus)
+    else:
+        if ray_address is not None:
+            raise UserError("--ray-address needs --ray")
+        summary = run_collect(cfg)
     if as_json:
         sys.stdout.write(json.dumps(summary) + "\n")
     else:
