@@ -109,23 +109,23 @@ def _read(path: Path) -> list[dict]:
 
 
 def rates(rows, records, vanilla) -> dict:
+    """Premature exits (the exit turned a right full-CoT answer wrong, by gold) and answer changes
+    (vs the same seed's full CoT, :func:`lynx.evaluate.table.changed_answers`) of ``rows``."""
+    from types import SimpleNamespace
+
+    from lynx.evaluate.table import changed_answers
     from lynx.grading import grader_for
 
     grade = grader_for("integer")
     n = len(rows)
     if not n:
         return {"n": 0}
-    prem = chg = 0
-    for r in rows:
-        v = vanilla[r["i"]]
-        gold = records[r["i"]].answer
-        v_ok = grade(v["answer"], gold)
-        ok = grade(r["answer"], gold)
-        prem += bool(r["exited"] and v_ok and not ok)
-        a, b = r["answer"], v["answer"]
-        chg += not ((a is None and b is None) or (a is not None and b is not None and grade(a, b)))
+    prem = sum(bool(r["exited"] and grade(vanilla[r["i"]]["answer"], records[r["i"]].answer) and not grade(r["answer"], records[r["i"]].answer))
+               for r in rows)
+    changed = changed_answers([SimpleNamespace(answer=r["answer"]) for r in rows],
+                              [SimpleNamespace(answer=vanilla[r["i"]]["answer"]) for r in rows], [grade] * n)
     saved = sum(vanilla[r["i"]]["tokens"] - r["tokens"] for r in rows)
-    return {"n": n, "premature": prem / n, "answer_change": chg / n, "exit_rate": float(np.mean([r["exited"] for r in rows])),
+    return {"n": n, "premature": prem / n, "answer_change": float(changed.mean()), "exit_rate": float(np.mean([r["exited"] for r in rows])),
             "saving": saved / max(1, sum(vanilla[r["i"]]["tokens"] for r in rows)),
             "se_at_0.1": math.sqrt(0.1 * 0.9 / n)}
 
