@@ -18,11 +18,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from lynx.collect.pipeline import ShardRunner, check_options, console, finish_summary, open_collection, progress_bar
+from lynx.collect.pipeline import ModelFiles, ShardProgress, ShardRunner, check_options, finish_summary, open_collection, pending_shards
 from lynx.config import CollectConfig
 from lynx.errors import EngineUnavailable, InvalidInput
+from lynx.models import resolve_model
 from lynx.store.folders import exclusive_writer
-from lynx.store.manifest import write_manifest
 from lynx.store.shards import completed_shards
 
 
@@ -55,55 +55,26 @@ def collect_on_ray(cfg: CollectConfig, workers: int = 2, address: str | None = N
     if workers < 1:
         raise InvalidInput(f"--ray-workers must be at least 1, got {workers}")
     # the driver needs the tokenizer and config only (the manifest, the shard plan), not the weights
-    runner = ShardRunner(cfg, engine=_PlanOnly(cfg))
+    runner = ShardRunner(cfg, engine=ModelFiles(resolve_model(cfg.model), cfg))
     out, manifest = open_collection(cfg, runner)
     t0 = time.monotonic()
     with exclusive_writer(out):
-        write_manifest(out, manifest)
-        done = completed_shards(out)
-        todo = [i for i in range(runner.n_shards) if i not in done]
-        if done:
-            console.print(f"resuming: {len(done)} of {runner.n_shards} shards already complete")
-        t_gen = t_label = 0.0
-        if todo:
-            if not ray.is_initialized():
-                ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
-            ctx = ray.data.DataContext.get_current()
-            ctx.enable_progress_bars = False
-            ds = ray.data.from_items([{"shard": i} for i in todo], override_num_blocks=len(todo))
-            # Ray Data restarts a dead actor and retries its task (max_restarts / max_task_retries -1 by default
-            # for actor pools); an exception raised by lynx is not retried: it fails the run, and a rerun resumes
-            pool = ray.data.ActorPoolStrategy(size=min(workers, len(todo)), max_tasks_in_flight_per_actor=1)
-            mapped = ds.map_batches(ShardWorker, fn_constructor_kwargs={"cfg": cfg, "before_write": before_write}, batch_size=1,
-                                    compute=pool, num_cpus=cpus_per_worker, num_gpus=gpus_per_worker or None)
-            with progress_bar() as bar:
-                task = bar.add_task("collect", total=sum(runner.shard_jobs(i) for i in todo), rate=0.0, cues=0)
-                n_cues = 0
+        todo = pending_shards(out, manifest, runner)
+        with ShardProgress(sum(runner.shard_jobs(i) for i in todo)) as progress:
+            if todo:
+                if not ray.is_initialized():
+                    ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+                ray.data.DataContext.get_current().enable_progress_bars = False  # lynx's own bar counts shards across the cluster
+                ds = ray.data.from_items([{"shard": i} for i in todo], override_num_blocks=len(todo))
+                # Ray Data restarts a dead actor and retries its task (max_restarts / max_task_retries -1 by default
+                # for actor pools); an exception raised by lynx is not retried: it fails the run, and a rerun resumes
+                pool = ray.data.ActorPoolStrategy(size=min(workers, len(todo)), max_tasks_in_flight_per_actor=1)
+                mapped = ds.map_batches(ShardWorker, fn_constructor_kwargs={"cfg": cfg, "before_write": before_write}, batch_size=1,
+                                        compute=pool, num_cpus=cpus_per_worker, num_gpus=gpus_per_worker or None)
                 for row in mapped.iter_rows():
-                    t_gen += row["generation_seconds"]
-                    t_label += row["labelling_seconds"]
-                    n_cues += row["cues"]
-                    done_now = bar.tasks[0].completed + row["rollouts"]
-                    bar.update(task, advance=row["rollouts"], cues=n_cues, rate=done_now / max(1e-9, time.monotonic() - t0))
+                    progress.done(row)
         missing = [i for i in range(runner.n_shards) if i not in completed_shards(out)]
         if missing:
             raise RuntimeError(f"the Ray run ended with shard(s) {missing[:10]} unwritten; rerun the same command to complete them")
-    return finish_summary(out, cfg.model, todo, t_gen, t_label) | {"ray_workers": workers, "wall_seconds": round(time.monotonic() - t0, 1)}
-
-
-class _PlanOnly:
-    """The tokenizer and model config of ``cfg.model`` without its weights (the driver's view)."""
-
-    def __init__(self, cfg: CollectConfig):
-        from transformers import AutoConfig, AutoTokenizer
-
-        from lynx.models import ModelNotFound, quiet_hub, resolve_model
-
-        ref = resolve_model(cfg.model)
-        try:
-            with quiet_hub():
-                self.tokenizer = AutoTokenizer.from_pretrained(ref.path)
-                self.config = AutoConfig.from_pretrained(ref.path)
-        except OSError as e:
-            raise ModelNotFound(f"cannot load model {ref.name!r}: {str(e).splitlines()[0]}") from None
-        self.cfg = cfg
+    return finish_summary(out, cfg.model, todo, progress.t_gen, progress.t_label) | {"ray_workers": workers,
+                                                                                    "wall_seconds": round(time.monotonic() - t0, 1)}

@@ -170,9 +170,41 @@ def check_options(cfg: CollectConfig) -> None:
         raise InvalidInput("--exit-string must not be empty: it is what forces the exit (default closes thinking and opens \\boxed{)")
 
 
-def progress_bar():
-    cols = [TextColumn("[bold]collect"), BarColumn(), MofNCompleteColumn(), TextColumn("rollouts  {task.fields[rate]:.1f}/s  cues {task.fields[cues]}"), TimeElapsedColumn()]
-    return Progress(*cols, console=console)
+def pending_shards(out: Path, manifest: dict, runner: ShardRunner) -> list[int]:
+    """Write the manifest (the caller holds the folder's lock) and list the shards still to collect."""
+    write_manifest(out, manifest)
+    done = completed_shards(out)
+    if done:
+        console.print(f"resuming: {len(done)} of {runner.n_shards} shards already complete")
+    return [i for i in range(runner.n_shards) if i not in done]
+
+
+class ShardProgress:
+    """The progress bar of a collection, fed one finished shard at a time (any process made it)."""
+
+    def __init__(self, total_rollouts: int):
+        cols = [TextColumn("[bold]collect"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("rollouts  {task.fields[rate]:.1f}/s  cues {task.fields[cues]}"), TimeElapsedColumn()]
+        self.bar = Progress(*cols, console=console)
+        self.task = self.bar.add_task("collect", total=total_rollouts, rate=0.0, cues=0)
+        self.cues = 0
+        self.t_gen = self.t_label = 0.0
+        self.t0 = time.monotonic()
+
+    def __enter__(self) -> ShardProgress:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.__exit__(*exc)
+
+    def done(self, res: dict) -> None:
+        """A shard's result (:meth:`ShardRunner.run`): its rollouts, cues and times."""
+        self.t_gen += res["generation_seconds"]
+        self.t_label += res["labelling_seconds"]
+        self.cues += res["cues"]
+        done_now = self.bar.tasks[0].completed + res["rollouts"]  # the rate includes this shard
+        self.bar.update(self.task, advance=res["rollouts"], cues=self.cues, rate=done_now / max(1e-9, time.monotonic() - self.t0))
 
 
 def finish_summary(out: Path, model: str, todo, t_gen: float, t_label: float) -> dict:
@@ -195,24 +227,11 @@ def collect(cfg: CollectConfig, engine=None) -> dict:
     runner = ShardRunner(cfg, engine)
     out, manifest = open_collection(cfg, runner)
     with exclusive_writer(out):
-        write_manifest(out, manifest)
-        done = completed_shards(out)
-        todo = [i for i in range(runner.n_shards) if i not in done]
-        if done:
-            console.print(f"resuming: {len(done)} of {runner.n_shards} shards already complete")
-        t_gen = t_label = 0.0
-        with progress_bar() as bar:
-            task = bar.add_task("collect", total=sum(runner.shard_jobs(i) for i in todo), rate=0.0, cues=0)
-            n_cues = 0
-            t0 = time.monotonic()
+        todo = pending_shards(out, manifest, runner)
+        with ShardProgress(sum(runner.shard_jobs(i) for i in todo)) as progress:
             for index in todo:
-                res = runner.run(index, out)
-                t_gen += res["generation_seconds"]
-                t_label += res["labelling_seconds"]
-                n_cues += res["cues"]
-                done_now = bar.tasks[0].completed + res["rollouts"]  # the rate includes this shard
-                bar.update(task, advance=res["rollouts"], cues=n_cues, rate=done_now / max(1e-9, time.monotonic() - t0))
-    return finish_summary(out, cfg.model, todo, t_gen, t_label)
+                progress.done(runner.run(index, out))
+    return finish_summary(out, cfg.model, todo, progress.t_gen, progress.t_label)
 
 
 def resolve_labels(labels: str, records, dataset: str) -> str:
@@ -272,7 +291,25 @@ class HFCollector:
             _apply_labels(self.tokenizer, rollouts, kinds, zip(idx, states, answers, strict=True))
 
 
-class VLLMCollector:
+class ModelFiles:
+    """A model's tokenizer and config without its weights: what planning a collection (its
+    manifest, its shards) needs, and what the vLLM collector holds before its engine starts."""
+
+    def __init__(self, ref, cfg: CollectConfig):
+        from transformers import AutoConfig, AutoTokenizer
+
+        from lynx.models import ModelNotFound, quiet_hub
+
+        self.cfg, self.ref = cfg, ref
+        try:
+            with quiet_hub():
+                self.tokenizer = AutoTokenizer.from_pretrained(ref.path)
+                self.config = AutoConfig.from_pretrained(ref.path)
+        except OSError as e:
+            raise ModelNotFound(f"cannot load model {ref.name!r}: {str(e).splitlines()[0]}") from None
+
+
+class VLLMCollector(ModelFiles):
     """vLLM: rollouts through lynx's in-engine hook in record mode (the wrapper model exposes
     the configured layers, the logits processor keeps each cue token's features), then all
     forced exits of a shard as one greedy batch whose prefixes vLLM's prefix cache already
@@ -282,20 +319,6 @@ class VLLMCollector:
     a token only exists once it is fed back in, so this gives a cue on the last allowed token
     its features too (same rows as the transformers path).
     """
-
-    def __init__(self, ref, cfg: CollectConfig):
-        from transformers import AutoConfig, AutoTokenizer
-
-        self.cfg, self.ref = cfg, ref
-        from lynx.models import ModelNotFound, quiet_hub
-
-        try:
-            with quiet_hub():
-                self.tokenizer = AutoTokenizer.from_pretrained(ref.path)
-                self.config = AutoConfig.from_pretrained(ref.path)
-        except OSError as e:
-
-            raise ModelNotFound(f"cannot load model {ref.name!r}: {str(e).splitlines()[0]}") from None
 
     @classmethod
     def on_engine(cls, ref, llm, cfg: CollectConfig | None = None) -> VLLMCollector:
