@@ -218,8 +218,7 @@ class LiveMonitor:
     def _recalibrate(self, g: Group) -> list[dict]:
         from lynx.monitor.recalibrate import store_calibration
 
-        if g.temperature is None:
-            g.response_active = True
+        if g.temperature is None:  # no condition to store it under: the group stays conservative
             return []
         try:
             key, folder = store_calibration(self.policy, list(g.window), g.temperature, g.domain)

@@ -15,19 +15,20 @@ import numpy as np
 
 from lynx.calibrate.policy import Traces
 from lynx.engines.exit_control import audit_selected
+from lynx.monitor.live import first_cue_positions
 
 
 def trace_events(traces: Traces, order, *, group: str, condition: str, temperature: float | None, audit_fraction: float,
                  seed: int = 0, tag_prefix: str = "r") -> Iterator[dict]:
     """The ``request`` event of each trace in ``order`` and, for the ones a seeded hash picks as
     audits, the ``audit_label`` event (what the live path yields for them)."""
+    first_positions = first_cue_positions(traces)
     for k, i in enumerate(order):
         s, e = traces.offsets[i], traces.offsets[i + 1]
         tag = f"{tag_prefix}{k}"
         audited = audit_selected(audit_fraction, seed, tag, [], None)
-        first = int(traces.position[s]) if e > s else int(traces.total[i])
         base = {"group": group, "condition": condition, "temperature": temperature, "domain": None, "tag": tag}
-        yield base | {"event": "request", "first_cue_position": first, "audited": audited}
+        yield base | {"event": "request", "first_cue_position": int(first_positions[i]), "audited": audited}
         if audited:
             agree = traces.agreement if traces.agreement is not None else traces.label
             yield base | {"event": "audit_label", "thinking_tokens": int(traces.total[i]),
