@@ -78,7 +78,8 @@ class CollectConfig:
 
 @dataclass
 class ProbeTrainConfig:
-    """``lynx train``: the MLP probe and its problem-grouped splits."""
+    """``lynx train``: the probe (v1 MLP or v2 stacked), its target, its problem-grouped
+    splits, and the context-only baseline trained beside it."""
 
     hidden_layer_sizes: tuple[int, ...] = (256, 64)
     learning_rate: float = 1e-3
@@ -90,6 +91,20 @@ class ProbeTrainConfig:
     test_fraction: float = 0.2
     class_balanced: bool = True
     seed: int = 0
+    kind: str = "auto"  # mlp (v1) | stacked (v2) | auto: the better at the operating point (see select_alpha)
+    target: str = "safe"  # safe: the forced answer is right | harm: exiting does not turn a right full answer wrong
+    baseline: bool = True  # also train the context-only baseline (baselines/context-only)
+    select_alpha: float = 0.1  # auto: compare kinds by the saving CRC allows at this alpha, on out-of-fold scores
+    folds: int = 5  # problem-grouped folds for out-of-fold scores (stacking, selection)
+    tree_iterations: int = 200  # the tree head (HistGradientBoosting)
+    tree_learning_rate: float = 0.05
+    tree_leaves: int = 15
+
+
+PROBE_KINDS = ("auto", "mlp", "stacked")
+TARGETS = ("safe", "harm")
+#: the baselines ``lynx train`` writes under ``<probe>/baselines/`` and ``lynx eval`` can run
+PROBE_BASELINES = ("context-only",)
 
 
 @dataclass(frozen=True)
@@ -156,7 +171,7 @@ class RunConfig:
 
 
 #: every method ``lynx eval`` can compare lynx with
-BASELINES = ("vanilla", "budget", "deer", "dynasor", "oracle")
+BASELINES = ("vanilla", "budget", "deer", "dynasor", "oracle", "context-only")
 
 
 @dataclass

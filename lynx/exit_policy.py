@@ -15,16 +15,23 @@ writes one, :meth:`ExitPolicy.from_engine_config` reads the policy back on the o
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from lynx.calibrate.conditions import DEFAULT_FALLBACK, CalibrationSet, Condition, check_domain, check_fallback, load_calibrations
 from lynx.calibrate.procedures import METHODS, MODES, check_alpha
 from lynx.calibrate.store import Calibration, Decision
-from lynx.config import parse_monitor
+from lynx.config import PROBE_BASELINES, parse_monitor
 from lynx.errors import InvalidInput, MissingInput
-from lynx.probe.artifact import Probe, ProbeModelMismatch, load_probe
+from lynx.probe.artifact import BASELINES_DIR, Probe, ProbeModelMismatch, load_probe
 from lynx.prompting import INSTRUCTION
+
+
+def _calibrations_of(folder: Path) -> CalibrationSet | None:
+    try:
+        return load_calibrations(folder)
+    except MissingInput:
+        return None
 
 
 class NotCalibrated(InvalidInput):
@@ -149,27 +156,35 @@ class ExitPolicy:
     folder: Path
     probe: Probe
     calibrations: CalibrationSet | None = None
+    baselines: dict[str, ExitPolicy] = field(default_factory=dict)  # name -> the baseline trained beside the probe
 
     @classmethod
     def load(cls, folder: Path | str) -> ExitPolicy:
-        """Read a probe folder once: the probe (safetensors + JSON) and its calibrations if any."""
+        """Read a probe folder once: the probe (safetensors + JSON), its calibrations if any, and
+        the baselines ``lynx train`` wrote beside it (``baselines/<name>``, each a probe folder)."""
         folder = Path(folder)
         probe = load_probe(folder)
-        try:
-            calibrations = load_calibrations(folder)
-        except MissingInput:
-            calibrations = None
-        return cls(folder, probe, calibrations)
+        baselines = {name: cls.load(folder / BASELINES_DIR / name) for name in PROBE_BASELINES
+                     if (folder / BASELINES_DIR / name / "probe.json").exists()}
+        for b in baselines.values():
+            if b.model_fingerprint != probe.meta.get("model_fingerprint") or b.cues != list(probe.meta.get("cues", [])):
+                raise InvalidInput(f"{b.folder} is not a baseline of {folder} (another model or other cues): train the probe again")
+        return cls(folder, probe, _calibrations_of(folder), baselines)
 
     def reloaded(self) -> ExitPolicy:
         """This policy with its folder's calibrations read again (the same probe object): how an
         engine picks up a condition ``lynx calibrate`` / ``lynx recalibrate`` added while it runs.
         A folder whose probe changed since is refused (its calibrations are bound to the probe)."""
-        try:
-            calibrations = load_calibrations(self.folder)
-        except MissingInput:
-            calibrations = None
-        return ExitPolicy(self.folder, self.probe, calibrations)
+        return ExitPolicy(self.folder, self.probe, _calibrations_of(self.folder), {k: b.reloaded() for k, b in self.baselines.items()})
+
+    def scorer(self, name: str | None) -> ExitPolicy:
+        """The policy a request asking for ``lynx_scorer=name`` runs: this one (``probe`` /
+        None) or a baseline trained beside it (``context-only``); a missing baseline is one clear error."""
+        if name in (None, PROBE_SCORER):
+            return self
+        if name not in self.baselines:
+            raise InvalidInput(f"{self.folder} has no {name!r} baseline (train the probe with this lynx: lynx train writes it)")
+        return self.baselines[name]
 
     # -- what the probe was trained with ---------------------------------------------
     @property
@@ -329,8 +344,10 @@ class ExitPolicy:
 
 #: per-request keys in SamplingParams.extra_args (flat, so they work as HTTP vllm_xargs)
 ALPHA, THRESHOLD, MODE, METHOD, TAG, RECORD = "lynx_alpha", "lynx_threshold", "lynx_mode", "lynx_method", "lynx_tag", "lynx_record"
-DOMAIN = "lynx_domain"
-REQUEST_KEYS = (ALPHA, THRESHOLD, MODE, METHOD, TAG, RECORD, DOMAIN)
+DOMAIN, SCORER = "lynx_domain", "lynx_scorer"
+REQUEST_KEYS = (ALPHA, THRESHOLD, MODE, METHOD, TAG, RECORD, DOMAIN, SCORER)
+#: ``lynx_scorer``: the probe itself (default) or a baseline trained beside it
+SCORERS = (PROBE_SCORER := "probe", *PROBE_BASELINES)
 #: longest tag (and recorded tag) a request may carry: tags go into logs and audit files
 MAX_TAG = 200
 
@@ -348,6 +365,7 @@ class RequestOptions:
     tag: str | None = None
     record: bool = False
     domain: str | None = None  # the calibrated condition's domain tag (with the request's temperature)
+    scorer: str | None = None  # a baseline of the probe (e.g. context-only) instead of the probe: lynx eval's baselines
 
     @classmethod
     def parse(cls, extra_args: dict | None) -> RequestOptions | None:
@@ -358,8 +376,8 @@ class RequestOptions:
         if unknown:
             raise InvalidInput(f"unknown lynx request key(s) {', '.join(map(_short, unknown))}; known: {', '.join(REQUEST_KEYS)}")
         if not any(k in args for k in (ALPHA, THRESHOLD, RECORD)):
-            if any(k in args for k in (MODE, METHOD, TAG, DOMAIN)):
-                raise InvalidInput(f"{', '.join(k for k in (MODE, METHOD, TAG, DOMAIN) if k in args)} given without {ALPHA} or {THRESHOLD}: "
+            if any(k in args for k in (MODE, METHOD, TAG, DOMAIN, SCORER)):
+                raise InvalidInput(f"{', '.join(k for k in (MODE, METHOD, TAG, DOMAIN, SCORER) if k in args)} given without {ALPHA} or {THRESHOLD}: "
                                    "the request would silently run without lynx")
             return None
         if ALPHA in args and THRESHOLD in args:
@@ -392,11 +410,14 @@ class RequestOptions:
                 check_domain(domain)
             except InvalidInput:
                 raise InvalidInput(f"{DOMAIN} must be 1-64 letters, digits or _.+-, got {_short(domain)}") from None
-        return cls(alpha, threshold, mode, method, tag, bool(record), domain)
+        scorer = args.get(SCORER)
+        if scorer is not None and scorer not in SCORERS:
+            raise InvalidInput(f"{SCORER} must be one of {', '.join(SCORERS)}, got {_short(scorer)}")
+        return cls(alpha, threshold, mode, method, tag, bool(record), domain, scorer)
 
 
 def request_args(alpha: float | None = None, threshold: float | None = None, mode: str | None = None, method: str | None = None,
-                 tag: str | None = None, record: bool | str = False, domain: str | None = None) -> dict | None:
+                 tag: str | None = None, record: bool | str = False, domain: str | None = None, scorer: str | None = None) -> dict | None:
     """The ``extra_args`` of a request asking for lynx (checked by :class:`RequestOptions`)."""
     args: dict = {}
     if threshold is not None:
@@ -407,7 +428,7 @@ def request_args(alpha: float | None = None, threshold: float | None = None, mod
         args[RECORD] = record
     if not args:
         return None
-    for key, value in ((MODE, mode), (METHOD, method), (TAG, tag), (DOMAIN, domain)):
+    for key, value in ((MODE, mode), (METHOD, method), (TAG, tag), (DOMAIN, domain), (SCORER, scorer)):
         if value is not None:
             args[key] = value
     RequestOptions.parse(args)

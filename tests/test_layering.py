@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[1] / "lynx"
 #: lowest layer first; a module may import only modules of its own layer or below
 LAYERS = [
     ("foundation", ["lynx.errors", "lynx.prompting", "lynx.grading", "lynx.layers", "lynx.models", "lynx.cues", "lynx.config",
-                    "lynx.datasets", "lynx.store", "lynx.probe.artifact", "lynx.probe.metrics", "lynx.calibrate.policy",
+                    "lynx.datasets", "lynx.store", "lynx.probe.artifact", "lynx.probe.metrics", "lynx.probe.trees", "lynx.probe.context", "lynx.probe.scoring",
+                    "lynx.calibrate.policy",
                     "lynx.calibrate.procedures", "lynx.calibrate.store", "lynx.calibrate.conditions", "lynx.evaluate.table", "lynx.organism.problems",
                     "lynx.organism.tokenizer", "lynx.organism.traces", "lynx.organism.examples",
                     "lynx.monitor.metrics", "lynx.monitor.sequences"]),

@@ -12,16 +12,16 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from lynx.calibrate.conditions import Condition, check_domain, prepare_condition_dir
 from lynx.calibrate.policy import GOLD_RISKS, RISKS
 from lynx.calibrate.procedures import METHODS, MODES, check_alpha
 from lynx.calibrate.report import write_report
 from lynx.calibrate.store import Calibration, traces_from_rows
-from lynx.config import AGREEMENT_RISK, CalibrateConfig
+from lynx.config import AGREEMENT_RISK, PROBE_BASELINES, CalibrateConfig
 from lynx.errors import InvalidInput
-from lynx.probe.artifact import load_probe, probe_hash
+from lynx.probe.artifact import BASELINES_DIR, PROBE_META, load_probe, probe_hash
+from lynx.probe.scoring import cue_scores
 from lynx.probe.train import TRAIN_PROBLEMS
 from lynx.store.cue_data import collection_manifest, load_cue_data, manifest_hash, read_traces
 from lynx.store.manifest import identity_value
@@ -86,8 +86,7 @@ def calibrate(probe_dir: Path | str, data_dir: Path | str | list, alphas=Calibra
     target = data.label if risk != AGREEMENT_RISK else data.agreement
     if len(np.unique(target)) < 2:
         raise InvalidInput(f"calibration data in {data_dir} has only {'safe' if target[0] else 'unsafe'} cue points; it needs both")
-    with torch.no_grad():
-        scores = probe(torch.from_numpy(data.features)).double().numpy()
+    scores = cue_scores(probe, data)  # the final score the engine computes at each cue (v2: with context and history)
     cues = {"problem_id": data.problem_id, "sample_id": data.sample_id, "cue_index": data.cue_index,
             "score": scores, "label": data.label, "thinking_position": data.thinking_position}
     if data.agreement is not None:
@@ -108,4 +107,9 @@ def calibrate(probe_dir: Path | str, data_dir: Path | str | list, alphas=Calibra
     })
     folder = prepare_condition_dir(probe_dir, condition)
     cal.save(folder)
-    return [r | {"condition": condition.key, "folder": str(folder)} for r in write_report(cal, folder, alphas, n_splits=n_splits)]
+    rows = [r | {"condition": condition.key, "folder": str(folder), "scorer": "probe"} for r in write_report(cal, folder, alphas, n_splits=n_splits)]
+    for name in PROBE_BASELINES:  # the baselines trained beside the probe get the same calibration (lynx eval runs them)
+        if (probe_dir / BASELINES_DIR / name / PROBE_META).exists():
+            rows += [r | {"scorer": name} for r in calibrate(probe_dir / BASELINES_DIR / name, folders, alphas, mode, method, risk, delta,
+                                                             n_splits, domain)]
+    return rows

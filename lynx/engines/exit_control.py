@@ -89,6 +89,11 @@ class RequestState:
     temperature: float | None = None
     domain: str | None = None
     response: str | None = None  # an override a monitor asked for (e.g. "conservative")
+    # -- a probe with a tree head (v2, or the context-only baseline) --
+    head: object = None  # the Probe whose final score the threshold applies to (None: the engine's MLP score)
+    online: object = None  # its per-request memory (lynx.probe.scoring.OnlineContext)
+    think_start: int | None = None  # index of the thinking span's opener in prompt + output
+    cue_word: str | None = None  # the word of the cue the last token completed
 
 
 class ExitController:
@@ -192,18 +197,30 @@ class ExitController:
         if self.monitor is not None:
             self.poll_control()
         state = RequestState(list(prompt or []), output, None, None, None, opts.tag, opts.record)
+        policy = self.policy
+        if policy is not None and (opts.alpha is not None or opts.threshold is not None):
+            try:
+                policy = self.policy.scorer(opts.scorer)
+            except InvalidInput as e:  # this request only: a baseline the probe folder does not have
+                state.disabled = True
+                self._audit(state, {"event": "disabled", "reason": str(e)})
+                return state
+            if policy.probe.head is not None:
+                from lynx.probe.scoring import OnlineContext
+
+                state.head, state.online = policy.probe, OnlineContext()
         if opts.threshold is not None:
             state.threshold, state.mode = opts.threshold, "threshold"
         elif opts.alpha is not None:
-            if self.policy is None or not self.policy.is_calibrated:
+            if policy is None or not policy.is_calibrated:
                 state.disabled = True
                 reason = "the probe folder has no calibration; run lynx calibrate, or pass lynx_threshold"
                 log.warning("lynx disabled for a request: %s", reason)
                 self._audit(state, {"event": "disabled", "reason": reason})
             else:
                 try:
-                    d = self.policy.threshold(opts.alpha, mode=opts.mode, method=opts.method, temperature=temperature,
-                                              domain=opts.domain, fallback=self.hook.fallback)
+                    d = policy.threshold(opts.alpha, mode=opts.mode, method=opts.method, temperature=temperature,
+                                         domain=opts.domain, fallback=self.hook.fallback)
                 except InvalidInput as e:  # e.g. a mode or risk no calibration supports: this request only, never the engine
                     state.disabled = True
                     log.warning("lynx disabled for a request: %s", e)
@@ -213,7 +230,7 @@ class ExitController:
                 state.condition, state.uncalibrated = d.condition, d.uncalibrated_condition
                 if d.uncalibrated_condition:
                     self._flag_uncalibrated(state, temperature, opts.domain, d)
-                if self.monitor is not None and not opts.record:
+                if self.monitor is not None and not opts.record and policy is self.policy:  # baselines are not monitored
                     self._monitor_request(state, opts, temperature, seed)
         return state
 
@@ -327,8 +344,10 @@ class ExitController:
             return None
         w = WINDOW + 1
         tail = out[-w:] if n >= w else state.prompt[max(0, len(state.prompt) - (w - n)) :] + out
-        if m.match_at(tail, len(tail) - 1) is None:
+        cue = m.match_at(tail, len(tail) - 1)
+        if cue is None:
             return None
+        state.cue_word = cue.word
         return len(state.prompt) + n - 1
 
     def decide(self, state: RequestState, pos: int, score: float | None, features=None) -> int | None:
@@ -337,6 +356,8 @@ class ExitController:
         out = state.output
         if state.record:
             self.events.record(state.tag, pos, None if features is None else features.detach().float().cpu().numpy().copy(), score)
+        if state.head is not None and (not state.head.has_mlp or (score is not None and math.isfinite(score))):
+            score = self._head_score(state, pos, score)
         if state.cues is not None and score is not None and math.isfinite(score):
             state.cues.append((pos, float(score)))
         if state.threshold is None or state.audit:
@@ -356,6 +377,18 @@ class ExitController:
                 self.counts["exits"] += 1
             return self.exit_ids[0]
         return None
+
+    def _head_score(self, state: RequestState, pos: int, stage1: float | None) -> float:
+        """The final score of a probe with a tree head (v2, context-only) at the cue at ``pos``:
+        the same columns the calibration replayed (:mod:`lynx.probe.scoring`). The thinking
+        span's start is found once per request (the first opener, as in collection)."""
+        if state.think_start is None:
+            at = _index(state.prompt, self.matcher.think_open_id)
+            if at is None:
+                at = _index(list(state.output), self.matcher.think_open_id)
+                at = len(state.prompt) + at if at is not None else pos
+            state.think_start = at
+        return state.online.score(state.head, pos - state.think_start, state.think_start, state.cue_word, stage1)
 
     # -- the end of a request ---------------------------------------------------------
     def finish_request(self, state: RequestState) -> None:

@@ -2,6 +2,9 @@
 
 * ``vanilla`` — think until ``</think>`` (or the token budget), answer.
 * ``lynx`` — lynx's online exit at a calibrated ``alpha`` (the engine hook, not a replay).
+* ``context-only`` — the same exit rule, cues and calibration (CRC at the same alphas), scored
+  by the baseline ``lynx train`` fits beside the probe on the cue's context alone (index,
+  position, cue word; no hidden state): what lynx's hidden states add is lynx minus this.
 * ``oracle`` — exit at the first cue of the vanilla trace whose forced answer is right: the
   ceiling of any cue-based exit policy (not deployable: it reads the gold answer).
 * ``budget`` — a static thinking budget: after N thinking tokens ``</think>`` is forced and the
@@ -98,10 +101,11 @@ def vanilla(ctx: EvalContext) -> list[Sample]:
     return [ctx.sample(i, o.ids, exited=False) for i, o in enumerate(outs)]
 
 
-def lynx(ctx: EvalContext, alpha: float, *, mode: str | None = None, method: str | None = None) -> list[Sample]:
-    """lynx's online exit, through the engine's hook, with the calibration stored in the probe."""
+def lynx(ctx: EvalContext, alpha: float, *, mode: str | None = None, method: str | None = None, scorer: str | None = None) -> list[Sample]:
+    """lynx's online exit, through the engine's hook, with the calibration stored in the probe
+    (``scorer``: a baseline trained beside the probe, e.g. ``context-only``, instead of the probe)."""
     tags = [uuid.uuid4().hex for _ in ctx.prompts]
-    args = [request_args(alpha=alpha, mode=mode, method=method, tag=t, domain=ctx.domain) for t in tags]
+    args = [request_args(alpha=alpha, mode=mode, method=method, tag=t, domain=ctx.domain, scorer=scorer) for t in tags]
     outs = ctx.backend.complete(ctx.prompts, max_tokens=ctx.max_new_tokens, temperature=ctx.temperature, top_p=ctx.top_p,
                                 seeds=ctx.seeds, stop_ids=[ctx.eos], extra_args=args)
     events = ctx.backend.take_events(tags)

@@ -118,7 +118,7 @@ def pareto_plot(df: pd.DataFrame, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    style = {"lynx": ("tab:red", "o-"), "deer": ("tab:blue", "s--"), "dynasor": ("tab:green", "^--"), "budget": ("tab:gray", "d:")}
+    style = {"lynx": ("tab:red", "o-"), "context-only": ("tab:purple", "v-."), "deer": ("tab:blue", "s--"), "dynasor": ("tab:green", "^--"), "budget": ("tab:gray", "d:")}
     for method, (color, fmt) in style.items():
         part = df[df.method == method].sort_values("mean_thinking_tokens")
         if len(part):
@@ -139,6 +139,29 @@ def pareto_plot(df: pd.DataFrame, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def context_comparison(df: pd.DataFrame) -> list[dict]:
+    """lynx against the context-only baseline at each alpha both ran: what the hidden state adds."""
+    out = []
+    for r in df[df.method == "lynx"].itertuples():
+        c = df[(df.method == "context-only") & np.isclose(df.alpha.astype(float), float(r.alpha))]
+        if len(c):
+            c = c.iloc[0]
+            out.append({"alpha": float(r.alpha), "lynx_saving": r.saving, "context_saving": float(c.saving), "lynx_accuracy": r.accuracy,
+                        "context_accuracy": float(c.accuracy), "lynx_premature": r.premature_exit_rate,
+                        "context_premature": float(c.premature_exit_rate), "saving_delta": r.saving - float(c.saving),
+                        "accuracy_delta": r.accuracy - float(c.accuracy)})
+    return out
+
+
+def context_markdown(cmp: list[dict]) -> str:
+    lines = ["| alpha | lynx saving | context-only saving | lynx - context | lynx accuracy | context-only accuracy | lynx / context premature |",
+             "|---|---|---|---|---|---|---|"]
+    for c in cmp:
+        lines.append(f"| {c['alpha']:g} | {c['lynx_saving']:.1%} | {c['context_saving']:.1%} | {c['saving_delta']:+.1%} | {c['lynx_accuracy']:.3f} | "
+                     f"{c['context_accuracy']:.3f} | {c['lynx_premature']:.3f} / {c['context_premature']:.3f} |")
+    return "\n".join(lines)
+
+
 def acceptance(df: pd.DataFrame, alpha: float = 0.1) -> list[tuple[str, bool, str]]:
     """The issue's acceptance figures for lynx at ``alpha``: (check, passed, measured)."""
     v = df[df.method == "vanilla"].iloc[0]
@@ -157,4 +180,9 @@ def acceptance(df: pd.DataFrame, alpha: float = 0.1) -> list[tuple[str, bool, st
         o = orc.iloc[0]
         share = ly.saving / o.saving if o.saving > 0 else float("nan")
         checks.append(("saving >= 70% of the oracle's", bool(share >= 0.7), f"{share:.1%} ({ly.saving:.1%} of {o.saving:.1%})"))
+    ctx = df[(df.method == "context-only") & np.isclose(df.alpha.astype(float), alpha)]
+    if len(ctx):
+        c = ctx.iloc[0]
+        checks.append(("saving >= the context-only baseline's (the hidden state adds something)", bool(ly.saving >= c.saving),
+                       f"{ly.saving:.1%} vs {c.saving:.1%} (premature {ly.premature_exit_rate:.3f} vs {c.premature_exit_rate:.3f})"))
     return checks

@@ -17,10 +17,21 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lynx.errors import InvalidInput, MissingInput
+from lynx.probe.trees import TreeEnsemble
 
 PROBE_WEIGHTS = "probe.safetensors"
 PROBE_META = "probe.json"
-FORMAT_VERSION = 1
+#: where a probe folder keeps the baselines ``lynx train`` fits beside it, each a probe folder
+BASELINES_DIR = "baselines"
+#: 1: an MLP on hidden states; 2: with a tree head on context and score history (probe v2)
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
+#: what a probe scores from (``architecture.kind`` in probe.json)
+KINDS = {
+    "mlp": "an MLP on the cue's hidden states (probe v1)",
+    "stacked": "the hidden-state MLP's logit, the trace's earlier logits and the cue's context, through boosted trees (probe v2)",
+    "context-only": "the cue's context alone (no hidden state): the baseline that shows what the hidden state adds",
+}
 
 
 class ProbeModelMismatch(InvalidInput):
@@ -29,13 +40,25 @@ class ProbeModelMismatch(InvalidInput):
 
 @dataclass
 class Probe:
-    """Scaler + MLP as tensors, and the metadata that says what it may be used with."""
+    """Scaler + MLP as tensors (empty for a context-only probe), an optional tree head, and
+    the metadata that says what it may be used with."""
 
     mean: torch.Tensor  # (d,)
     scale: torch.Tensor  # (d,)
     weights: list[torch.Tensor]  # W_i: (d_in, d_out), as scikit-learn's coefs_
     biases: list[torch.Tensor]
     meta: dict = field(default_factory=dict)
+    head: TreeEnsemble | None = None  # probe v2 / context-only: the final score (lynx.probe.scoring)
+
+    @property
+    def kind(self) -> str:
+        """``mlp`` (v1), ``stacked`` (v2) or ``context-only`` (:data:`KINDS`)."""
+        return self.meta.get("architecture", {}).get("kind", "mlp")
+
+    @property
+    def has_mlp(self) -> bool:
+        """Does it read hidden states (an engine must gather them at cues)?"""
+        return bool(self.weights)
 
     @property
     def layers(self) -> list[int]:
@@ -47,9 +70,12 @@ class Probe:
 
     def to(self, device=None, dtype=None) -> Probe:
         mv = lambda t: t.to(device=device, dtype=dtype)  # noqa: E731
-        return Probe(mv(self.mean), mv(self.scale), [mv(w) for w in self.weights], [mv(b) for b in self.biases], self.meta)
+        return Probe(mv(self.mean), mv(self.scale), [mv(w) for w in self.weights], [mv(b) for b in self.biases], self.meta, self.head)
 
     def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        """The hidden-state MLP's P(safe) (v1's final score; v2's first stage)."""
+        if not self.has_mlp:
+            raise InvalidInput(f"a {self.kind} probe reads no hidden states: score its cues with lynx.probe.scoring.cue_scores")
         return score(self, features)
 
     def check_model(self, fingerprint: str, what: str = "this model") -> None:
@@ -108,12 +134,16 @@ def probe_hash(folder: Path | str) -> str:
 
 def save_probe(probe: Probe, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {"scaler.mean": probe.mean, "scaler.scale": probe.scale}
+    tensors = {"scaler.mean": probe.mean, "scaler.scale": probe.scale} if probe.has_mlp else {}
     for i, (w, b) in enumerate(zip(probe.weights, probe.biases, strict=True)):
         tensors[f"mlp.{i}.weight"] = w
         tensors[f"mlp.{i}.bias"] = b
-    save_file({k: v.contiguous().float() for k, v in tensors.items()}, str(folder / PROBE_WEIGHTS))
-    meta = probe.meta | {"format_version": FORMAT_VERSION, "n_layers_mlp": len(probe.weights)}
+    tensors = {k: v.contiguous().float() for k, v in tensors.items()}
+    meta = probe.meta | {"format_version": 1 if probe.head is None else FORMAT_VERSION, "n_layers_mlp": len(probe.weights)}
+    if probe.head is not None:
+        tensors |= probe.head.tensors()
+        meta["head"] = meta.get("head", {}) | {"kind": "trees"} | probe.head.scalars()
+    save_file(tensors, str(folder / PROBE_WEIGHTS))
     (folder / PROBE_META).write_text(json.dumps(meta, indent=2) + "\n")
 
 
@@ -128,7 +158,7 @@ def load_probe(folder: Path | str) -> Probe:
         meta = json.loads(mpath.read_text())
     except json.JSONDecodeError as e:
         raise InvalidInput(f"{mpath} is corrupt ({e.msg})") from None
-    if meta.get("format_version") != FORMAT_VERSION:
+    if meta.get("format_version") not in READABLE_FORMATS:
         raise InvalidInput(f"{mpath}: unsupported probe format {meta.get('format_version')!r}")
     try:
         t = load_file(str(wpath))
@@ -136,13 +166,18 @@ def load_probe(folder: Path | str) -> Probe:
         raise InvalidInput(f"{wpath} is corrupt ({e})") from None
     try:
         n = meta["n_layers_mlp"]
-        probe = Probe(t["scaler.mean"], t["scaler.scale"], [t[f"mlp.{i}.weight"] for i in range(n)], [t[f"mlp.{i}.bias"] for i in range(n)], meta)
-        expected = len(meta["layers"]) * meta["hidden_size"]
+        head = TreeEnsemble.from_tensors(t, meta["head"]) if "head" in meta else None
+        empty = torch.zeros(0)
+        probe = Probe(t.get("scaler.mean", empty), t.get("scaler.scale", empty), [t[f"mlp.{i}.weight"] for i in range(n)],
+                      [t[f"mlp.{i}.bias"] for i in range(n)], meta, head)
+        expected = len(meta["layers"]) * meta["hidden_size"] if n else 0
         missing = [k for k in ("model", "model_fingerprint", "cues", "exit_string") if k not in meta]
     except (KeyError, TypeError) as e:
         raise InvalidInput(f"probe folder {folder} is inconsistent: {mpath.name} or {wpath.name} lacks {e} ({type(e).__name__})") from None
     if missing:
         raise InvalidInput(f"{mpath} lacks {', '.join(missing)}; retrain the probe with lynx train")
+    if probe.kind not in KINDS or (probe.kind != "mlp") != (head is not None) or (probe.kind == "context-only") == bool(n):
+        raise InvalidInput(f"{folder}: a {probe.kind!r} probe with {n} MLP layers and {'a' if head else 'no'} tree head is inconsistent")
     if probe.input_dim != expected:
         raise InvalidInput(f"{folder}: probe input size {probe.input_dim} != {len(meta['layers'])} layers x {meta['hidden_size']}")
     return probe

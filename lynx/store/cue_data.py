@@ -41,6 +41,8 @@ class CueData:
     folder: Path
     agreement: np.ndarray | None = None  # (n,) int8: the forced answer equals the trace's final one (None: predates it)
     folders: tuple = ()  # every folder read (several: a merged collection); () = just ``folder``
+    token_position: np.ndarray | None = None  # (n,) int: the cue token's index in prompt + output (None: predates it)
+    cue_word: np.ndarray | None = None  # (n,) str: which cue word (None: predates it)
 
     @property
     def source(self) -> str:
@@ -62,8 +64,9 @@ class CueData:
     def subset(self, mask: np.ndarray) -> CueData:
         fields = {k: getattr(self, k)[mask] for k in (
             "features", "label", "problem_id", "sample_id", "cue_index", "thinking_position", "thinking_tokens_total", "final_correct")}
-        return CueData(**fields, manifest=self.manifest, folder=self.folder,
-                       agreement=None if self.agreement is None else self.agreement[mask], folders=self.folders)
+        opt = lambda a: None if a is None else a[mask]  # noqa: E731
+        return CueData(**fields, manifest=self.manifest, folder=self.folder, agreement=opt(self.agreement), folders=self.folders,
+                       token_position=opt(self.token_position), cue_word=opt(self.cue_word))
 
 
 def manifest_hash(manifest: dict) -> str:
@@ -159,10 +162,11 @@ def load_cue_data(folders: Folders) -> CueData:
                                    "disjoint problems (or samples)")
             seen[key] = part.folder
     cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
-    agreement = None if any(p.agreement is None for p in parts) else cat("agreement")
+    opt = lambda name: None if any(getattr(p, name) is None for p in parts) else cat(name)  # noqa: E731
     data = CueData(features=cat("features"), label=cat("label"), problem_id=cat("problem_id"), sample_id=cat("sample_id"),
                    cue_index=cat("cue_index"), thinking_position=cat("thinking_position"), thinking_tokens_total=cat("thinking_tokens_total"),
-                   final_correct=cat("final_correct"), manifest=manifest, folder=paths[0], agreement=agreement, folders=tuple(paths))
+                   final_correct=cat("final_correct"), manifest=manifest, folder=paths[0], agreement=opt("agreement"), folders=tuple(paths),
+                   token_position=opt("token_position"), cue_word=opt("cue_word"))
     return data.subset(np.lexsort((data.cue_index, data.sample_id, data.problem_id)))
 
 
@@ -196,5 +200,7 @@ def _load_one(folder: Path) -> CueData:
         thinking_position=col("thinking_position").astype(int), thinking_tokens_total=col("thinking_tokens_total").astype(int),
         final_correct=np.array([bool(x) for x in table.column("final_correct").to_pylist()], dtype=bool), manifest=manifest,
         folder=folder, agreement=None if agreement is None else agreement.to_numpy(zero_copy_only=False).astype(np.int8),
+        token_position=col("token_position").astype(int) if "token_position" in table.column_names else None,
+        cue_word=col("cue_word").astype(str) if "cue_word" in table.column_names else None,
     )
     return data.subset(order)

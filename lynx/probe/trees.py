@@ -1,0 +1,102 @@
+"""Gradient-boosted trees as plain arrays: scikit-learn's ``HistGradientBoostingClassifier``
+exported without pickle, and evaluated with numpy inside an engine.
+
+Why: the tabular part of a probe (where a cue sits in the trace, which word it is, the scores
+of the trace's earlier cues) is best fit by boosted trees, but an artifact lynx loads must be
+safetensors + JSON, never an unpickled object, and the engine's scorer must not import
+scikit-learn per step. A fitted ensemble is a handful of node arrays; :meth:`TreeEnsemble.raw`
+walks every tree at once, level by level, and is tested to equal ``decision_function``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from lynx.errors import InvalidInput
+
+#: the node arrays, in the order they are stored (``head.<name>`` in the safetensors file)
+NODE_FIELDS = ("feature", "threshold", "left", "right", "leaf", "value", "missing_left")
+
+
+@dataclass
+class TreeEnsemble:
+    """A binary classifier's boosted trees: ``sigmoid(baseline + sum of one leaf per tree)``."""
+
+    feature: np.ndarray  # (N,) int64: split feature of each node (unused at leaves)
+    threshold: np.ndarray  # (N,) float64: go left when x <= threshold
+    left: np.ndarray  # (N,) int64: global index of the left child
+    right: np.ndarray  # (N,) int64
+    leaf: np.ndarray  # (N,) bool
+    value: np.ndarray  # (N,) float64: a leaf's contribution to the raw score
+    missing_left: np.ndarray  # (N,) bool: where a NaN goes
+    roots: np.ndarray  # (n_trees,) int64
+    baseline: float
+    depth: int  # longest root-to-leaf path: the number of levels :meth:`raw` walks
+    n_features: int
+
+    @classmethod
+    def from_sklearn(cls, model) -> TreeEnsemble:
+        """Export a fitted binary ``HistGradientBoostingClassifier`` (numeric features only)."""
+        if getattr(model, "n_trees_per_iteration_", 1) != 1:
+            raise InvalidInput("only a binary classifier's trees can be exported")
+        nodes = [p[0].nodes for p in model._predictors]
+        if any(n["is_categorical"].any() for n in nodes):
+            raise InvalidInput("categorical splits are not exported: encode categories as numbers")
+        offsets = np.cumsum([0] + [len(n) for n in nodes])
+        cat = lambda name: np.concatenate([n[name] for n in nodes])  # noqa: E731
+        shift = np.concatenate([np.full(len(n), o) for n, o in zip(nodes, offsets[:-1], strict=True)])
+        leaf = cat("is_leaf").astype(bool)
+        return cls(
+            feature=cat("feature_idx").astype(np.int64), threshold=cat("num_threshold").astype(np.float64),
+            left=np.where(leaf, 0, cat("left").astype(np.int64) + shift), right=np.where(leaf, 0, cat("right").astype(np.int64) + shift),
+            leaf=leaf, value=np.where(leaf, cat("value"), 0.0).astype(np.float64), missing_left=cat("missing_go_to_left").astype(bool),
+            roots=offsets[:-1].astype(np.int64), baseline=float(np.ravel(model._baseline_prediction)[0]),
+            depth=int(max(n["depth"].max() for n in nodes)) if nodes else 0, n_features=int(model.n_features_in_),
+        )
+
+    def raw(self, X: np.ndarray) -> np.ndarray:
+        """The raw score (log-odds) of each row of ``X`` ``(n, n_features)``."""
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise InvalidInput(f"the trees take {self.n_features} features, got an array of shape {X.shape}")
+        node = np.broadcast_to(self.roots, (len(X), len(self.roots))).copy()
+        rows = np.arange(len(X))[:, None]
+        for _ in range(self.depth):
+            x = X[rows, self.feature[node]]
+            go_left = np.where(np.isnan(x), self.missing_left[node], x <= self.threshold[node])
+            node = np.where(self.leaf[node], node, np.where(go_left, self.left[node], self.right[node]))
+        return self.baseline + self.value[node].sum(axis=1)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """P(class 1) of each row: ``predict_proba(X)[:, 1]``."""
+        return 1.0 / (1.0 + np.exp(-self.raw(X)))
+
+    def tensors(self, prefix: str = "head.") -> dict[str, torch.Tensor]:
+        """The arrays to store in a safetensors file (the scalars go into the JSON)."""
+        t = {f"{prefix}{k}": torch.from_numpy(np.ascontiguousarray(getattr(self, k))) for k in NODE_FIELDS}
+        t[f"{prefix}roots"] = torch.from_numpy(self.roots)
+        return {k: v.to(torch.uint8) if v.dtype == torch.bool else v for k, v in t.items()}
+
+    def scalars(self) -> dict:
+        return {"baseline": self.baseline, "depth": self.depth, "n_features": self.n_features, "n_trees": len(self.roots)}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], scalars: dict, prefix: str = "head.") -> TreeEnsemble:
+        """The ensemble stored by :meth:`tensors` / :meth:`scalars`; a missing or inconsistent array is one clear error."""
+        try:
+            arr = {k: tensors[f"{prefix}{k}"].numpy() for k in (*NODE_FIELDS, "roots")}
+            ens = cls(feature=arr["feature"].astype(np.int64), threshold=arr["threshold"].astype(np.float64), left=arr["left"].astype(np.int64),
+                      right=arr["right"].astype(np.int64), leaf=arr["leaf"].astype(bool), value=arr["value"].astype(np.float64),
+                      missing_left=arr["missing_left"].astype(bool), roots=arr["roots"].astype(np.int64),
+                      baseline=float(scalars["baseline"]), depth=int(scalars["depth"]), n_features=int(scalars["n_features"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise InvalidInput(f"the probe's trees are incomplete ({type(e).__name__}: {e})") from None
+        n = len(ens.feature)
+        if any(len(getattr(ens, k)) != n for k in NODE_FIELDS) or (n and (ens.left.max() >= n or ens.right.max() >= n or ens.roots.max() >= n)):
+            raise InvalidInput("the probe's trees are inconsistent (node arrays of different lengths or out-of-range children)")
+        if len(ens.roots) != int(scalars.get("n_trees", len(ens.roots))) or (n and ens.feature[~ens.leaf].max(initial=0) >= ens.n_features):
+            raise InvalidInput("the probe's trees are inconsistent with their recorded sizes")
+        return ens
