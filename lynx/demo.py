@@ -130,7 +130,7 @@ def run_demo(out: Path, *, engine: str = "auto", size: str = "small", as_json: b
         "engine": engine, "size": size, "sizes": n, "seconds": total, "stage_seconds": timings,
         "probe": {"folder": str(probe_dir), "test_auc": meta["metrics"].get("test", {}).get("auc")},
         "calibration": [{k: r[k] for k in ("alpha", "mode", "method", "threshold", "exit_rate", "saving", "risk", "held_out_risk")} | {
-            "threshold": None if r["threshold"] == float("inf") else r["threshold"]} for r in cal_rows if r["default"]],
+            "threshold": None if r["threshold"] == float("inf") else r["threshold"]} for r in cal_rows if r["default"] and r.get("scorer", "probe") == "probe"],
         "conditions": {key: {"labels": cal.labels, "risk": cal.meta["risk"], "n_problems": cal.meta["n_problems"],
                              "dataset": cal.meta["data"]["dataset"]} for key, cal in backend.policy.calibrations.items()},
         "evaluations": {name: {"folder": str(res["out"]), "table": records_json(res["table"]),

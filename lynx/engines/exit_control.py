@@ -354,10 +354,10 @@ class ExitController:
         """At a cue: record it (collection), then start the exit if the score clears the
         request's threshold. A missing or non-finite score disables lynx for the request."""
         out = state.output
-        if state.record:
-            self.events.record(state.tag, pos, None if features is None else features.detach().float().cpu().numpy().copy(), score)
         if state.head is not None and (not state.head.has_mlp or (score is not None and math.isfinite(score))):
-            score = self._head_score(state, pos, score)
+            score = self._head_score(state, pos, score)  # v2 / context-only: the score the threshold applies to
+        if state.record:  # collection (no probe) or a test: the features and the score compared with the threshold
+            self.events.record(state.tag, pos, None if features is None else features.detach().float().cpu().numpy().copy(), score)
         if state.cues is not None and score is not None and math.isfinite(score):
             state.cues.append((pos, float(score)))
         if state.threshold is None or state.audit:
