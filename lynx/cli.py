@@ -50,6 +50,13 @@ def _csv(values) -> str:
     return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
 
 
+#: attempts a shard / slice gets beyond its first when its Ray worker dies (lynx.collect.ray_pool.DEFAULT_RETRIES;
+#: not imported from there so that `lynx --help` does not import the collection)
+RAY_RETRIES = 3
+RAY_RETRIES_HELP = ("with --ray: times a {item} is retried when its worker dies (then the run ends naming it; the other {item}s are "
+                    "written and a rerun resumes)")
+
+
 class UserError(LynxError):
     """A bad combination of command-line options; shown as one line."""
 
@@ -96,6 +103,7 @@ def collect(
     ray_address: str = typer.Option(None, help="with --ray: a running cluster ('auto', ray://host:10001); default: RAY_ADDRESS, else a local Ray"),
     ray_workers: int = typer.Option(2, min=1, help="with --ray: workers (engines) collecting shards in parallel"),
     ray_gpus: float = typer.Option(0.0, min=0.0, help="with --ray: GPUs per worker (1 on a GPU cluster)"),
+    ray_retries: int = typer.Option(RAY_RETRIES, min=0, help=RAY_RETRIES_HELP.format(item="shard")),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
     """Roll out a model, force exits at cue tokens, write labelled hidden states (resumable; --ray: on a cluster)."""
@@ -114,7 +122,7 @@ def collect(
     if ray:
         from lynx.collect.distributed import collect_on_ray
 
-        summary = collect_on_ray(cfg, workers=ray_workers, address=ray_address, gpus_per_worker=ray_gpus)
+        summary = collect_on_ray(cfg, workers=ray_workers, address=ray_address, gpus_per_worker=ray_gpus, retries=ray_retries)
     else:
         if ray_address is not None:
             raise UserError("--ray-address needs --ray")
@@ -413,9 +421,15 @@ def eval_(
     fallback: str = typer.Option(EvalConfig.fallback, help="outside every calibrated condition: conservative | no-exit"),
     monitor: str = typer.Option(None, help='a live monitor of lynx\'s requests, as JSON: e.g. \'{"audit_fraction": 0.1}\' (see lynx monitor)'),
     audit: Path = typer.Option(None, help="the engine's audit file (JSONL; the monitor logs there too)"),
+    ray: bool = typer.Option(False, "--ray", help="run the problems in slices on a Ray cluster, one engine per worker (pip install 'lynx[ray]')"),
+    ray_address: str = typer.Option(None, help="with --ray: a running cluster ('auto', ray://host:10001); default: RAY_ADDRESS, else a local Ray"),
+    ray_workers: int = typer.Option(2, min=1, help="with --ray: workers (engines) evaluating slices in parallel"),
+    ray_gpus: float = typer.Option(0.0, min=0.0, help="with --ray: GPUs per worker (1 on a GPU cluster)"),
+    ray_slice: int = typer.Option(None, min=1, help="with --ray: problems per slice (default: about 4 slices per worker; a rerun keeps the folder's)"),
+    ray_retries: int = typer.Option(RAY_RETRIES, min=0, help=RAY_RETRIES_HELP.format(item="slice")),
     as_json: bool = typer.Option(False, "--json", help="print the table as JSON records"),
 ) -> None:
-    """Compare lynx with vanilla, static budgets, DEER, Dynasor-CoT and the oracle on the same problems and seeds."""
+    """Compare lynx with vanilla, static budgets, DEER, Dynasor-CoT and the oracle on the same problems and seeds (resumable with --ray)."""
     check_output_folder(output)
     from lynx.evaluate import evaluate
     from lynx.evaluate.pipeline import records_json
@@ -430,7 +444,18 @@ def eval_(
         question_field=question_field, answer_field=answer_field, domain=domain, fallback=fallback,
         monitor=_monitor_settings(monitor), audit_path=str(audit) if audit else None,
     )
-    res = evaluate(cfg)
+    if ray:
+        if monitor is not None or audit is not None:
+            raise UserError("--monitor and --audit watch one engine's requests: run them without --ray")
+        from lynx.evaluate.distributed import evaluate_on_ray
+
+        res = evaluate_on_ray(cfg, workers=ray_workers, address=ray_address, slice_size=ray_slice, gpus_per_worker=ray_gpus,
+                              retries=ray_retries)
+    else:
+        for flag, value in (("--ray-address", ray_address), ("--ray-slice", ray_slice)):
+            if value is not None:
+                raise UserError(f"{flag} needs --ray")
+        res = evaluate(cfg)
     if as_json:
         print(json.dumps(records_json(res["table"])))
         return

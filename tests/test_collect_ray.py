@@ -65,6 +65,31 @@ def test_a_ray_rerun_resumes_the_missing_shards_only(local_ray, tmp_path):
     assert all(after[name] == t for name, t in before.items())  # finished shards untouched
 
 
+def test_a_shard_that_kills_its_worker_every_time_ends_the_run_in_one_line(local_ray, tmp_path):
+    """Ray Data alone would restart the worker and retry the shard forever; lynx bounds it
+    (``retries``), names the shard, and the other shards are written."""
+    import time
+
+    from lynx.collect.distributed import collect_on_ray
+    from lynx.collect.ray_pool import WorkFailed
+    from lynx.config import CollectConfig
+
+    attempts = tmp_path / "attempts"
+
+    def always_die(index):
+        if index == 1:
+            with attempts.open("a") as f:
+                f.write("x")
+            os._exit(1)
+
+    cfg = CollectConfig(out=tmp_path / "ray", temperature=0.0, **(BASE | {"dataset": "organism:train:12", "shard_size": 4, "max_new_tokens": 150}))
+    t = time.monotonic()
+    with pytest.raises(WorkFailed, match=r"shard 1: the Ray worker died on every one of 3 attempts \(--ray-retries 2; .*rerun"):
+        collect_on_ray(cfg, workers=2, retries=2, before_write=always_die)
+    assert attempts.read_text() == "xxx" and time.monotonic() - t < 240
+    assert sorted(p.name for p in (tmp_path / "ray").glob("shard-*.traces.parquet")) == ["shard-00000.traces.parquet", "shard-00002.traces.parquet"]
+
+
 def test_collect_ray_options_refuse_bad_input_with_one_line(tmp_path):
     from typer.testing import CliRunner
 
