@@ -116,7 +116,7 @@ def raise_failures(indices: list[int], done: dict, failed: dict, *, what: str, r
     if failed:
         i, f = next(iter(sorted(failed.items())))
         others = f" (and {len(failed) - 1} more {what}s)" if len(failed) > 1 else ""
-        raise WorkFailed(f"{describe(i)}{others}: {f['message']}; the other {what}s are written, fix it and rerun the same command to resume")
+        raise WorkFailed(f"{describe(i)}{others}: {f['message']}; finished {what}s are written, fix it and rerun the same command to resume")
     lost = [i for i in indices if i not in done]
     if lost:
         names = ", ".join(describe(i) for i in lost[:5]) + (f" and {len(lost) - 5} more" if len(lost) > 5 else "")
