@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from lynx.config import BASELINES, CalibrateConfig, CollectConfig, EvalConfig, ProbeTrainConfig, RunConfig, Sampling
+from lynx.config import BASELINES, PROBE_KINDS, TARGETS, CalibrateConfig, CollectConfig, EvalConfig, ProbeTrainConfig, RunConfig, Sampling
 from lynx.cues import DEFAULT_CUES
 from lynx.errors import LynxError
 from lynx.store.folders import check_output_file, check_output_folder
@@ -184,17 +184,31 @@ def train(
     val_fraction: float = typer.Option(ProbeTrainConfig.val_fraction, min=0.0, max=0.9, help="share of problems for early stopping"),
     balanced: bool = typer.Option(ProbeTrainConfig.class_balanced, help="class-balanced loss"),
     seed: int = typer.Option(ProbeTrainConfig.seed),
+    kind: str = typer.Option(ProbeTrainConfig.kind, help="mlp (v1: hidden states) | stacked (v2: + context and earlier scores, "
+                                                         "through boosted trees) | auto (the one that saves more at --select-alpha)"),
+    target: str = typer.Option(ProbeTrainConfig.target, help="safe (the forced answer is right) | harm (exiting does not turn a right "
+                                                             "full answer wrong)"),
+    baseline: bool = typer.Option(ProbeTrainConfig.baseline, help="also train the context-only baseline (lynx eval's context-only rows)"),
+    select_alpha: float = typer.Option(ProbeTrainConfig.select_alpha, min=0.0, max=1.0, help="the alpha auto compares kinds at"),
     as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON"),
 ) -> None:
-    """Train the probe (StandardScaler + MLP) on cue points, split by problem; write probe.safetensors + probe.json."""
+    """Train the probe (v1 MLP on hidden states, or v2 stacked with context and score history) and its
+    context-only baseline, split by problem; write probe.safetensors + probe.json."""
     check_output_folder(output)
     from lynx.probe.train import train_probe
 
     sizes = tuple(_ints(hidden, "--hidden"))
     if not sizes or any(s < 1 for s in sizes):
         raise UserError(f"--hidden needs positive layer sizes, got {hidden!r}")
+    if kind not in PROBE_KINDS:
+        raise UserError(f"--kind must be one of {', '.join(PROBE_KINDS)}, got {kind!r}")
+    if target not in TARGETS:
+        raise UserError(f"--target must be one of {', '.join(TARGETS)}, got {target!r}")
+    if not 0 < select_alpha < 1:
+        raise UserError(f"--select-alpha must be strictly between 0 and 1, got {select_alpha}")
     cfg = ProbeTrainConfig(hidden_layer_sizes=sizes, learning_rate=learning_rate, l2=l2, max_epochs=max_epochs, patience=patience,
-                           test_fraction=test_fraction, val_fraction=val_fraction, class_balanced=balanced, seed=seed)
+                           test_fraction=test_fraction, val_fraction=val_fraction, class_balanced=balanced, seed=seed, kind=kind,
+                           target=target, baseline=baseline, select_alpha=select_alpha)
     meta = train_probe(data[0] if len(data) == 1 else list(data), output, cfg)
     if as_json:
         print(json.dumps(meta["metrics"]))
@@ -205,6 +219,11 @@ def train(
     for name, m in meta["metrics"].items():
         table.add_row(name, str(m["n_problems"]), str(m["n_cues"]), f"{m['auc']:.3f}", f"{m['accuracy']:.3f}", f"{m['brier']:.3f}", f"{m['ece']:.3f}")
     out.print(table)
+    sel = meta.get("selection", {})
+    figs = sel.get("out_of_fold") or {}
+    if figs:
+        out.print(f"kind: {sel['chosen']} ({sel['rule']}); out-of-fold saving at alpha {cfg.select_alpha:g}: "
+                  + ", ".join(f"{k} {f['saving']:.1%}" for k, f in figs.items()), highlight=False)
     out.print(f"model card: {output / 'README.md'}; reliability diagram: {output / 'reliability.png'}")
 
 
@@ -241,16 +260,16 @@ def show_calibration(rows: list[dict], probe: Path, as_json: bool) -> None:
         print(json.dumps([r | {"threshold": None if math.isinf(r["threshold"]) else r["threshold"]} for r in rows]))
         return
     table = Table(title=f"calibration of {probe}, condition {rows[0]['condition']}")
-    for col in ("alpha", "guarantee", "threshold", "exits", "saving", "risk", "risk*", "saving*"):
+    for col in ("scorer", "alpha", "guarantee", "threshold", "exits", "saving", "risk", "risk*", "saving*"):
         table.add_column(col)
     for r in rows:
         name = ("cue" if r["mode"] == "per-cue" else f"problem/{r['method']}") + (" (default)" if r["default"] else "")
-        table.add_row(f"{r['alpha']:g}", name, "never" if math.isinf(r["threshold"]) else f"{r['threshold']:.4f}",
+        table.add_row(r.get("scorer", "probe"), f"{r['alpha']:g}", name, "never" if math.isinf(r["threshold"]) else f"{r['threshold']:.4f}",
                       f"{r['exit_rate']:.3f}", f"{r['saving']:.1%}", f"{r['risk']:.3f}", f"{r['held_out_risk']:.3f}", f"{r['held_out_saving']:.1%}")
     out.print(table)
     out.print("risk = share of problems the exit harmed on calibration data; * = mean over held-out half splits")
     for r in rows:
-        if r["default"]:
+        if r["default"] and r.get("scorer", "probe") == "probe":
             out.print(f"alpha={r['alpha']:g}: {r['promise']}")
     out.print(f"report: {Path(rows[0]['folder']) / 'calibration_report.md'} (plots risk_vs_alpha.png, savings_vs_alpha.png)")
 
@@ -469,7 +488,7 @@ def print_eval(res: dict, console: Console = out) -> None:
     for col in ("method", "setting", "accuracy", "vs vanilla", "thinking", "saving", "exits", "premature", "changed", "probe tok", "s"):
         table.add_column(col)
     for r in df.itertuples():
-        promised = f" (<={r.alpha:g})" if r.method == "lynx" else ""
+        promised = f" (<={r.alpha:g})" if r.method in ("lynx", "context-only") else ""
         table.add_row(r.method, r.setting, f"{r.accuracy:.3f}", f"{r.accuracy_vs_vanilla:+.3f}±{r.accuracy_vs_vanilla_ci:.3f}",
                       f"{r.mean_thinking_tokens:.1f}", f"{r.saving:.1%}", f"{r.exit_rate:.2f}", f"{r.premature_exit_rate:.3f}{promised}",
                       f"{r.answer_change_rate:.3f}", f"{r.extra_tokens:.1f}", f"{r.seconds:.1f}")

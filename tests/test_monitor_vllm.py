@@ -166,3 +166,28 @@ def test_lynx_memory_stays_flat_over_thousands_of_monitored_requests(backend):
     growth = held[1] - held[0]
     print(f"lynx-held memory after round 2: {held[0]} B, after round 21: {held[1]} B (growth {growth} B over 1,900 monitored requests)")
     assert growth < 64 * 1024, growth
+
+
+def test_vllm_online_scores_equal_the_offline_scores_of_the_shipped_probe_and_its_baseline(backend):
+    """In vLLM too (the shipped probe, and its context-only baseline through ``lynx_scorer``), the
+    score the engine compares with the threshold at each cue equals what calibration replays
+    offline for the same cues (lynx.probe.scoring.cue_scores). Requests with a raw threshold are
+    not monitored, so this shares the monitored engine without touching its audits."""
+    from test_probe_v2 import assert_online_equals_offline
+
+    from lynx.exit_policy import ExitPolicy
+    from lynx.organism.problems import sample_problems
+    from lynx.prompting import chat_prompt
+
+    b, _ = backend
+    tok, policy = b.tokenizer, ExitPolicy.load(PROBE)
+    problems = sample_problems("test", 12, seed=31)
+    prompts = [tok(chat_prompt(tok, p.text, suffix=policy.prompt_suffix), add_special_tokens=False)["input_ids"] for p in problems]
+    for scorer in ["probe"] + list(policy.baselines):
+        tags = [f"{scorer}-{uuid.uuid4().hex}" for _ in prompts]
+        args = [{"lynx_record": t, "lynx_threshold": 2.0, "lynx_scorer": scorer} for t in tags]
+        outs = b.complete(prompts, max_tokens=300, temperature=0.6, top_p=0.95, seeds=list(range(len(prompts))),
+                          stop_ids=[tok.eos_token_id], extra_args=args)
+        events = b.take_events(tags)
+        n = assert_online_equals_offline(policy, tok, problems, prompts, [o.ids for o in outs], [events[t][1] for t in tags], scorer)
+        assert n >= 10

@@ -105,18 +105,46 @@ def test_auto_keeps_v1_when_the_collection_predates_cue_words(organism_collectio
         train_probe(old, tmp_path / "q", ProbeTrainConfig(max_epochs=20, kind="stacked"))
 
 
+def assert_online_equals_offline(policy, tok, problems, prompts, outs, records, scorer) -> int:
+    """``records[i]``: the engine's recorded cues of row i (position, features, final score).
+    Rebuild the cue rows as collection would (make_rollouts), score them offline with
+    cue_scores, and compare; returns the number of cues compared."""
+    from lynx.cues import CueMatcher
+    from lynx.probe.scoring import cue_scores
+    from lynx.rollouts import make_rollouts
+    from lynx.store.cue_data import CueData
+
+    matcher = CueMatcher(tok, cues=tuple(policy.cues))
+    rolls = make_rollouts(tok, matcher, [p.problem_id for p in problems], [p.answer for p in problems], prompts, outs,
+                          [lambda a, b: a == b] * len(problems))
+    feats, online, cols = [], [], {k: [] for k in ("problem_id", "cue_index", "thinking_position", "token_position", "cue_word")}
+    for r, rec, o in zip(rolls, records, outs, strict=True):
+        cps = [cp for cp in r.cue_points if cp.cue.position < len(r.prompt_ids) + len(o) - 1]  # the last token is never fed back in
+        assert [pos for pos, _, _ in rec] == [cp.cue.position for cp in cps]  # the same cues online and offline
+        for k, ((_pos, f, s), cp) in enumerate(zip(rec, cps, strict=True)):
+            feats.append(np.asarray(f, np.float32).reshape(-1))
+            online.append(s)
+            for name, v in (("problem_id", r.problem_id), ("cue_index", k), ("thinking_position", cp.thinking_position),
+                            ("token_position", cp.cue.position), ("cue_word", cp.cue.word)):
+                cols[name].append(v)
+    n = len(online)
+    data = CueData(features=np.stack(feats), label=np.ones(n, np.int8), problem_id=np.array(cols["problem_id"]), sample_id=np.zeros(n, int),
+                   cue_index=np.array(cols["cue_index"]), thinking_position=np.array(cols["thinking_position"]),
+                   thinking_tokens_total=np.zeros(n, int), final_correct=np.ones(n, bool), manifest={"cues": policy.cues},
+                   folder=policy.folder, token_position=np.array(cols["token_position"]), cue_word=np.array(cols["cue_word"]))
+    offline = cue_scores(policy.scorer(scorer).probe, data)
+    np.testing.assert_allclose(online, offline, atol=2e-4, err_msg=scorer)  # float32 hidden states in a batch vs alone
+    return n
+
+
 def test_online_scores_equal_the_offline_scores_calibration_uses(v2_probe, organism):
     """The engine's final score at every cue (context and history kept per request) equals
     lynx.probe.scoring.cue_scores on the same cues' recorded hidden states and positions."""
-    from lynx.cues import CueMatcher
     from lynx.engines.exit_control import ExitController
     from lynx.engines.hf_exit import generate_with_exit
     from lynx.exit_policy import ExitPolicy
     from lynx.organism.problems import sample_problems
-    from lynx.probe.scoring import cue_scores
     from lynx.prompting import chat_prompt
-    from lynx.rollouts import make_rollouts
-    from lynx.store.cue_data import CueData
 
     out, _, _ = v2_probe
     lm, tok = organism
@@ -127,27 +155,8 @@ def test_online_scores_equal_the_offline_scores_calibration_uses(v2_probe, organ
     for scorer in ("probe", "context-only"):
         args = [{"lynx_record": f"{scorer}{i}", "lynx_threshold": 2.0, "lynx_scorer": scorer} for i in range(len(prompts))]
         outs = generate_with_exit(lm, tok, prompts, ctl, args, max_new_tokens=300, temperature=0.6, top_p=0.95, seeds=list(range(10)))
-        matcher = CueMatcher(tok, cues=tuple(policy.cues))
-        rolls = make_rollouts(tok, matcher, [p.problem_id for p in problems], [p.answer for p in problems], prompts, outs,
-                              [lambda a, b: a == b] * len(problems))
-        feats, online, cols = [], [], {k: [] for k in ("problem_id", "cue_index", "thinking_position", "token_position", "cue_word")}
-        for i, r in enumerate(rolls):
-            rec = ctl.events.take([f"{scorer}{i}"])[f"{scorer}{i}"][1]
-            assert [pos for pos, _, _ in rec] == [cp.cue.position for cp in r.cue_points]  # the same cues online and offline
-            for k, ((_pos, f, s), cp) in enumerate(zip(rec, r.cue_points, strict=True)):
-                feats.append(np.asarray(f, np.float32).reshape(-1))
-                online.append(s)
-                for name, v in (("problem_id", r.problem_id), ("cue_index", k), ("thinking_position", cp.thinking_position),
-                                ("token_position", cp.cue.position), ("cue_word", cp.cue.word)):
-                    cols[name].append(v)
-        n = len(online)
-        assert n >= 10
-        data = CueData(features=np.stack(feats), label=np.ones(n, np.int8), problem_id=np.array(cols["problem_id"]), sample_id=np.zeros(n, int),
-                       cue_index=np.array(cols["cue_index"]), thinking_position=np.array(cols["thinking_position"]),
-                       thinking_tokens_total=np.zeros(n, int), final_correct=np.ones(n, bool), manifest={"cues": policy.cues}, folder=out,
-                       token_position=np.array(cols["token_position"]), cue_word=np.array(cols["cue_word"]))
-        offline = cue_scores(policy.scorer(scorer).probe, data)
-        np.testing.assert_allclose(online, offline, atol=2e-4, err_msg=scorer)  # float32 hidden states in a batch vs alone
+        records = [ctl.events.take([f"{scorer}{i}"])[f"{scorer}{i}"][1] for i in range(len(prompts))]
+        assert assert_online_equals_offline(policy, tok, problems, prompts, outs, records, scorer) >= 10
 
 
 def test_a_request_for_a_missing_baseline_is_refused_alone(organism_probe, organism_tokenizer, tmp_path):

@@ -23,7 +23,11 @@ def calibrated(organism_probe, organism_collections, tmp_path_factory):
     res = runner.invoke(app, ["calibrate", "--probe", str(probe), "--data", str(organism_collections["calibration"]),
                               "--alphas", "0.05,0.1,0.2", "--n-splits", "20", "--json"])
     assert res.exit_code == 0, res.output
-    return probe, json.loads(res.stdout)
+    rows = json.loads(res.stdout)
+    baseline = [r for r in rows if r["scorer"] == "context-only"]  # calibrated with the probe, on the same data and alphas
+    assert [r["alpha"] for r in baseline if r["default"]] == [0.05, 0.1, 0.2]
+    assert {r["folder"] for r in baseline} == {str(probe / "baselines" / "context-only" / "calibrations" / "T0.6")}
+    return probe, [r for r in rows if r["scorer"] == "probe"]
 
 
 def test_calibration_report_and_plots(calibrated):

@@ -82,6 +82,7 @@ def _post_status(url: str, body: dict) -> tuple[int, str]:
     ({"lynx_alpah": 0.1}, "unknown lynx request key"),
     ({"lynx_alpha": 0.1, "lynx_domain": "a/b"}, "lynx_domain must be"),
     ({"lynx_domain": "gsm8k"}, "without lynx_alpha"),
+    ({"lynx_alpha": 0.1, "lynx_scorer": "oracle"}, "lynx_scorer must be one of"),
     ({"lynx_alpha": "x" * 1_000_000}, "chars)"),
 ])
 def test_serve_refuses_bad_lynx_values_with_400_and_keeps_serving(server, xargs, expect):

@@ -106,7 +106,8 @@ def _architecture(kind: str, cfg: ProbeTrainConfig, cues) -> dict:
         arch |= {"hidden_layer_sizes": list(cfg.hidden_layer_sizes), "activation": "relu", "output": "sigmoid"}
     if kind != "mlp":
         arch |= {"head": "boosted trees (HistGradientBoosting)", "head_inputs": head_input_names(kind, cues),
-                 "tree_iterations": cfg.tree_iterations, "tree_learning_rate": cfg.tree_learning_rate, "tree_leaves": cfg.tree_leaves}
+                 "tree_iterations": cfg.tree_iterations, "tree_learning_rate": cfg.tree_learning_rate, "tree_leaves": cfg.tree_leaves,
+                 "tree_min_leaf": cfg.tree_min_leaf, "tree_l2": cfg.tree_l2}
     return arch
 
 
