@@ -24,8 +24,8 @@ console = Console(stderr=True)
 
 #: problems per stage; "small" is the README's demo (< 10 min on 2 cores with vLLM)
 SIZES = {
-    "small": {"train": 400, "calibration": 500, "test": 300, "transfer": 150, "second_temperature": 300,
-              "recalibration": 400, "transfer_recalibration": 200},
+    "small": {"train": 400, "calibration": 500, "test": 300, "transfer": 100, "second_temperature": 200,
+              "recalibration": 300, "transfer_recalibration": 150},
     "tiny": {"train": 60, "calibration": 80, "test": 40, "transfer": 20, "second_temperature": 20,
              "recalibration": 80, "transfer_recalibration": 60},
 }
