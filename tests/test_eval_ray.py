@@ -71,11 +71,12 @@ def greedy(local_ray, tmp_path_factory):
 
 def test_ray_eval_equals_single_process_and_survives_a_killed_worker(greedy):
     single, distributed = greedy
-    assert list(single["table"].method) == ["vanilla", "lynx", "oracle", "budget", "budget", "budget", "deer", "dynasor"]
+    methods = list(single["table"].method)  # the plan's every method (context-only too when the probe ships its baseline)
+    assert methods[0] == "vanilla" and {"lynx", "oracle", "budget", "deer", "dynasor"} <= set(methods) and methods.count("budget") == 3
     _same_table(single["table"], distributed["table"])
     _same_samples(single["out"], distributed["out"])
     samples = pd.read_parquet(distributed["out"] / "samples.parquet")
-    assert len(samples) == 6 * 8 and not samples.duplicated(["method", "setting", "problem_id"]).any()
+    assert len(samples) == 6 * len(methods) and not samples.duplicated(["method", "setting", "problem_id"]).any()
     meta = json.loads((distributed["out"] / "eval.json").read_text())
     assert meta["seconds"] == "summed over workers" and meta["ray_workers"] == 2 and meta["slices"] == 3 and meta["wall_seconds"] > 0
     for f in ("results.csv", "results.parquet", "results.md", "pareto.png"):
