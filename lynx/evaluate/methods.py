@@ -148,11 +148,13 @@ def oracle(ctx: EvalContext, base: list[Sample]) -> list[Sample]:
     return res
 
 
-def _finish(ctx: EvalContext, seqs: dict[int, list[int]], gens: dict[int, list[int]], round_: int) -> None:
-    """Let sequences whose thinking closed on its own write their answer (no more probing)."""
+def _finish(ctx: EvalContext, seqs: dict[int, list[int]], gens: dict[int, list[int]], rounds: dict[int, int]) -> None:
+    """Let sequences whose thinking closed on its own write their answer (no more probing).
+    ``rounds[i]``: the problem's own round number, which seeds its answer: never the batch's, so a
+    problem's sample does not depend on which problems ran with it (``lynx eval --ray`` slices)."""
     idx = [i for i in seqs if (not gens[i] or gens[i][-1] != ctx.eos) and len(gens[i]) < ctx.max_new_tokens]
     outs = ctx.backend.complete([seqs[i] for i in idx], max_tokens=max(1, ctx.max_new_tokens - min((len(gens[i]) for i in idx), default=0)),
-                                temperature=ctx.temperature, top_p=ctx.top_p, seeds=[ctx.seeds[i] + 7919 * round_ for i in idx],
+                                temperature=ctx.temperature, top_p=ctx.top_p, seeds=[ctx.seeds[i] + 7919 * rounds[i] for i in idx],
                                 stop_ids=[ctx.eos])
     for i, o in zip(idx, outs, strict=True):
         gens[i] += o.ids[: ctx.max_new_tokens - len(gens[i])]
@@ -175,7 +177,7 @@ def budget(ctx: EvalContext, n_tokens: int) -> list[Sample]:
     for i in cut:
         gens[i] += [close]
     seqs = {i: ctx.prompts[i] + gens[i] for i in gens}
-    _finish(ctx, seqs, gens, 1)
+    _finish(ctx, seqs, gens, dict.fromkeys(gens, 1))
     return [ctx.sample(i, gens[i], exited=i in cut) for i in range(len(ctx.prompts))]
 
 
@@ -197,6 +199,7 @@ def _probe_loop(ctx: EvalContext, *, chunk: int | None, decide) -> list[Sample]:
     active = list(range(n))
     closed: list[int] = []
     round_ = 0
+    rounds: dict[int, int] = {}
     while active:
         room = {i: ctx.max_new_tokens - len(gens[i]) for i in active}
         step = max(room.values()) if chunk is None else chunk
@@ -206,6 +209,7 @@ def _probe_loop(ctx: EvalContext, *, chunk: int | None, decide) -> list[Sample]:
         round_ += 1
         probe = []
         for i, o in zip(active, outs, strict=True):
+            rounds[i] = round_  # a problem is active from round 0 until it ends: its own round count
             gens[i] += o.ids[: room[i]]
             g = gens[i]
             if not g or g[-1] in (ctx.eos, close) or len(g) >= ctx.max_new_tokens:
@@ -228,7 +232,7 @@ def _probe_loop(ctx: EvalContext, *, chunk: int | None, decide) -> list[Sample]:
                 nxt.append(i)
         active = sorted(nxt)
     seqs = {i: ctx.prompts[i] + gens[i] for i in closed}
-    _finish(ctx, seqs, gens, round_ + 1)
+    _finish(ctx, seqs, gens, {i: rounds[i] + 1 for i in closed})
     out = []
     for i in range(n):
         if i in exited:
