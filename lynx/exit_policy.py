@@ -164,12 +164,13 @@ class ExitPolicy:
         the baselines ``lynx train`` wrote beside it (``baselines/<name>``, each a probe folder)."""
         folder = Path(folder)
         probe = load_probe(folder)
+        calibrations = _calibrations_of(folder)  # first: a stale calibration of the probe itself is the error to report
         baselines = {name: cls.load(folder / BASELINES_DIR / name) for name in PROBE_BASELINES
                      if (folder / BASELINES_DIR / name / "probe.json").exists()}
         for b in baselines.values():
             if b.model_fingerprint != probe.meta.get("model_fingerprint") or b.cues != list(probe.meta.get("cues", [])):
                 raise InvalidInput(f"{b.folder} is not a baseline of {folder} (another model or other cues): train the probe again")
-        return cls(folder, probe, _calibrations_of(folder), baselines)
+        return cls(folder, probe, calibrations, baselines)
 
     def reloaded(self) -> ExitPolicy:
         """This policy with its folder's calibrations read again (the same probe object): how an

@@ -176,7 +176,8 @@ def test_eval_cli_writes_table_plot_and_json(tmp_path):
     assert r.exit_code == 0, r.output
     recs = json.loads(r.stdout.strip().splitlines()[-1])
     got = {(x["method"], x["setting"]) for x in recs}
-    assert got == {("vanilla", "full CoT"), ("lynx", "alpha=0.1"), ("lynx", "alpha=0.2"), ("oracle", "first right cue"),
+    assert got == {("vanilla", "full CoT"), ("lynx", "alpha=0.1"), ("lynx", "alpha=0.2"), ("context-only", "alpha=0.1"),
+                   ("context-only", "alpha=0.2"), ("oracle", "first right cue"),
                    ("budget", "N=60"), ("budget", "N=120"), ("deer", "p>0.95"), ("dynasor", "k=2/32")}
     for x in recs:
         assert 0 <= x["accuracy"] <= 1 and x["n"] == 24 and not math.isnan(x["mean_thinking_tokens"])
@@ -197,7 +198,9 @@ def test_hf_eval_runs_every_method(tmp_path):
     res = evaluate(EvalConfig(probe=str(PROBE), out=tmp_path / "hf", n_problems=6, alphas=(0.1,), engine="hf", budgets=(60,),
                               deer_thresholds=(0.95,), dynasor_k=(2,), max_new_tokens=300))
     df = res["table"]
-    assert list(df.method) == ["vanilla", "lynx", "oracle", "budget", "deer", "dynasor"]
+    assert list(df.method) == ["vanilla", "lynx", "context-only", "oracle", "budget", "deer", "dynasor"]
+    ctx = df[df.method == "context-only"].iloc[0]  # the baseline beside the shipped probe, at lynx's alpha
+    assert ctx.alpha == 0.1 and ctx.n == 6
     assert (df.n == 6).all() and df.accuracy.between(0, 1).all()
     samples = pd.read_parquet(tmp_path / "hf" / "samples.parquet")
     assert (samples[samples.method == "budget"].thinking_tokens <= 61).all()
