@@ -24,6 +24,15 @@ def organism():
     return load_hf(resolve_model("organism"))
 
 
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray on the machine's 2 cores, per test module (the Ray collect and eval tests)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
 @pytest.fixture(scope="session")
 def organism_collections(tmp_path_factory):
     """Real collect folders on the organism: training problems and disjoint calibration problems."""

@@ -19,14 +19,6 @@ def _rows(folder: Path, what: str):
     return read_folder(folder, what).sort_by(keys)
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 @pytest.mark.parametrize("temperature", [0.0, 0.6])
 def test_ray_collection_equals_single_process_and_survives_a_killed_worker(local_ray, tmp_path, temperature):
     from lynx.collect.distributed import collect_on_ray

@@ -23,14 +23,6 @@ BASE = {"probe": str(PROBE), "n_problems": 6, "alphas": (0.1,), "engine": "hf", 
 VOLATILE = ("tag", "time", "score")
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 def _same_samples(single: Path, distributed: Path) -> None:
     a, b = pd.read_parquet(single / "samples.parquet"), pd.read_parquet(distributed / "samples.parquet")
     cols = [c for c in a.columns if c != "exit"]
