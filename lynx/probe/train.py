@@ -128,7 +128,7 @@ def train_probe(data_dir: Path | str | list, out: Path | str, cfg: ProbeTrainCon
     out = Path(out)
     y_all = target_labels(data, cfg.target)
     if len(np.unique(y_all)) < 2:
-        raise InvalidInput(f"{data_dir}: every cue point has {cfg.target}-target label {int(y_all[0])}; a probe needs both safe and unsafe cues")
+        raise InvalidInput(f"{data_dir}: every cue point has label {int(y_all[0])} (target {cfg.target}); a probe needs both safe and unsafe cues")
     problems = data.problems
     if len(problems) < 5:
         raise InvalidInput(f"{data_dir}: only {len(problems)} problems; a probe needs at least 5 to split by problem")
