@@ -21,12 +21,18 @@ def test_exported_trees_equal_sklearn_and_round_trip_through_safetensors(tmp_pat
     X = rng.normal(size=(600, 6))
     X[rng.random(X.shape) < 0.05] = np.nan  # missing values take the learned side
     y = ((np.nan_to_num(X[:, 0]) + 0.5 * np.nan_to_num(X[:, 3]) + rng.normal(0, 0.5, 600)) > 0).astype(int)
-    model = HistGradientBoostingClassifier(max_iter=40, max_leaf_nodes=9, early_stopping=False, random_state=0).fit(X, y)
-    trees = TreeEnsemble.from_sklearn(model)
     Xt = rng.normal(size=(300, 6))
     Xt[rng.random(Xt.shape) < 0.05] = np.nan
-    np.testing.assert_allclose(trees.predict(Xt), model.predict_proba(Xt)[:, 1], rtol=0, atol=1e-12)
-    np.testing.assert_allclose(trees.raw(Xt), model.decision_function(Xt), rtol=0, atol=1e-12)
+    for leaves in (2, 40, 64, 9):  # stumps, deep and the largest trees the 64-bit leaf masks hold; 9 is kept below
+        model = HistGradientBoostingClassifier(max_iter=40, max_leaf_nodes=leaves, min_samples_leaf=2, early_stopping=False,
+                                               random_state=0).fit(X, y)
+        trees = TreeEnsemble.from_sklearn(model)
+        np.testing.assert_allclose(trees.predict(Xt), model.predict_proba(Xt)[:, 1], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(trees.raw(Xt), model.decision_function(Xt), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(trees.raw(Xt[:1]), model.decision_function(Xt[:1]), rtol=0, atol=1e-12)  # one row, as at a cue
+    big = HistGradientBoostingClassifier(max_iter=2, max_leaf_nodes=100, min_samples_leaf=2, early_stopping=False).fit(X, y)
+    with pytest.raises(InvalidInput, match="at most 64"):
+        TreeEnsemble.from_tensors(TreeEnsemble.from_sklearn(big).tensors(), TreeEnsemble.from_sklearn(big).scalars())
     save_file(trees.tensors(), str(tmp_path / "t.safetensors"))
     back = TreeEnsemble.from_tensors(load_file(str(tmp_path / "t.safetensors")), trees.scalars())
     np.testing.assert_array_equal(back.predict(Xt), trees.predict(Xt))
@@ -194,3 +200,42 @@ def test_a_probe_folder_with_a_tampered_kind_is_refused(v2_probe, tmp_path):
     (bad / "probe.json").write_text(json.dumps(meta))
     with pytest.raises(InvalidInput, match="inconsistent"):
         load_probe(bad)
+
+
+def test_a_steps_cues_are_scored_in_one_pass_exactly_as_each_alone(organism_tokenizer):
+    """ExitController.final_scores batches a step's cues per probe (the shipped v2 probe and its
+    context-only baseline, mixed in one step); every request's score and memory must be what
+    scoring its cues one at a time gives, and a missing MLP score stays missing for that row only."""
+    from lynx.engines.exit_control import ExitController
+    from lynx.exit_policy import ExitPolicy
+    from pathlib import Path
+
+    policy = ExitPolicy.load(Path(__file__).resolve().parents[1] / "probes" / "organism")
+    ctl = ExitController(policy.hook_config(), organism_tokenizer, policy)
+    think = ctl.matcher.think_open_id
+    words = list(policy.cues)
+    rng = np.random.default_rng(0)
+
+    def fresh(n):
+        states = [ctl.new_request({"lynx_threshold": 2.0, "lynx_scorer": ("probe", "context-only")[i % 2]}, [5, 6, think][: 1 + i % 3], [])
+                  for i in range(n)]
+        assert all(s.head is not None for s in states)
+        return states
+
+    batched, alone = fresh(6), fresh(6)
+    for step in range(4):  # four steps, every request at a cue in each; rows 2 (probe) and 3 (baseline) have no MLP score at step 1
+        pos = [10 + 20 * step + 3 * i for i in range(6)]
+        mlp = rng.uniform(0.01, 0.99, 6).tolist()
+        if step == 1:
+            mlp[2] = mlp[3] = None
+        for s, s2 in zip(batched, alone, strict=True):
+            s.cue_word = s2.cue_word = words[int(rng.integers(len(words)))]
+        got = ctl.final_scores(list(zip(batched, pos, strict=True)), mlp)
+        one = [ctl.final_scores([(s, p)], [m])[0] for s, p, m in zip(alone, pos, mlp, strict=True)]
+        if step == 1:
+            assert got[2] is None and one[2] is None  # the probe row without its MLP score is left to decide() to disable
+            assert got[3] is not None  # the context-only baseline needs no MLP score
+        np.testing.assert_allclose([g for g in got if g is not None], [o for o in one if o is not None], rtol=0, atol=1e-12)
+        assert [s.online.n_cues for s in batched] == [s.online.n_cues for s in alone]
+        # the context-only baseline scores even without the MLP's score; the stacked probe does not
+        assert all(0.0 < g < 1.0 for g in got if g is not None)

@@ -272,7 +272,7 @@ class ExitController:
         if state.exit_from is not None:
             return self.exit_token(state, len(state.output), state.output[-1]) if state.output else None
         pos = self.new_cue(state)
-        return None if pos is None else self.decide(state, pos, score, features)
+        return None if pos is None else self.decide(state, pos, self.final_scores([(state, pos)], [score])[0], features)
 
     def step_rows(self, rows, score_rows, features=None) -> list[tuple[int, int]]:
         """``(row, token)`` pairs to force this step, for ``rows`` = ``(row, state)`` pairs.
@@ -298,7 +298,7 @@ class ExitController:
                 if tok is not None:
                     forced.append((row, tok))
         if cues:
-            scores = score_rows([row for row, _, _ in cues]) or [None] * len(cues)
+            scores = self.final_scores([(s, p) for _, s, p in cues], score_rows([row for row, _, _ in cues]) or [None] * len(cues))
             for (row, state, pos), score in zip(cues, scores, strict=True):
                 # features are gathered only for a request that records them (collection)
                 tok = self.decide(state, pos, score, features[row] if features is not None and state.record else None)
@@ -351,11 +351,10 @@ class ExitController:
         return len(state.prompt) + n - 1
 
     def decide(self, state: RequestState, pos: int, score: float | None, features=None) -> int | None:
-        """At a cue: record it (collection), then start the exit if the score clears the
-        request's threshold. A missing or non-finite score disables lynx for the request."""
+        """At a cue: record it (collection), then start the exit if the final score
+        (:meth:`final_scores`) clears the request's threshold. A missing or non-finite score
+        disables lynx for the request."""
         out = state.output
-        if state.head is not None and (not state.head.has_mlp or (score is not None and math.isfinite(score))):
-            score = self._head_score(state, pos, score)  # v2 / context-only: the score the threshold applies to
         if state.record:  # collection (no probe) or a test: the features and the score compared with the threshold
             self.events.record(state.tag, pos, None if features is None else features.detach().float().cpu().numpy().copy(), score)
         if state.cues is not None and score is not None and math.isfinite(score):
@@ -378,17 +377,39 @@ class ExitController:
             return self.exit_ids[0]
         return None
 
-    def _head_score(self, state: RequestState, pos: int, stage1: float | None) -> float:
-        """The final score of a probe with a tree head (v2, context-only) at the cue at ``pos``:
-        the same columns the calibration replayed (:mod:`lynx.probe.scoring`). The thinking
-        span's start is found once per request (the first opener, as in collection)."""
-        if state.think_start is None:
-            at = _index(state.prompt, self.matcher.think_open_id)
-            if at is None:
-                at = _index(list(state.output), self.matcher.think_open_id)
-                at = len(state.prompt) + at if at is not None else pos
-            state.think_start = at
-        return state.online.score(state.head, pos - state.think_start, state.think_start, state.cue_word, stage1)
+    def final_scores(self, cues: list[tuple[RequestState, int]], scores: list) -> list:
+        """The scores the thresholds apply to, for a step's ``(state, cue position)`` pairs given
+        their MLP scores (None where unavailable). A v1 probe's score is its MLP's; a probe with
+        a tree head (v2, context-only) scores the columns the calibration replayed
+        (:mod:`lynx.probe.scoring`), with one pass of the trees per probe for the whole step.
+        A missing or non-finite MLP score stays as it is (:meth:`decide` then disables the request)."""
+        pending: dict[int, tuple] = {}  # id(probe) -> (probe, [indices], [rows])
+        out = list(scores)
+        for i, ((state, pos), score) in enumerate(zip(cues, scores, strict=True)):
+            head = state.head
+            if head is None or (head.has_mlp and (score is None or not math.isfinite(score))):
+                continue
+            if state.think_start is None:  # the thinking span's first opener, found once per request (as in collection)
+                at = _index(state.prompt, self.matcher.think_open_id)
+                if at is None:
+                    at = _index(list(state.output), self.matcher.think_open_id)
+                    at = len(state.prompt) + at if at is not None else pos
+                state.think_start = at
+            _, idx, rows = pending.setdefault(id(head), (head, [], []))
+            idx.append(i)
+            rows.append(state.online.advance(head, pos - state.think_start, state.think_start, state.cue_word, score))
+        if pending:
+            from lynx.probe.scoring import online_scores
+
+            for head, idx, rows in pending.values():
+                try:
+                    values = online_scores(head, rows).tolist()
+                except Exception as e:  # never take the engine down for the probe: these requests are disabled
+                    log.warning("lynx probe head failed (%s: %s)", type(e).__name__, e)
+                    values = [None] * len(idx)
+                for i, v in zip(idx, values, strict=True):
+                    out[i] = v
+        return out
 
     # -- the end of a request ---------------------------------------------------------
     def finish_request(self, state: RequestState) -> None:

@@ -46,6 +46,12 @@ def logit(p) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
+def scalar_logit(p: float) -> float:
+    """:func:`logit` of one probability without numpy's per-call cost (the engine, per cue)."""
+    p = min(max(float(p), EPS), 1 - EPS)
+    return math.log(p / (1 - p))
+
+
 def history_row(previous_logits: Sequence[float], current_logit: float) -> list[float]:
     """One cue's history columns (:data:`HISTORY`) from the logits of the trace's earlier cues."""
     if not previous_logits:

@@ -17,7 +17,7 @@ import torch
 
 from lynx.errors import InvalidInput
 from lynx.probe.artifact import Probe
-from lynx.probe.context import HISTORY, context_matrix, context_names, history_matrix, history_row, logit, previous_positions
+from lynx.probe.context import HISTORY, context_matrix, context_names, history_matrix, history_row, previous_positions, scalar_logit
 
 
 def head_input_names(kind: str, cues: Sequence[str]) -> list[str]:
@@ -70,13 +70,27 @@ class OnlineContext:
         self.logits: list[float] = []
         self.previous_position = 0
 
-    def score(self, probe: Probe, thinking_position: int, thinking_start: int, cue_word: str, stage1: float | None) -> float:
-        """The final score at the request's next cue (which is remembered for the cues after it)."""
-        ctx = context_matrix([self.n_cues], [thinking_position], [self.previous_position], [thinking_start], [cue_word], probe.meta["cues"])
+    def advance(self, probe: Probe, thinking_position: int, thinking_start: int, cue_word: str, stage1: float | None) -> tuple:
+        """The head's inputs at the request's next cue, as a :func:`online_scores` row; the cue
+        is remembered for the cues after it."""
+        row = (self.n_cues, thinking_position, self.previous_position, thinking_start, cue_word, None)
         self.n_cues, self.previous_position = self.n_cues + 1, thinking_position
-        history = None
         if probe.kind == "stacked":
-            lg = float(logit(stage1)) if stage1 is not None else float("nan")
-            history = np.asarray([history_row(self.logits, lg)])
+            lg = scalar_logit(stage1) if stage1 is not None else float("nan")
+            row = row[:5] + (history_row(self.logits, lg),)
             self.logits.append(lg)
-        return float(probe.head.predict(head_inputs(probe.kind, probe.meta["cues"], ctx, history))[0])
+        return row
+
+    def score(self, probe: Probe, thinking_position: int, thinking_start: int, cue_word: str, stage1: float | None) -> float:
+        """The final score at the request's next cue (one cue; an engine batches a step's cues with :func:`online_scores`)."""
+        return float(online_scores(probe, [self.advance(probe, thinking_position, thinking_start, cue_word, stage1)])[0])
+
+
+def online_scores(probe: Probe, rows: Sequence[tuple]) -> np.ndarray:
+    """Final scores of several requests' cues (rows from :meth:`OnlineContext.advance`, all for
+    ``probe``) with one pass of its trees. Why batched: the trees are walked level by level
+    for all rows at once, so a step's cues cost about what one does."""
+    idx, pos, prev, start, words, hist = zip(*rows, strict=True)
+    ctx = context_matrix(idx, pos, prev, start, words, probe.meta["cues"])
+    history = np.asarray(hist, dtype=np.float64).reshape(len(rows), len(HISTORY)) if probe.kind == "stacked" else None
+    return probe.head.predict(head_inputs(probe.kind, probe.meta["cues"], ctx, history))

@@ -26,6 +26,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from lynx import __version__
 from lynx.calibrate.conditions import remove_calibrations
 from lynx.config import PROBE_KINDS, ProbeTrainConfig
+from lynx.probe.trees import MAX_LEAVES
 from lynx.errors import InvalidInput
 from lynx.probe.artifact import BASELINES_DIR, KINDS, Probe, save_probe
 from lynx.probe.context import history_matrix
@@ -123,6 +124,8 @@ def train_probe(data_dir: Path | str | list, out: Path | str, cfg: ProbeTrainCon
     cfg = cfg or ProbeTrainConfig()
     if cfg.kind not in PROBE_KINDS:
         raise InvalidInput(f"unknown probe kind {cfg.kind!r}: use {', '.join(PROBE_KINDS)}")
+    if not 2 <= cfg.tree_leaves <= MAX_LEAVES:
+        raise InvalidInput(f"tree_leaves must be in [2, {MAX_LEAVES}] (the engine evaluates a tree as one 64-bit leaf mask), got {cfg.tree_leaves}")
     data = load_cue_data(data_dir)
     data_dir = data.source
     out = Path(out)

@@ -84,6 +84,7 @@ class LynxLogitsProcessorV2(LogitsProcessor):
         if cues:
             feats = self.handoff.features_for(n)
             scores = self.handoff.scores_for([row for row, _, _ in cues], n) or [None] * len(cues)
+            scores = controller.final_scores([(state, cue) for _, state, cue in cues], scores)
             for (row, state, cue), score in zip(cues, scores, strict=True):
                 tok = controller.decide(state, cue, score, feats[row] if feats is not None and state.record else None)
                 if tok is not None:
