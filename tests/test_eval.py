@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from lynx.cli import app
 from lynx.evaluate.methods import Sample
-from lynx.evaluate.table import acceptance, pareto_comparison, row, wilson
+from lynx.evaluate.table import acceptance, context_comparison, context_markdown, pareto_comparison, row, wilson
 
 PROBE = Path(__file__).resolve().parents[1] / "probes" / "organism"
 runner = CliRunner()
@@ -54,6 +54,30 @@ def test_pareto_interpolates_lynx_at_equal_tokens_and_acceptance_reads_the_rows(
                       "saving >= 70% of the oracle's": True}
     df.loc[df.method == "lynx", "saving"] = 0.3
     assert dict((n, ok) for n, ok, _ in acceptance(df, 0.1))["saving >= 70% of the oracle's"] is False
+
+
+def test_context_comparison_pairs_lynx_with_the_baseline_problem_by_problem():
+    """The hidden state's contribution comes with a paired interval: a difference the problems'
+    own spread swamps is shown as such, and the acceptance line carries it."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n = 200
+    base = [_s(True, 100) for _ in range(n)]
+    think_c = rng.integers(20, 100, n)
+    ly = [_s(True, int(t) - (3 if i % 2 else 0), True) for i, t in enumerate(think_c)]  # 1.5 tokens fewer on average, per problem
+    co = [_s(True, int(t), True) for t in think_c]
+    df = pd.DataFrame([row("vanilla", "", base, base, 1.0), row("lynx", "a", ly, base, 1.0, 0.1), row("context-only", "c", co, base, 1.0, 0.1)])
+    (c,) = context_comparison(df, {("vanilla", None): base, ("lynx", 0.1): ly, ("context-only", 0.1): co}, base)
+    assert c["saving_delta"] == pytest.approx(0.015)
+    assert 0 < c["saving_delta_ci"] < 0.015  # paired: the shared per-problem spread cancels, the 1.5-point gain is resolved
+    unpaired = 1.96 * np.sqrt(2 * np.var(think_c / 100.0, ddof=1) / n)
+    assert c["saving_delta_ci"] < unpaired / 5
+    assert "+1.5% ± " in context_markdown([c])
+    (plain,) = context_comparison(df)  # no samples: the point figures only
+    assert math.isnan(plain["saving_delta_ci"]) and "±" not in context_markdown([plain]).split("\n")[2]
+    line = {n_: v for n_, _ok, v in acceptance(df, 0.1, [c])}["saving >= the context-only baseline's (the hidden state adds something)"]
+    assert "difference +1.5% ± " in line
 
 
 def test_eval_refuses_bad_input_in_one_line():

@@ -23,7 +23,7 @@ def test_exported_trees_equal_sklearn_and_round_trip_through_safetensors(tmp_pat
     y = ((np.nan_to_num(X[:, 0]) + 0.5 * np.nan_to_num(X[:, 3]) + rng.normal(0, 0.5, 600)) > 0).astype(int)
     Xt = rng.normal(size=(300, 6))
     Xt[rng.random(Xt.shape) < 0.05] = np.nan
-    for leaves in (2, 40, 64, 9):  # stumps, deep and the largest trees the 64-bit leaf masks hold; 9 is kept below
+    for leaves in (2, 7, 40, 64, 9):  # stumps, the default, deep and the largest trees 64-bit leaf masks hold; 9 is kept below
         model = HistGradientBoostingClassifier(max_iter=40, max_leaf_nodes=leaves, min_samples_leaf=2, early_stopping=False,
                                                random_state=0).fit(X, y)
         trees = TreeEnsemble.from_sklearn(model)

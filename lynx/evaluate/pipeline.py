@@ -245,11 +245,11 @@ def write_results(cfg: EvalConfig, runs: list[Run], records: list, meta: dict, l
     title = cfg.title or f"{cfg.model} on {cfg.dataset} (T={cfg.temperature:g}, n={len(records)}, {engine}{cond})"
     pareto_plot(df, out / "pareto.png", title)
     cmp = pareto_comparison(df)
-    checks = acceptance(df, 0.1) if 0.1 in cfg.alphas else []
+    ctx_cmp = context_comparison(df, {(m, a): smp for m, _s, a, smp, _t in runs}, base)
+    checks = acceptance(df, 0.1, ctx_cmp) if 0.1 in cfg.alphas else []
     md = [f"# {title}", "", to_markdown(df), ""]
     if cmp:
         md += ["## lynx vs the baselines at equal thinking tokens", "", pareto_markdown(cmp), ""]
-    ctx_cmp = context_comparison(df)
     if ctx_cmp:
         md += ["## lynx vs the context-only baseline (what the hidden state adds)", "", context_markdown(ctx_cmp), ""]
     if checks:

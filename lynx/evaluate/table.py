@@ -139,31 +139,57 @@ def pareto_plot(df: pd.DataFrame, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def context_comparison(df: pd.DataFrame) -> list[dict]:
-    """lynx against the context-only baseline at each alpha both ran: what the hidden state adds."""
+def context_comparison(df: pd.DataFrame, samples: dict | None = None, base=None) -> list[dict]:
+    """lynx against the context-only baseline at each alpha both ran: what the hidden state adds.
+
+    With the per-problem ``samples`` (``(method, alpha) -> samples``, problems in the same order)
+    and vanilla's ``base``, each difference comes with a paired 95% interval over problems
+    (half-width): both policies ran on the same problems and seeds, so the interval is about
+    the two scorers, not about which problems were drawn."""
     out = []
     for r in df[df.method == "lynx"].itertuples():
         c = df[(df.method == "context-only") & np.isclose(df.alpha.astype(float), float(r.alpha))]
         if len(c):
             c = c.iloc[0]
-            out.append({"alpha": float(r.alpha), "lynx_saving": r.saving, "context_saving": float(c.saving), "lynx_accuracy": r.accuracy,
-                        "context_accuracy": float(c.accuracy), "lynx_premature": r.premature_exit_rate,
-                        "context_premature": float(c.premature_exit_rate), "saving_delta": r.saving - float(c.saving),
-                        "accuracy_delta": r.accuracy - float(c.accuracy)})
+            cmp = {"alpha": float(r.alpha), "lynx_saving": r.saving, "context_saving": float(c.saving), "lynx_accuracy": r.accuracy,
+                   "context_accuracy": float(c.accuracy), "lynx_premature": r.premature_exit_rate,
+                   "context_premature": float(c.premature_exit_rate), "saving_delta": r.saving - float(c.saving),
+                   "accuracy_delta": r.accuracy - float(c.accuracy), "saving_delta_ci": float("nan"), "accuracy_delta_ci": float("nan")}
+            ly, co = _samples_at(samples, "lynx", r.alpha), _samples_at(samples, "context-only", r.alpha)
+            if ly is not None and co is not None and base and len(ly) == len(co) > 1:
+                base_think = float(np.mean([s.thinking_tokens for s in base]))
+                d_think = np.array([b.thinking_tokens - a.thinking_tokens for a, b in zip(ly, co, strict=True)], float) / max(base_think, 1e-12)
+                d_acc = np.array([float(a.correct) - float(b.correct) for a, b in zip(ly, co, strict=True)])
+                cmp["saving_delta_ci"] = float(Z95 * d_think.std(ddof=1) / math.sqrt(len(ly)))
+                cmp["accuracy_delta_ci"] = float(Z95 * d_acc.std(ddof=1) / math.sqrt(len(ly)))
+            out.append(cmp)
     return out
 
 
+def _samples_at(samples: dict | None, method: str, alpha) -> list | None:
+    if not samples:
+        return None
+    return next((v for (m, a), v in samples.items() if m == method and a is not None and np.isclose(float(a), float(alpha))), None)
+
+
+def _pm(delta: float, half: float, fmt: str) -> str:
+    return format(delta, fmt) + ("" if math.isnan(half) else f" ± {format(half, fmt.lstrip('+'))}")
+
+
 def context_markdown(cmp: list[dict]) -> str:
-    lines = ["| alpha | lynx saving | context-only saving | lynx - context | lynx accuracy | context-only accuracy | lynx / context premature |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| alpha | lynx saving | context-only saving | lynx - context (paired 95%) | lynx accuracy | context-only accuracy | "
+             "accuracy lynx - context | lynx / context premature |",
+             "|---|---|---|---|---|---|---|---|"]
     for c in cmp:
-        lines.append(f"| {c['alpha']:g} | {c['lynx_saving']:.1%} | {c['context_saving']:.1%} | {c['saving_delta']:+.1%} | {c['lynx_accuracy']:.3f} | "
-                     f"{c['context_accuracy']:.3f} | {c['lynx_premature']:.3f} / {c['context_premature']:.3f} |")
+        lines.append(f"| {c['alpha']:g} | {c['lynx_saving']:.1%} | {c['context_saving']:.1%} | {_pm(c['saving_delta'], c['saving_delta_ci'], '+.1%')} | "
+                     f"{c['lynx_accuracy']:.3f} | {c['context_accuracy']:.3f} | {_pm(c['accuracy_delta'], c['accuracy_delta_ci'], '+.3f')} | "
+                     f"{c['lynx_premature']:.3f} / {c['context_premature']:.3f} |")
     return "\n".join(lines)
 
 
-def acceptance(df: pd.DataFrame, alpha: float = 0.1) -> list[tuple[str, bool, str]]:
-    """The issue's acceptance figures for lynx at ``alpha``: (check, passed, measured)."""
+def acceptance(df: pd.DataFrame, alpha: float = 0.1, context: list[dict] | None = None) -> list[tuple[str, bool, str]]:
+    """The issue's acceptance figures for lynx at ``alpha``: (check, passed, measured).
+    ``context``: :func:`context_comparison`'s rows, for the paired interval of the difference."""
     v = df[df.method == "vanilla"].iloc[0]
     ly = df[(df.method == "lynx") & np.isclose(df.alpha.astype(float), alpha)]
     if not len(ly):
@@ -183,6 +209,8 @@ def acceptance(df: pd.DataFrame, alpha: float = 0.1) -> list[tuple[str, bool, st
     ctx = df[(df.method == "context-only") & np.isclose(df.alpha.astype(float), alpha)]
     if len(ctx):
         c = ctx.iloc[0]
+        half = next((x["saving_delta_ci"] for x in context or [] if np.isclose(x["alpha"], alpha)), float("nan"))
         checks.append(("saving >= the context-only baseline's (the hidden state adds something)", bool(ly.saving >= c.saving),
-                       f"{ly.saving:.1%} vs {c.saving:.1%} (premature {ly.premature_exit_rate:.3f} vs {c.premature_exit_rate:.3f})"))
+                       f"{ly.saving:.1%} vs {c.saving:.1%}, difference {_pm(ly.saving - c.saving, half, '+.1%')} "
+                       f"(premature {ly.premature_exit_rate:.3f} vs {c.premature_exit_rate:.3f})"))
     return checks

@@ -17,7 +17,7 @@ import torch
 
 from lynx.errors import InvalidInput
 from lynx.probe.artifact import Probe
-from lynx.probe.context import HISTORY, context_matrix, context_names, history_matrix, history_row, previous_positions, scalar_logit
+from lynx.probe.context import HISTORY, context_matrix, context_names, context_row, history_matrix, history_row, previous_positions, scalar_logit
 
 
 def head_input_names(kind: str, cues: Sequence[str]) -> list[str]:
@@ -70,14 +70,14 @@ class OnlineContext:
         self.logits: list[float] = []
         self.previous_position = 0
 
-    def advance(self, probe: Probe, thinking_position: int, thinking_start: int, cue_word: str, stage1: float | None) -> tuple:
-        """The head's inputs at the request's next cue, as a :func:`online_scores` row; the cue
-        is remembered for the cues after it."""
-        row = (self.n_cues, thinking_position, self.previous_position, thinking_start, cue_word, None)
+    def advance(self, probe: Probe, thinking_position: int, thinking_start: int, cue_word: str, stage1: float | None) -> list[float]:
+        """The head's input row at the request's next cue (the columns :func:`head_inputs`
+        builds offline, in plain Python); the cue is remembered for the cues after it."""
+        row = context_row(self.n_cues, thinking_position, self.previous_position, thinking_start, cue_word, probe.meta["cues"])
         self.n_cues, self.previous_position = self.n_cues + 1, thinking_position
         if probe.kind == "stacked":
             lg = scalar_logit(stage1) if stage1 is not None else float("nan")
-            row = row[:5] + (history_row(self.logits, lg),)
+            row = history_row(self.logits, lg) + row
             self.logits.append(lg)
         return row
 
@@ -86,11 +86,8 @@ class OnlineContext:
         return float(online_scores(probe, [self.advance(probe, thinking_position, thinking_start, cue_word, stage1)])[0])
 
 
-def online_scores(probe: Probe, rows: Sequence[tuple]) -> np.ndarray:
+def online_scores(probe: Probe, rows: Sequence[list[float]]) -> np.ndarray:
     """Final scores of several requests' cues (rows from :meth:`OnlineContext.advance`, all for
-    ``probe``) with one pass of its trees. Why batched: the trees are walked level by level
-    for all rows at once, so a step's cues cost about what one does."""
-    idx, pos, prev, start, words, hist = zip(*rows, strict=True)
-    ctx = context_matrix(idx, pos, prev, start, words, probe.meta["cues"])
-    history = np.asarray(hist, dtype=np.float64).reshape(len(rows), len(HISTORY)) if probe.kind == "stacked" else None
-    return probe.head.predict(head_inputs(probe.kind, probe.meta["cues"], ctx, history))
+    ``probe``) with one pass of its trees. Why batched: numpy's cost here is per call, not per
+    row, so a step's cues cost about what one does."""
+    return probe.head.predict(np.asarray(rows, dtype=np.float64))

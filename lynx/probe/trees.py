@@ -15,6 +15,7 @@ the same (the engine scores at decode time). Tested equal to ``decision_function
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,7 +27,24 @@ from lynx.errors import InvalidInput
 NODE_FIELDS = ("feature", "threshold", "left", "right", "leaf", "value", "missing_left")
 #: leaves per tree the bitvector evaluation supports (one uint64 per tree)
 MAX_LEAVES = 64
-ALL_LEAVES = np.uint64(2**64 - 1)
+#: the index of the lowest set bit of every byte (bit vectors of up to 8 leaves: one lookup)
+LOWEST_BIT_OF_BYTE = np.array([(b & -b).bit_length() - 1 for b in range(256)], dtype=np.int64)
+
+
+def _sigmoid(r: float) -> float:
+    """The logistic function of one raw score, without overflow. Per row in plain Python: at a
+    cue there are a few rows, and numpy's per-call cost would be most of the work."""
+    if r >= 0:
+        return 1.0 / (1.0 + math.exp(-r))
+    e = math.exp(r)
+    return e / (1.0 + e)
+
+
+def _lowest_bit(bits: np.ndarray) -> np.ndarray:
+    """The index of the lowest set bit of each (non-zero) unsigned integer: the tree's exit leaf."""
+    if bits.dtype == np.uint8:
+        return LOWEST_BIT_OF_BYTE.take(bits)
+    return np.log2(bits & (~bits + bits.dtype.type(1))).astype(np.int64)  # a power of two: exact in float64
 
 
 @dataclass
@@ -73,19 +91,22 @@ class TreeEnsemble:
             raise InvalidInput(f"the trees take {self.n_features} features, got an array of shape {X.shape}")
         if self._scorer is None:
             self._scorer = self._bitvectors()
-        feature, threshold, missing_left, mask, leaf_value, leaf_offset = self._scorer
-        x = X[:, feature]  # (n, trees, splits)
+        feature, threshold, missing_left, mask, all_leaves, leaf_value, leaf_offset, exit_value, exit_offset = self._scorer
+        x = X.take(feature, axis=1)  # (n, splits * trees), split-major: every operation below runs along a long contiguous axis
         go_left = x <= threshold
-        if np.isnan(X).any():
+        if not math.isfinite(X.sum()):  # a NaN goes where the split sent the training NaNs (one numpy call when there is none)
             go_left |= np.isnan(x) & missing_left
-        bits = np.bitwise_and.reduce(np.where(go_left, ALL_LEAVES, mask), axis=2)  # (n, trees): the leaves still reachable
-        exit_leaf = np.log2(bits & (~bits + np.uint64(1))).astype(np.int64)  # the lowest set bit (a power of two: exact)
-        return self.baseline + leaf_value.take(exit_leaf + leaf_offset).sum(axis=1)
+        cleared = np.where(go_left, all_leaves, mask).reshape(len(X), -1, len(leaf_offset))
+        bits = np.bitwise_and.reduce(cleared, axis=1)  # (n, trees): the leaves still reachable
+        if exit_value is not None:  # up to 8 leaves a tree: (tree, leaf bits) -> its exit leaf's value, one lookup
+            return self.baseline + exit_value.take(bits + exit_offset).sum(axis=1)
+        return self.baseline + leaf_value.take(_lowest_bit(bits) + leaf_offset).sum(axis=1)
 
     def _bitvectors(self) -> tuple:
         """Per tree, padded to the largest tree: its splits' feature, threshold and NaN side,
         the bitvector of leaves each split's failure leaves reachable (bit i = the tree's i-th
-        leaf from the left), and the leaves' values in that order (flat, with each tree's offset)."""
+        leaf from the left; the narrowest unsigned type that holds every tree's leaves), and the
+        leaves' values in that order (flat, with each tree's offset)."""
         splits, leaves = [], []
         for root in self.roots.tolist():
             tree_splits, tree_leaves = [], []
@@ -105,22 +126,27 @@ class TreeEnsemble:
             splits.append(tree_splits)
             leaves.append(tree_leaves)
         n_trees, width = len(splits), max([len(t) for t in splits] + [1])
+        dtype = next(d for d in (np.uint8, np.uint16, np.uint32, np.uint64) if max([len(t) for t in leaves] + [1]) <= np.iinfo(d).bits)
+        all_leaves = int(np.iinfo(dtype).max)
         feature = np.zeros((n_trees, width), np.int64)
         threshold = np.full((n_trees, width), np.inf)  # padding: a split every row passes
         missing_left = np.ones((n_trees, width), bool)
-        mask = np.full((n_trees, width), ALL_LEAVES, np.uint64)
+        mask = np.full((n_trees, width), all_leaves, dtype)
         leaf_value = np.zeros((n_trees, max([len(t) for t in leaves] + [1])))
         for t, (tree_splits, tree_leaves) in enumerate(zip(splits, leaves, strict=True)):
             leaf_value[t, : len(tree_leaves)] = tree_leaves
             for k, (node, lo, mid) in enumerate(tree_splits):
                 feature[t, k], threshold[t, k], missing_left[t, k] = self.feature[node], self.threshold[node], self.missing_left[node]
                 left_bits = ((1 << (mid - lo)) - 1) << lo
-                mask[t, k] = np.uint64(int(ALL_LEAVES) & ~left_bits)
-        return feature, threshold, missing_left, mask, leaf_value.ravel(), np.arange(n_trees) * leaf_value.shape[1]
+                mask[t, k] = all_leaves & ~left_bits
+        split_major = lambda a: np.ascontiguousarray(a.T).ravel()  # noqa: E731  index k * n_trees + t: split k of tree t
+        exit_value = leaf_value[:, LOWEST_BIT_OF_BYTE.clip(0, leaf_value.shape[1] - 1)].ravel() if dtype == np.uint8 else None
+        return (split_major(feature), split_major(threshold), split_major(missing_left), split_major(mask), dtype(all_leaves),
+                leaf_value.ravel(), np.arange(n_trees) * leaf_value.shape[1], exit_value, np.arange(n_trees) * 256)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """P(class 1) of each row: ``predict_proba(X)[:, 1]``."""
-        return 1.0 / (1.0 + np.exp(-self.raw(X)))
+        return np.asarray([_sigmoid(r) for r in self.raw(X).tolist()], dtype=np.float64)
 
     def tensors(self, prefix: str = "head.") -> dict[str, torch.Tensor]:
         """The arrays to store in a safetensors file (the scalars go into the JSON)."""
