@@ -89,3 +89,45 @@ def test_v2_processor_exits_only_the_opted_in_request(organism_tokenizer, mode):
     assert entry["event"] == "exit" and entry["cue_position"] == len(seq) - 1 and entry["score"] == pytest.approx(0.9)
     # lazy mode: the probe ran once, on the one row at a cue, not on every row of every step
     assert PROBE_CALLS == ([1] if mode == "cues" else [])
+
+
+def test_v2_processor_scores_a_tree_head_probe_and_its_baseline_as_offline(organism_tokenizer):
+    """The shipped v2 probe in the V2 runner's processor: at the same cue, a request served by the
+    probe (its trees on the MLP's score, here the stand-in's) and one served by the context-only
+    baseline each record the score lynx.probe.scoring computes for that cue on its own."""
+    from pathlib import Path
+
+    from lynx.exit_policy import ExitPolicy
+    from lynx.probe.scoring import OnlineContext
+
+    shipped = Path(__file__).resolve().parents[1] / "probes" / "organism"
+    tok = organism_tokenizer
+    V, max_len = len(tok), 256
+    req_states = SimpleNamespace(
+        all_token_ids=SimpleNamespace(gpu=torch.zeros(4, max_len, dtype=torch.long)),
+        prompt_len=SimpleNamespace(np=np.zeros(4, dtype=np.int32)),
+    )
+    cfg = SimpleNamespace(additional_config={"lynx": {"probe": str(shipped), "keep_events": True}},
+                          model_config=SimpleNamespace(tokenizer=str(ORGANISM_DIR)))
+    proc = LynxLogitsProcessorV2(cfg, req_states)
+    for slot, scorer in enumerate(("probe", "context-only")):
+        assert proc.add_request(slot, SamplingParams(extra_args={"lynx_threshold": 2.0, "lynx_record": scorer, "lynx_scorer": scorer}))
+    prompt = tok("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
+    text = tok("<think>\n12 + 3 = 15.\nWait,", add_special_tokens=False)["input_ids"]
+    seq = prompt + text
+    for slot in (0, 1):
+        req_states.all_token_ids.gpu[slot, : len(seq)] = torch.tensor(seq)
+        req_states.prompt_len.np[slot] = len(prompt)
+    for p in range(len(prompt), len(seq)):
+        _publish(proc.handoff, "cues", [0.7, 0.7])
+        out = proc.apply(torch.zeros(2, V), _ctx([0, 1], [seq[p], seq[p]], [p, p]))
+        assert torch.isfinite(out).all()  # an unreachable threshold: never exits
+    events = proc.controller.events.take(["probe", "context-only"])
+    policy = ExitPolicy.load(shipped)
+    think_start = seq.index(proc.controller.matcher.think_open_id)
+    cue = len(seq) - 1
+    for scorer, stage1 in (("probe", 0.7), ("context-only", None)):
+        ((pos, _features, score),) = events[scorer][1]
+        expected = OnlineContext().score(policy.scorer(scorer).probe, cue - think_start, think_start, "wait", stage1)
+        assert pos == cue and score == pytest.approx(expected, abs=1e-12)
+    assert events["probe"][1][0][2] != events["context-only"][1][0][2]  # two scorers, two scores
