@@ -135,7 +135,7 @@ def run_demo(out: Path, *, engine: str = "auto", size: str = "small", as_json: b
                              "dataset": cal.meta["data"]["dataset"]} for key, cal in backend.policy.calibrations.items()},
         "evaluations": {name: {"folder": str(res["out"]), "table": records_json(res["table"]),
                                "acceptance": [{"check": c, "passed": bool(ok), "measured": v} for c, ok, v in res["acceptance"]],
-                               "pareto": res["pareto"]} for name, res in results.items()},
+                               "pareto": res["pareto"], "context_comparison": res["context_comparison"]} for name, res in results.items()},
     }
     (out / "demo.json").write_text(json.dumps(summary, indent=2))
     md = [f"# lynx demo ({engine}, {total:.0f} s)", ""] + [(Path(res["out"]) / "results.md").read_text() for res in results.values()]
