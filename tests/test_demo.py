@@ -28,5 +28,5 @@ def test_tiny_demo_runs_every_stage_and_reports_the_context_only_baseline(tmp_pa
         assert c["saving_delta"] == pytest.approx(ly["saving"] - c["context_saving"], abs=1e-9) and c["saving_delta_ci"] >= 0  # the JSON rounds to 1e-10
     checks = {a["check"]: a["measured"] for a in test["acceptance"]}
     assert "difference" in checks["saving >= the context-only baseline's (the hidden state adds something)"]
-    rows = json.loads(r.stdout[r.stdout.index("["):])  # --json: the tables' rows on stdout
+    rows = json.loads(r.stdout.strip().splitlines()[-1])  # --json: the tables' rows, one JSON line at the end of stdout
     assert {row["method"] for row in rows} >= {"vanilla", "lynx", "context-only"}
