@@ -44,28 +44,38 @@ def _publish(handoff, mode, values):
     handoff.publish(feats, feats[:, 0].clone() if mode == "all" else None)
 
 
+def _processor(lynx: dict):
+    """A V2 processor on a stand-in runner of 4 slots (token buffer, prompt lengths)."""
+    req_states = SimpleNamespace(
+        all_token_ids=SimpleNamespace(gpu=torch.zeros(4, 256, dtype=torch.long)),
+        prompt_len=SimpleNamespace(np=np.zeros(4, dtype=np.int32)),
+    )
+    cfg = SimpleNamespace(additional_config={"lynx": lynx}, model_config=SimpleNamespace(tokenizer=str(ORGANISM_DIR)))
+    return LynxLogitsProcessorV2(cfg, req_states), req_states
+
+
+def _write_trace(tok, req_states, slots) -> tuple[list[int], list[int]]:
+    """The same prompt and thinking (ending on the cue word 'Wait') in the runner's buffer for ``slots``."""
+    prompt = tok("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
+    seq = prompt + tok("<think>\n12 + 3 = 15.\nWait,", add_special_tokens=False)["input_ids"]
+    for slot in slots:
+        req_states.all_token_ids.gpu[slot, : len(seq)] = torch.tensor(seq)
+        req_states.prompt_len.np[slot] = len(prompt)
+    return prompt, seq
+
+
 @pytest.mark.parametrize("mode", ["cues", "all"])
 def test_v2_processor_exits_only_the_opted_in_request(organism_tokenizer, mode):
     tok = organism_tokenizer
-    V, max_len = len(tok), 256
-    req_states = SimpleNamespace(
-        all_token_ids=SimpleNamespace(gpu=torch.zeros(4, max_len, dtype=torch.long)),
-        prompt_len=SimpleNamespace(np=np.zeros(4, dtype=np.int32)),
-    )
-    cfg = SimpleNamespace(additional_config={"lynx": {"exit_string": DEFAULT_EXIT, "keep_events": True}}, model_config=SimpleNamespace(tokenizer=str(ORGANISM_DIR)))
-    proc = LynxLogitsProcessorV2(cfg, req_states)
+    V = len(tok)
+    proc, req_states = _processor({"exit_string": DEFAULT_EXIT, "keep_events": True})
     assert proc.add_request(0, SamplingParams(extra_args={"lynx_threshold": 0.5, "lynx_tag": "v2"}))
     PROBE_CALLS.clear()
     assert not proc.add_request(1, SamplingParams())
     with pytest.raises(ValueError, match="lynx_alpha"):
         LynxLogitsProcessorV2.validate_params(SamplingParams(extra_args={"lynx_alpha": 2}))
 
-    prompt = tok("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
-    text = tok("<think>\n12 + 3 = 15.\nWait,", add_special_tokens=False)["input_ids"]
-    seq = prompt + text
-    for slot in (0, 1):
-        req_states.all_token_ids.gpu[slot, : len(seq)] = torch.tensor(seq)
-        req_states.prompt_len.np[slot] = len(prompt)
+    prompt, seq = _write_trace(tok, req_states, (0, 1))
     exit_ids = proc.controller.exit_ids
     # decode steps: every row's input token is the last token so far; scores are high
     for p in range(len(prompt), len(seq)):
@@ -102,22 +112,11 @@ def test_v2_processor_scores_a_tree_head_probe_and_its_baseline_as_offline(organ
 
     shipped = Path(__file__).resolve().parents[1] / "probes" / "organism"
     tok = organism_tokenizer
-    V, max_len = len(tok), 256
-    req_states = SimpleNamespace(
-        all_token_ids=SimpleNamespace(gpu=torch.zeros(4, max_len, dtype=torch.long)),
-        prompt_len=SimpleNamespace(np=np.zeros(4, dtype=np.int32)),
-    )
-    cfg = SimpleNamespace(additional_config={"lynx": {"probe": str(shipped), "keep_events": True}},
-                          model_config=SimpleNamespace(tokenizer=str(ORGANISM_DIR)))
-    proc = LynxLogitsProcessorV2(cfg, req_states)
+    V = len(tok)
+    proc, req_states = _processor({"probe": str(shipped), "keep_events": True})
     for slot, scorer in enumerate(("probe", "context-only")):
         assert proc.add_request(slot, SamplingParams(extra_args={"lynx_threshold": 2.0, "lynx_record": scorer, "lynx_scorer": scorer}))
-    prompt = tok("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
-    text = tok("<think>\n12 + 3 = 15.\nWait,", add_special_tokens=False)["input_ids"]
-    seq = prompt + text
-    for slot in (0, 1):
-        req_states.all_token_ids.gpu[slot, : len(seq)] = torch.tensor(seq)
-        req_states.prompt_len.np[slot] = len(prompt)
+    prompt, seq = _write_trace(tok, req_states, (0, 1))
     for p in range(len(prompt), len(seq)):
         _publish(proc.handoff, "cues", [0.7, 0.7])
         out = proc.apply(torch.zeros(2, V), _ctx([0, 1], [seq[p], seq[p]], [p, p]))
