@@ -26,7 +26,6 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from lynx import __version__
 from lynx.calibrate.conditions import remove_calibrations
 from lynx.config import PROBE_KINDS, ProbeTrainConfig
-from lynx.probe.trees import MAX_LEAVES
 from lynx.errors import InvalidInput
 from lynx.probe.artifact import BASELINES_DIR, KINDS, Probe, save_probe
 from lynx.probe.context import history_matrix
@@ -34,6 +33,7 @@ from lynx.probe.heads import fit_trees, out_of_fold, problem_folds, target_label
 from lynx.probe.metrics import binary_metrics, reliability_plot
 from lynx.probe.scoring import cue_scores, data_context, head_input_names, head_inputs
 from lynx.probe.selection import operating_figure
+from lynx.probe.trees import MAX_LEAVES
 from lynx.store.cue_data import load_cue_data, manifest_hash, read_traces
 
 console = Console(stderr=True)

@@ -102,6 +102,24 @@ class TreeEnsemble:
             return self.baseline + exit_value.take(bits + exit_offset).sum(axis=1)
         return self.baseline + leaf_value.take(_lowest_bit(bits) + leaf_offset).sum(axis=1)
 
+    def _in_order(self, root: int) -> tuple[list[tuple[int, int, int]], list[float]]:
+        """One tree's splits as ``(node, its first leaf, its right child's first leaf)`` (leaves numbered from the
+        left) and its leaves' values from left to right."""
+        splits: list[tuple[int, int, int]] = []
+        values: list[float] = []
+
+        def visit(node: int) -> tuple[int, int]:  # the node's leaves, as a range of leaf numbers
+            if self.leaf[node]:
+                values.append(float(self.value[node]))
+                return len(values) - 1, len(values)
+            lo, mid = visit(int(self.left[node]))
+            _, hi = visit(int(self.right[node]))
+            splits.append((node, lo, mid))
+            return lo, hi
+
+        visit(root)
+        return splits, values
+
     def _bitvectors(self) -> tuple:
         """Per tree, padded to the largest tree: its splits' feature, threshold and NaN side,
         the bitvector of leaves each split's failure leaves reachable (bit i = the tree's i-th
@@ -109,18 +127,7 @@ class TreeEnsemble:
         leaves' values in that order (flat, with each tree's offset)."""
         splits, leaves = [], []
         for root in self.roots.tolist():
-            tree_splits, tree_leaves = [], []
-
-            def visit(node: int) -> tuple[int, int]:  # the node's leaves, as a range of bit positions
-                if self.leaf[node]:
-                    tree_leaves.append(self.value[node])
-                    return len(tree_leaves) - 1, len(tree_leaves)
-                lo, mid = visit(int(self.left[node]))
-                _, hi = visit(int(self.right[node]))
-                tree_splits.append((node, lo, mid))
-                return lo, hi
-
-            visit(root)
+            tree_splits, tree_leaves = self._in_order(root)
             if len(tree_leaves) > MAX_LEAVES:
                 raise InvalidInput(f"a tree has {len(tree_leaves)} leaves; at most {MAX_LEAVES} are supported")
             splits.append(tree_splits)
