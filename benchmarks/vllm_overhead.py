@@ -17,6 +17,7 @@ process-level noise of +-8% into a 2% question.) Prints one JSON object.
 
     python benchmarks/vllm_overhead.py --probe probes/organism --n 256 --max-tokens 256
     python benchmarks/vllm_overhead.py --configs plain,lynx --repeats 40   # the target's pair, more rounds
+    python benchmarks/vllm_overhead.py --configs plain,lynx --probe-b runs/v1-probe --repeats 12   # two probes, same rounds
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-CONFIGS = ("plain", "lynx", "lynx_dense", "lynx_engine_not_opted_in")
+CONFIGS = ("plain", "lynx", "lynx_dense", "lynx_engine_not_opted_in", "lynx_probe_b")
 
 
 def overhead(engines: dict, prompts, max_tokens: int, repeats: int, clock: HookClock, names=CONFIGS) -> dict:
@@ -93,6 +94,7 @@ def overhead(engines: dict, prompts, max_tokens: int, repeats: int, clock: HookC
         "lynx": (engines["lynx"], never),
         "lynx_dense": (engines.get("lynx_dense"), never),
         "lynx_engine_not_opted_in": (engines["lynx"], None),
+        "lynx_probe_b": (engines.get("lynx_probe_b"), never),  # --probe-b: another probe folder, same requests
     }
     configs = {k: v for k, v in configs.items() if k in names}
     for llm, extra in configs.values():
@@ -166,6 +168,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="organism", help="organism, or a model folder (e.g. from scaled_model.py)")
     ap.add_argument("--probe", default="probes/organism")
+    ap.add_argument("--probe-b", default=None,
+                    help="a second probe folder timed in the same rounds (configuration lynx_probe_b), e.g. v1 next to v2")
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--alpha", type=float, default=0.1)
@@ -174,7 +178,9 @@ def main() -> None:
     ap.add_argument("--configs", default=",".join(CONFIGS),
                     help="which configurations to time (plain and lynx always; fewer -> more rounds in the same time)")
     args = ap.parse_args()
-    names = ["plain", "lynx"] + [c for c in args.configs.split(",") if c in CONFIGS and c not in ("plain", "lynx")]
+    names = ["plain", "lynx"] + [c for c in args.configs.split(",") if c in CONFIGS and c not in ("plain", "lynx", "lynx_probe_b")]
+    if args.probe_b:
+        names.append("lynx_probe_b")
     bad = [c for c in args.configs.split(",") if c not in CONFIGS]
     if bad:
         ap.error(f"unknown configuration(s) {bad}; choose from {', '.join(CONFIGS)}")
@@ -198,8 +204,11 @@ def main() -> None:
     }
     if "lynx_dense" in names:
         engines["lynx_dense"] = build_lynx_llm(ref, policy.hook_config({"probe_rows": "all"}))[0]
+    if args.probe_b:
+        engines["lynx_probe_b"] = build_lynx_llm(ref, ExitPolicy.load(args.probe_b).hook_config({"keep_events": True}))[0]
     prompts = _prompts(engines["plain"].get_tokenizer(), args.n, policy.prompt_suffix)
-    result: dict = {"model": args.model, "n_prompts": args.n, "max_tokens": args.max_tokens, "repeats": args.repeats, "probe": args.probe}
+    result: dict = {"model": args.model, "n_prompts": args.n, "max_tokens": args.max_tokens, "repeats": args.repeats, "probe": args.probe,
+                    "probe_b": args.probe_b}
     result["overhead"] = overhead(engines, prompts, args.max_tokens, args.repeats, clock, names)
     result["early_exit"] = early_exit(engines["lynx"], prompts, args.max_tokens, args.alpha, args.exit_repeats)
     print(json.dumps(result))
