@@ -190,6 +190,9 @@ def train(
                                                              "full answer wrong)"),
     baseline: bool = typer.Option(ProbeTrainConfig.baseline, help="also train the context-only baseline (lynx eval's context-only rows)"),
     select_alpha: float = typer.Option(ProbeTrainConfig.select_alpha, min=0.0, max=1.0, help="the alpha auto compares kinds at"),
+    tree_iterations: int = typer.Option(ProbeTrainConfig.tree_iterations, min=1, help="boosting rounds of the tree head (and baseline)"),
+    tree_learning_rate: float = typer.Option(ProbeTrainConfig.tree_learning_rate, min=0.0, help="the tree head's learning rate"),
+    tree_leaves: int = typer.Option(ProbeTrainConfig.tree_leaves, min=2, max=64, help="leaves per tree (the engine holds up to 64)"),
     as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON"),
 ) -> None:
     """Train the probe (v1 MLP on hidden states, or v2 stacked with context and score history) and its
@@ -208,7 +211,8 @@ def train(
         raise UserError(f"--select-alpha must be strictly between 0 and 1, got {select_alpha}")
     cfg = ProbeTrainConfig(hidden_layer_sizes=sizes, learning_rate=learning_rate, l2=l2, max_epochs=max_epochs, patience=patience,
                            test_fraction=test_fraction, val_fraction=val_fraction, class_balanced=balanced, seed=seed, kind=kind,
-                           target=target, baseline=baseline, select_alpha=select_alpha)
+                           target=target, baseline=baseline, select_alpha=select_alpha, tree_iterations=tree_iterations,
+                           tree_learning_rate=tree_learning_rate, tree_leaves=tree_leaves)
     meta = train_probe(data[0] if len(data) == 1 else list(data), output, cfg)
     if as_json:
         print(json.dumps(meta["metrics"]))
