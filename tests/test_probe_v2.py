@@ -240,3 +240,10 @@ def test_a_steps_cues_are_scored_in_one_pass_exactly_as_each_alone(organism_toke
         assert [s.online.n_cues for s in batched] == [s.online.n_cues for s in alone]
         # the context-only baseline scores even without the MLP's score; the stacked probe does not
         assert all(0.0 < g < 1.0 for g in got if g is not None)
+
+
+def test_train_refuses_trees_the_engine_cannot_hold(tmp_path):
+    from lynx.probe.train import ProbeTrainConfig, train_probe
+
+    with pytest.raises(InvalidInput, match=r"tree_leaves must be in \[2, 64\]"):
+        train_probe(tmp_path / "no-data-read", tmp_path / "p", ProbeTrainConfig(tree_leaves=65))
