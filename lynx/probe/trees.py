@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -42,10 +43,24 @@ def _sigmoid(r: float) -> float:
 
 
 def _lowest_bit(bits: np.ndarray) -> np.ndarray:
-    """The index of the lowest set bit of each (non-zero) unsigned integer: the tree's exit leaf."""
-    if bits.dtype == np.uint8:
-        return LOWEST_BIT_OF_BYTE.take(bits)
+    """The index of the lowest set bit of each (non-zero) unsigned integer: the tree's exit leaf
+    (bit vectors wider than a byte; a byte's is one lookup in the exit-value table)."""
     return np.log2(bits & (~bits + bits.dtype.type(1))).astype(np.int64)  # a power of two: exact in float64
+
+
+class _Bitvectors(NamedTuple):
+    """The QuickScorer form of an ensemble (:meth:`TreeEnsemble._bitvectors`), split-major: index
+    ``k * n_trees + t`` is split ``k`` of tree ``t`` (padded with splits every row passes)."""
+
+    feature: np.ndarray
+    threshold: np.ndarray
+    missing_left: np.ndarray
+    mask: np.ndarray  # the leaves a failed split leaves reachable
+    all_leaves: np.unsignedinteger  # every bit set, in the masks' type
+    leaf_value: np.ndarray  # (trees * widest tree's leaves,): leaf values, left to right
+    leaf_offset: np.ndarray  # (trees,): where each tree's leaves start in leaf_value
+    exit_value: np.ndarray | None  # up to 8 leaves: (trees * 256,) the exit leaf's value of every leaf mask; else None
+    exit_offset: np.ndarray  # (trees,): tree * 256
 
 
 @dataclass
@@ -63,7 +78,7 @@ class TreeEnsemble:
     baseline: float
     depth: int  # longest root-to-leaf path
     n_features: int
-    _scorer: tuple = field(default=None, init=False, repr=False, compare=False)  # QuickScorer arrays, built on first use
+    _scorer: _Bitvectors | None = field(default=None, init=False, repr=False, compare=False)  # built on first use
 
     @classmethod
     def from_sklearn(cls, model) -> TreeEnsemble:
@@ -92,16 +107,16 @@ class TreeEnsemble:
             raise InvalidInput(f"the trees take {self.n_features} features, got an array of shape {X.shape}")
         if self._scorer is None:
             self._scorer = self._bitvectors()
-        feature, threshold, missing_left, mask, all_leaves, leaf_value, leaf_offset, exit_value, exit_offset = self._scorer
-        x = X.take(feature, axis=1)  # (n, splits * trees), split-major: every operation below runs along a long contiguous axis
-        go_left = x <= threshold
+        q = self._scorer
+        x = X.take(q.feature, axis=1)  # (n, splits * trees), split-major: every operation below runs along a long contiguous axis
+        go_left = x <= q.threshold
         if not math.isfinite(X.sum()):  # a NaN goes where the split sent the training NaNs (one numpy call when there is none)
-            go_left |= np.isnan(x) & missing_left
-        cleared = np.where(go_left, all_leaves, mask).reshape(len(X), -1, len(leaf_offset))
+            go_left |= np.isnan(x) & q.missing_left
+        cleared = np.where(go_left, q.all_leaves, q.mask).reshape(len(X), -1, len(q.leaf_offset))
         bits = np.bitwise_and.reduce(cleared, axis=1)  # (n, trees): the leaves still reachable
-        if exit_value is not None:  # up to 8 leaves a tree: (tree, leaf bits) -> its exit leaf's value, one lookup
-            return self.baseline + exit_value.take(bits + exit_offset).sum(axis=1)
-        return self.baseline + leaf_value.take(_lowest_bit(bits) + leaf_offset).sum(axis=1)
+        if q.exit_value is not None:  # up to 8 leaves a tree: (tree, leaf bits) -> its exit leaf's value, one lookup
+            return self.baseline + q.exit_value.take(bits + q.exit_offset).sum(axis=1)
+        return self.baseline + q.leaf_value.take(_lowest_bit(bits) + q.leaf_offset).sum(axis=1)
 
     def _in_order(self, root: int) -> tuple[list[tuple[int, int, int]], list[float]]:
         """One tree's splits as ``(node, its first leaf, its right child's first leaf)`` (leaves numbered from the
@@ -121,7 +136,7 @@ class TreeEnsemble:
         visit(root)
         return splits, values
 
-    def _bitvectors(self) -> tuple:
+    def _bitvectors(self) -> _Bitvectors:
         """Per tree, padded to the largest tree: its splits' feature, threshold and NaN side,
         the bitvector of leaves each split's failure leaves reachable (bit i = the tree's i-th
         leaf from the left; the narrowest unsigned type that holds every tree's leaves), and the
@@ -133,14 +148,14 @@ class TreeEnsemble:
                 raise InvalidInput(f"a tree has {len(tree_leaves)} leaves; at most {MAX_LEAVES} are supported")
             splits.append(tree_splits)
             leaves.append(tree_leaves)
-        n_trees, width = len(splits), max([len(t) for t in splits] + [1])
-        dtype = next(d for d in (np.uint8, np.uint16, np.uint32, np.uint64) if max([len(t) for t in leaves] + [1]) <= np.iinfo(d).bits)
+        n_trees, width, n_leaves = len(splits), max([len(t) for t in splits] + [1]), max([len(t) for t in leaves] + [1])
+        dtype = next(d for d in (np.uint8, np.uint16, np.uint32, np.uint64) if n_leaves <= np.iinfo(d).bits)
         all_leaves = int(np.iinfo(dtype).max)
         feature = np.zeros((n_trees, width), np.int64)
         threshold = np.full((n_trees, width), np.inf)  # padding: a split every row passes
         missing_left = np.ones((n_trees, width), bool)
         mask = np.full((n_trees, width), all_leaves, dtype)
-        leaf_value = np.zeros((n_trees, max([len(t) for t in leaves] + [1])))
+        leaf_value = np.zeros((n_trees, n_leaves))
         for t, (tree_splits, tree_leaves) in enumerate(zip(splits, leaves, strict=True)):
             leaf_value[t, : len(tree_leaves)] = tree_leaves
             for k, (node, lo, mid) in enumerate(tree_splits):
@@ -148,9 +163,9 @@ class TreeEnsemble:
                 left_bits = ((1 << (mid - lo)) - 1) << lo
                 mask[t, k] = all_leaves & ~left_bits
         split_major = lambda a: np.ascontiguousarray(a.T).ravel()  # noqa: E731  index k * n_trees + t: split k of tree t
-        exit_value = leaf_value[:, LOWEST_BIT_OF_BYTE.clip(0, leaf_value.shape[1] - 1)].ravel() if dtype == np.uint8 else None
-        return (split_major(feature), split_major(threshold), split_major(missing_left), split_major(mask), dtype(all_leaves),
-                leaf_value.ravel(), np.arange(n_trees) * leaf_value.shape[1], exit_value, np.arange(n_trees) * 256)
+        exit_value = leaf_value[:, LOWEST_BIT_OF_BYTE.clip(0, n_leaves - 1)].ravel() if dtype == np.uint8 else None
+        return _Bitvectors(split_major(feature), split_major(threshold), split_major(missing_left), split_major(mask), dtype(all_leaves),
+                           leaf_value.ravel(), np.arange(n_trees) * n_leaves, exit_value, np.arange(n_trees) * 256)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """P(class 1) of each row: ``predict_proba(X)[:, 1]``."""
