@@ -5,7 +5,7 @@ at an unreachable threshold (the probe and, for a v2 probe, its tree head run at
 nothing exits), like the overhead benchmark's ``lynx`` configuration. After one warm-up run,
 each of ``--runs`` runs prints the time spent in each piece, its number of calls and its share
 of the run's wall clock. Pieces nest: ``apply`` (the logits processor) contains ``step_rows``,
-which contains ``new_cue`` and ``final_scores`` (the tree head: ``advance`` per cue, ``predict``
+which contains ``new_cue`` and ``final_scores`` (the tree head: ``advance`` per cue, ``predict_rows``
 per step).
 
     python benchmarks/hook_profile.py --probe probes/organism
@@ -65,7 +65,7 @@ def main() -> None:
         _clock(totals, counts, exit_control.ExitController, name)
     _clock(totals, counts, processor_v1.LynxLogitsProcessor, "apply")
     _clock(totals, counts, scoring.OnlineContext, "advance")
-    _clock(totals, counts, trees.TreeEnsemble, "predict")
+    _clock(totals, counts, trees.TreeEnsemble, "predict_rows")
     never = [{"lynx_threshold": NEVER} for _ in prompts]
     sample = dict(max_new_tokens=args.max_tokens, temperature=0.6, top_p=0.95, seed=1, extra_args=never)
     generate_ids(llm, prompts, **sample)  # warm-up

@@ -23,7 +23,7 @@ def test_exported_trees_equal_sklearn_and_round_trip_through_safetensors(tmp_pat
     y = ((np.nan_to_num(X[:, 0]) + 0.5 * np.nan_to_num(X[:, 3]) + rng.normal(0, 0.5, 600)) > 0).astype(int)
     Xt = rng.normal(size=(300, 6))
     Xt[rng.random(Xt.shape) < 0.05] = np.nan
-    for leaves in (2, 7, 40, 64, 9):  # stumps, the default, deep and the largest trees 64-bit leaf masks hold; 9 is kept below
+    for leaves in (2, 7, 40, 64, 9):  # stumps, the default, deep and the largest trees the engine takes; 9 is kept below
         model = HistGradientBoostingClassifier(max_iter=40, max_leaf_nodes=leaves, min_samples_leaf=2, early_stopping=False,
                                                random_state=0).fit(X, y)
         trees = TreeEnsemble.from_sklearn(model)
@@ -41,6 +41,49 @@ def test_exported_trees_equal_sklearn_and_round_trip_through_safetensors(tmp_pat
     broken = trees.tensors() | {"head.left": torch.full_like(trees.tensors()["head.left"], 10**6)}
     with pytest.raises(InvalidInput, match="inconsistent"):
         TreeEnsemble.from_tensors(broken, trees.scalars())
+
+
+def _chain(n_leaves: int, missing_left: bool = False):
+    """One tree as deep as ``n_leaves`` leaves can make it: split d sends ``x[0] <= d`` to a leaf worth d."""
+    from lynx.probe.trees import TreeEnsemble
+
+    n_splits = n_leaves - 1
+    n = 2 * n_splits + 1  # split d at 2d, its left leaf at 2d + 1, the last leaf at the end
+    feature, threshold = np.zeros(n, np.int64), np.zeros(n)
+    left, right, leaf, value = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, bool), np.zeros(n)
+    for d in range(n_splits):
+        threshold[2 * d], left[2 * d], right[2 * d] = d, 2 * d + 1, 2 * d + 2
+        leaf[2 * d + 1], value[2 * d + 1] = True, d
+    leaf[-1], value[-1] = True, n_splits
+    return TreeEnsemble(feature=feature, threshold=threshold, left=left, right=right, leaf=leaf, value=value,
+                        missing_left=np.full(n, missing_left), roots=np.array([0]), baseline=0.5, depth=n_splits, n_features=2)
+
+
+def test_compiled_trees_take_the_deepest_tree_nans_and_refuse_malformed_ones():
+    """The engine's scorer is generated Python (nested conditions): a 64-leaf chain, 63 deep, still
+    compiles and scores right; NaN goes where the split sends training NaNs; more leaves, a cycle,
+    negative children or features are refused at load with one clear error, never a crash later."""
+    from lynx.probe.trees import TreeEnsemble
+
+    deep = _chain(64)
+    assert deep.raw_rows([[10.5, 0.0], [-1.0, 0.0], [100.0, 0.0], [float("nan"), 0.0]]) == [11.5, 0.5, 63.5, 63.5]  # NaN goes right
+    assert _chain(64, missing_left=True).raw_rows([[float("nan"), 0.0]]) == [0.5]  # ...or left, as trained
+    back = TreeEnsemble.from_tensors(deep.tensors(), deep.scalars())
+    np.testing.assert_array_equal(back.raw(np.array([[10.5, 0.0], [3.0, 1.0]])), [11.5, 3.5])
+    assert back.predict_rows([[10.5, 0.0]]) == [float(back.predict(np.array([[10.5, 0.0]]))[0])]  # the engine's call = offline, exactly
+    with pytest.raises(InvalidInput, match="at most 64"):
+        TreeEnsemble.from_tensors(_chain(65).tensors(), _chain(65).scalars())
+    t = deep.tensors()
+    cyclic = t | {"head.right": t["head.right"].clone().index_fill_(0, torch.tensor([10]), 0)}  # split 5 points back at the root
+    with pytest.raises(InvalidInput, match="at most 64"):
+        TreeEnsemble.from_tensors(cyclic, deep.scalars())
+    for name in ("left", "feature"):
+        bad = t | {f"head.{name}": t[f"head.{name}"].clone().index_fill_(0, torch.tensor([0]), -1)}
+        with pytest.raises(InvalidInput, match="inconsistent"):
+            TreeEnsemble.from_tensors(bad, deep.scalars())
+    nan_value = t | {"head.value": t["head.value"].clone().index_fill_(0, torch.tensor([1]), float("nan"))}
+    with pytest.raises(InvalidInput, match="NaN"):
+        TreeEnsemble.from_tensors(nan_value, deep.scalars())
 
 
 def test_history_and_context_columns_look_only_backwards():

@@ -403,7 +403,7 @@ class ExitController:
 
             for head, idx, rows in pending.values():
                 try:
-                    values = online_scores(head, rows).tolist()
+                    values = online_scores(head, rows)
                 except Exception as e:  # never take the engine down for the probe: these requests are disabled
                     log.warning("lynx probe head failed (%s: %s)", type(e).__name__, e)
                     values = [None] * len(idx)

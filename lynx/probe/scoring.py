@@ -83,11 +83,11 @@ class OnlineContext:
 
     def score(self, probe: Probe, thinking_position: int, thinking_start: int, cue_word: str, stage1: float | None) -> float:
         """The final score at the request's next cue (one cue; an engine batches a step's cues with :func:`online_scores`)."""
-        return float(online_scores(probe, [self.advance(probe, thinking_position, thinking_start, cue_word, stage1)])[0])
+        return online_scores(probe, [self.advance(probe, thinking_position, thinking_start, cue_word, stage1)])[0]
 
 
-def online_scores(probe: Probe, rows: Sequence[list[float]]) -> np.ndarray:
+def online_scores(probe: Probe, rows: Sequence[list[float]]) -> list[float]:
     """Final scores of several requests' cues (rows from :meth:`OnlineContext.advance`, all for
-    ``probe``) with one pass of its trees. Why batched: numpy's cost here is per call, not per
-    row, so a step's cues cost about what one does."""
-    return probe.head.predict(np.asarray(rows, dtype=np.float64))
+    ``probe``), in plain Python (the trees' compiled function, :mod:`lynx.probe.trees`): the
+    same function and summation order :func:`cue_scores` uses offline."""
+    return probe.head.predict_rows(rows)

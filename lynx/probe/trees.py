@@ -1,24 +1,28 @@
 """Gradient-boosted trees as plain arrays: scikit-learn's ``HistGradientBoostingClassifier``
-exported without pickle, and evaluated with numpy inside an engine.
+exported without pickle, and evaluated inside an engine without numpy.
 
 Why: the tabular part of a probe (where a cue sits in the trace, which word it is, the scores
 of the trace's earlier cues) is best fit by boosted trees, but an artifact lynx loads must be
 safetensors + JSON, never an unpickled object, and the engine's scorer must not import
 scikit-learn per step. A fitted ensemble is a handful of node arrays (what is stored).
 
-Evaluation is QuickScorer's (Lucchese et al., SIGIR 2015), vectorised with numpy: every split
-of every tree is tested at once, a failed split clears the bits of the leaves on its left in
-its tree's leaf bitvector, and the exit leaf is the lowest bit left. That is a fixed handful of
-array operations whatever the trees' depth or the number of rows, so a step's cues cost about
-what one does: ~10-17 us warm, ~150 us inside a vLLM step, where each numpy call runs cold
-(docs/run.md). Tested equal to ``decision_function``.
+Evaluation: at load, the node arrays are turned into the source of one Python function, each
+tree a nest of ``if x[f] <= t:`` conditions with its leaf values as constants (what m2cgen or
+treelite do for other languages), and compiled. Why not numpy: at a cue the engine scores a few
+rows, and numpy's cost there is per call, not per row; inside a vLLM step every numpy call runs
+cold (~10-15 us each after the model's step), so a vectorised evaluation of about ten calls
+cost ~155 us a step where this costs a few us a row (docs/run.md). The same function scores
+offline (calibration, training metrics), so the engine compares a threshold with exactly the
+numbers it was calibrated on, summed in the same order. The source is built only from the
+validated arrays (integer feature indices, floats written with ``repr``), never from text read
+from a file. Tested equal to ``decision_function``.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -27,10 +31,9 @@ from lynx.errors import InvalidInput
 
 #: the node arrays, in the order they are stored (``head.<name>`` in the safetensors file)
 NODE_FIELDS = ("feature", "threshold", "left", "right", "leaf", "value", "missing_left")
-#: leaves per tree the bitvector evaluation supports (one uint64 per tree)
+#: leaves per tree the engine takes: a tree of 64 leaves can be 63 conditions deep, and Python's
+#: parser stops at 100 levels of indentation
 MAX_LEAVES = 64
-#: the index of the lowest set bit of every byte (bit vectors of up to 8 leaves: one lookup)
-LOWEST_BIT_OF_BYTE = np.array([(b & -b).bit_length() - 1 for b in range(256)], dtype=np.int64)
 
 
 def _sigmoid(r: float) -> float:
@@ -42,25 +45,12 @@ def _sigmoid(r: float) -> float:
     return e / (1.0 + e)
 
 
-def _lowest_bit(bits: np.ndarray) -> np.ndarray:
-    """The index of the lowest set bit of each (non-zero) unsigned integer: the tree's exit leaf
-    (bit vectors wider than a byte; a byte's is one lookup in the exit-value table)."""
-    return np.log2(bits & (~bits + bits.dtype.type(1))).astype(np.int64)  # a power of two: exact in float64
-
-
-class _Bitvectors(NamedTuple):
-    """The QuickScorer form of an ensemble (:meth:`TreeEnsemble._bitvectors`), split-major: index
-    ``k * n_trees + t`` is split ``k`` of tree ``t`` (padded with splits every row passes)."""
-
-    feature: np.ndarray
-    threshold: np.ndarray
-    missing_left: np.ndarray
-    mask: np.ndarray  # the leaves a failed split leaves reachable
-    all_leaves: np.unsignedinteger  # every bit set, in the masks' type
-    leaf_value: np.ndarray  # (trees * widest tree's leaves,): leaf values, left to right
-    leaf_offset: np.ndarray  # (trees,): where each tree's leaves start in leaf_value
-    exit_value: np.ndarray | None  # up to 8 leaves: (trees * 256,) the exit leaf's value of every leaf mask; else None
-    exit_offset: np.ndarray  # (trees,): tree * 256
+def _constant(v: float) -> str:
+    """A float as Python source that reads back as the same float (``repr`` round-trips)."""
+    v = float(v)
+    if math.isnan(v):
+        raise InvalidInput("the probe's trees hold a NaN threshold or leaf value")
+    return repr(v) if math.isfinite(v) else ("INF" if v > 0 else "-INF")
 
 
 @dataclass
@@ -78,7 +68,7 @@ class TreeEnsemble:
     baseline: float
     depth: int  # longest root-to-leaf path
     n_features: int
-    _scorer: _Bitvectors | None = field(default=None, init=False, repr=False, compare=False)  # built on first use
+    _raw_rows: Callable[[Sequence[Sequence[float]]], list[float]] | None = field(default=None, init=False, repr=False, compare=False)  # compiled on first use
 
     @classmethod
     def from_sklearn(cls, model) -> TreeEnsemble:
@@ -105,71 +95,57 @@ class TreeEnsemble:
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise InvalidInput(f"the trees take {self.n_features} features, got an array of shape {X.shape}")
-        if self._scorer is None:
-            self._scorer = self._bitvectors()
-        q = self._scorer
-        x = X.take(q.feature, axis=1)  # (n, splits * trees), split-major: every operation below runs along a long contiguous axis
-        go_left = x <= q.threshold
-        if not math.isfinite(X.sum()):  # a NaN goes where the split sent the training NaNs (one numpy call when there is none)
-            go_left |= np.isnan(x) & q.missing_left
-        cleared = np.where(go_left, q.all_leaves, q.mask).reshape(len(X), -1, len(q.leaf_offset))
-        bits = np.bitwise_and.reduce(cleared, axis=1)  # (n, trees): the leaves still reachable
-        if q.exit_value is not None:  # up to 8 leaves a tree: (tree, leaf bits) -> its exit leaf's value, one lookup
-            return self.baseline + q.exit_value.take(bits + q.exit_offset).sum(axis=1)
-        return self.baseline + q.leaf_value.take(_lowest_bit(bits) + q.leaf_offset).sum(axis=1)
+        return np.asarray(self.raw_rows(X.tolist()), dtype=np.float64).reshape(len(X))
 
-    def _in_order(self, root: int) -> tuple[list[tuple[int, int, int]], list[float]]:
-        """One tree's splits as ``(node, its first leaf, its right child's first leaf)`` (leaves numbered from the
-        left) and its leaves' values from left to right."""
-        splits: list[tuple[int, int, int]] = []
-        values: list[float] = []
-
-        def visit(node: int) -> tuple[int, int]:  # the node's leaves, as a range of leaf numbers
-            if self.leaf[node]:
-                values.append(float(self.value[node]))
-                return len(values) - 1, len(values)
-            lo, mid = visit(int(self.left[node]))
-            _, hi = visit(int(self.right[node]))
-            splits.append((node, lo, mid))
-            return lo, hi
-
-        visit(root)
-        return splits, values
-
-    def _bitvectors(self) -> _Bitvectors:
-        """Per tree, padded to the largest tree: its splits' feature, threshold and NaN side,
-        the bitvector of leaves each split's failure leaves reachable (bit i = the tree's i-th
-        leaf from the left; the narrowest unsigned type that holds every tree's leaves), and the
-        leaves' values in that order (flat, with each tree's offset)."""
-        splits, leaves = [], []
-        for root in self.roots.tolist():
-            tree_splits, tree_leaves = self._in_order(root)
-            if len(tree_leaves) > MAX_LEAVES:
-                raise InvalidInput(f"a tree has {len(tree_leaves)} leaves; at most {MAX_LEAVES} are supported")
-            splits.append(tree_splits)
-            leaves.append(tree_leaves)
-        n_trees, width, n_leaves = len(splits), max([len(t) for t in splits] + [1]), max([len(t) for t in leaves] + [1])
-        dtype = next(d for d in (np.uint8, np.uint16, np.uint32, np.uint64) if n_leaves <= np.iinfo(d).bits)
-        all_leaves = int(np.iinfo(dtype).max)
-        feature = np.zeros((n_trees, width), np.int64)
-        threshold = np.full((n_trees, width), np.inf)  # padding: a split every row passes
-        missing_left = np.ones((n_trees, width), bool)
-        mask = np.full((n_trees, width), all_leaves, dtype)
-        leaf_value = np.zeros((n_trees, n_leaves))
-        for t, (tree_splits, tree_leaves) in enumerate(zip(splits, leaves, strict=True)):
-            leaf_value[t, : len(tree_leaves)] = tree_leaves
-            for k, (node, lo, mid) in enumerate(tree_splits):
-                feature[t, k], threshold[t, k], missing_left[t, k] = self.feature[node], self.threshold[node], self.missing_left[node]
-                left_bits = ((1 << (mid - lo)) - 1) << lo
-                mask[t, k] = all_leaves & ~left_bits
-        split_major = lambda a: np.ascontiguousarray(a.T).ravel()  # noqa: E731  index k * n_trees + t: split k of tree t
-        exit_value = leaf_value[:, LOWEST_BIT_OF_BYTE.clip(0, n_leaves - 1)].ravel() if dtype == np.uint8 else None
-        return _Bitvectors(split_major(feature), split_major(threshold), split_major(missing_left), split_major(mask), dtype(all_leaves),
-                           leaf_value.ravel(), np.arange(n_trees) * n_leaves, exit_value, np.arange(n_trees) * 256)
+    def raw_rows(self, rows: Sequence[Sequence[float]]) -> list[float]:
+        """The raw scores of rows given as lists of floats (a NaN takes the side its split sent the
+        training NaNs to); no numpy, for the engine. A row shorter than the trees read is an
+        ``IndexError``."""
+        if self._raw_rows is None:
+            self._raw_rows = self._compile()
+        return self._raw_rows(rows)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """P(class 1) of each row: ``predict_proba(X)[:, 1]``."""
         return np.asarray([_sigmoid(r) for r in self.raw(X).tolist()], dtype=np.float64)
+
+    def predict_rows(self, rows: Sequence[Sequence[float]]) -> list[float]:
+        """:meth:`predict` of rows given as lists of floats, as a list (the engine's call)."""
+        return [_sigmoid(r) for r in self.raw_rows(rows)]
+
+    def source(self) -> str:
+        """The Python source of the scoring function: ``raw_scores(rows)`` -> a raw score per row,
+        the baseline plus each tree's leaf value, added tree by tree. A split sends ``x[f] <= t``
+        left; where it sent the training NaNs left, the test is ``not x[f] > t`` (true for NaN)."""
+        lines = ["def raw_scores(rows):", "    out = []", "    for x in rows:", f"        s = {_constant(self.baseline)}"]
+        leaf, left, right = self.leaf.tolist(), self.left.tolist(), self.right.tolist()
+        feature, threshold, value, missing_left = self.feature.tolist(), self.threshold.tolist(), self.value.tolist(), self.missing_left.tolist()
+
+        def emit(node: int, indent: str) -> int:  # the tree's source below ``node``; returns its number of leaves
+            if len(indent) > 4 * (MAX_LEAVES + 1):  # deeper than a tree of MAX_LEAVES leaves can be (or a cycle)
+                raise InvalidInput(f"a tree is deeper than {MAX_LEAVES} leaves allow; at most {MAX_LEAVES} leaves a tree are supported")
+            if leaf[node]:
+                lines.append(f"{indent}s += {_constant(value[node])}")
+                return 1
+            f, t = int(feature[node]), _constant(threshold[node])
+            lines.append(f"{indent}if not x[{f}] > {t}:" if missing_left[node] else f"{indent}if x[{f}] <= {t}:")
+            n = emit(left[node], indent + "    ")
+            lines.append(f"{indent}else:")
+            n += emit(right[node], indent + "    ")
+            if n > MAX_LEAVES:
+                raise InvalidInput(f"a tree has more than {MAX_LEAVES} leaves; at most {MAX_LEAVES} are supported")
+            return n
+
+        for root in self.roots.tolist():
+            emit(root, "        ")
+        lines += ["        out.append(s)", "    return out"]
+        return "\n".join(lines) + "\n"
+
+    def _compile(self) -> Callable[[Sequence[Sequence[float]]], list[float]]:
+        """:meth:`source` compiled, with no builtins in reach (the source only compares and adds)."""
+        namespace: dict = {}
+        exec(compile(self.source(), "<lynx trees>", "exec"), {"__builtins__": {}, "INF": math.inf}, namespace)  # noqa: S102
+        return namespace["raw_scores"]
 
     def tensors(self, prefix: str = "head.") -> dict[str, torch.Tensor]:
         """The arrays to store in a safetensors file (the scalars go into the JSON)."""
@@ -192,9 +168,9 @@ class TreeEnsemble:
         except (KeyError, TypeError, ValueError) as e:
             raise InvalidInput(f"the probe's trees are incomplete ({type(e).__name__}: {e})") from None
         n = len(ens.feature)
-        if any(len(getattr(ens, k)) != n for k in NODE_FIELDS) or (n and (ens.left.max() >= n or ens.right.max() >= n or ens.roots.max() >= n)):
+        if any(len(getattr(ens, k)) != n for k in NODE_FIELDS) or (n and any(a.min(initial=0) < 0 or a.max(initial=0) >= n for a in (ens.left, ens.right, ens.roots))):
             raise InvalidInput("the probe's trees are inconsistent (node arrays of different lengths or out-of-range children)")
-        if len(ens.roots) != int(scalars.get("n_trees", len(ens.roots))) or (n and ens.feature[~ens.leaf].max(initial=0) >= ens.n_features):
+        if len(ens.roots) != int(scalars.get("n_trees", len(ens.roots))) or (n and not 0 <= ens.feature[~ens.leaf].min(initial=0) <= ens.feature[~ens.leaf].max(initial=0) < max(ens.n_features, 1)):
             raise InvalidInput("the probe's trees are inconsistent with their recorded sizes")
-        ens._scorer = ens._bitvectors()  # refused now, not at the first cue, if it cannot be evaluated
+        ens._raw_rows = ens._compile()  # refused now, not at the first cue, if it cannot be evaluated
         return ens
