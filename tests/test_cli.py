@@ -76,7 +76,7 @@ def test_numbers_out_of_their_range_are_refused_with_the_range(tmp_path):
         _one_line(runner.invoke(app, args), needle)
     for args in (["organism", "train", "--out", str(tmp_path / "o"), "--scripted-steps", "-1"],
                  ["organism", "train", "--out", str(tmp_path / "o"), "--max-minutes", "-1"],
-                 ["train", "--data", str(tmp_path), "--out", str(tmp_path / "p"), "--tree-leaves", "65"],  # the engine's 64-bit leaf masks
+                 ["train", "--data", str(tmp_path), "--out", str(tmp_path / "p"), "--tree-leaves", "65"],  # the most the engine compiles
                  ["train", "--data", str(tmp_path), "--out", str(tmp_path / "p"), "--tree-iterations", "0"]):
         r = runner.invoke(app, args)
         assert r.exit_code == 2 and "Traceback" not in r.output  # typer's range check

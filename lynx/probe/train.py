@@ -125,7 +125,7 @@ def train_probe(data_dir: Path | str | list, out: Path | str, cfg: ProbeTrainCon
     if cfg.kind not in PROBE_KINDS:
         raise InvalidInput(f"unknown probe kind {cfg.kind!r}: use {', '.join(PROBE_KINDS)}")
     if not 2 <= cfg.tree_leaves <= MAX_LEAVES:
-        raise InvalidInput(f"tree_leaves must be in [2, {MAX_LEAVES}] (the engine evaluates a tree as one 64-bit leaf mask), got {cfg.tree_leaves}")
+        raise InvalidInput(f"tree_leaves must be in [2, {MAX_LEAVES}] (the engine compiles a tree into nested conditions, at most 63 deep), got {cfg.tree_leaves}")
     data = load_cue_data(data_dir)
     data_dir = data.source
     out = Path(out)

@@ -170,7 +170,8 @@ class TreeEnsemble:
         n = len(ens.feature)
         if any(len(getattr(ens, k)) != n for k in NODE_FIELDS) or (n and any(a.min(initial=0) < 0 or a.max(initial=0) >= n for a in (ens.left, ens.right, ens.roots))):
             raise InvalidInput("the probe's trees are inconsistent (node arrays of different lengths or out-of-range children)")
-        if len(ens.roots) != int(scalars.get("n_trees", len(ens.roots))) or (n and not 0 <= ens.feature[~ens.leaf].min(initial=0) <= ens.feature[~ens.leaf].max(initial=0) < max(ens.n_features, 1)):
+        split_features = ens.feature[~ens.leaf]
+        if len(ens.roots) != int(scalars.get("n_trees", len(ens.roots))) or (len(split_features) and not 0 <= split_features.min() <= split_features.max() < ens.n_features):
             raise InvalidInput("the probe's trees are inconsistent with their recorded sizes")
         ens._raw_rows = ens._compile()  # refused now, not at the first cue, if it cannot be evaluated
         return ens
