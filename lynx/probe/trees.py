@@ -15,7 +15,8 @@ cost ~155 us a step where this costs a few us a row (docs/run.md). The same func
 offline (calibration, training metrics), so the engine compares a threshold with exactly the
 numbers it was calibrated on, summed in the same order. The source is built only from the
 validated arrays (integer feature indices, floats written with ``repr``), never from text read
-from a file. Tested equal to ``decision_function``.
+from a file. Compiling is once per load (~0.7 s for 300 trees of 64 leaves; milliseconds for the
+shipped 50 trees). Tested equal to ``decision_function``.
 """
 
 from __future__ import annotations
