@@ -73,6 +73,10 @@ def test_compiled_trees_take_the_deepest_tree_nans_and_refuse_malformed_ones():
     assert back.predict_rows([[10.5, 0.0]]) == [float(back.predict(np.array([[10.5, 0.0]]))[0])]  # the engine's call = offline, exactly
     with pytest.raises(InvalidInput, match="at most 64"):
         TreeEnsemble.from_tensors(_chain(65).tensors(), _chain(65).scalars())
+    import pickle  # in-memory transport only (multiprocessing, Ray actors): the compiled function is rebuilt
+
+    moved = pickle.loads(pickle.dumps(back))
+    assert moved.raw_rows([[10.5, 0.0], [3.0, 1.0]]) == [11.5, 3.5]
     t = deep.tensors()
     cyclic = t | {"head.right": t["head.right"].clone().index_fill_(0, torch.tensor([10]), 0)}  # split 5 points back at the root
     with pytest.raises(InvalidInput, match="at most 64"):

@@ -148,6 +148,11 @@ class TreeEnsemble:
         exec(compile(self.source(), "<lynx trees>", "exec"), {"__builtins__": {}, "INF": math.inf}, namespace)  # noqa: S102
         return namespace["raw_scores"]
 
+    def __getstate__(self) -> dict:
+        """The state for in-memory transport (multiprocessing, Ray; never an artifact): a compiled
+        function does not pickle, so it is left out and compiled again on first use."""
+        return self.__dict__ | {"_raw_rows": None}
+
     def tensors(self, prefix: str = "head.") -> dict[str, torch.Tensor]:
         """The arrays to store in a safetensors file (the scalars go into the JSON)."""
         t = {f"{prefix}{k}": torch.from_numpy(np.ascontiguousarray(getattr(self, k))) for k in NODE_FIELDS}
