@@ -57,8 +57,7 @@ def main() -> None:
     policy = ExitPolicy.load(args.probe)
     llm = build_lynx_llm(resolve_model(args.model), policy.hook_config())[0]
     tok = llm.get_tokenizer()
-    prompts = [tok(chat_prompt(tok, r.question, suffix=policy.prompt_suffix), add_special_tokens=False)["input_ids"]
-               for r in load("organism:test", n=args.n)]
+    prompts = [tok(chat_prompt(tok, r.question, suffix=policy.prompt_suffix), add_special_tokens=False)["input_ids"] for r in load("organism:test", n=args.n)]
     totals: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
     for name in ("step_rows", "new_cue", "final_scores", "decide", "new_request", "finish_request"):
@@ -75,8 +74,15 @@ def main() -> None:
         t = time.perf_counter()
         generate_ids(llm, prompts, **sample)
         wall = time.perf_counter() - t
-        print(json.dumps({"run_seconds": round(wall, 3), "pieces": {k: {"ms": round(v * 1e3, 1), "calls": counts[k], "share": round(v / wall, 4)}
-                                                                     for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "run_seconds": round(wall, 3),
+                    "pieces": {k: {"ms": round(v * 1e3, 1), "calls": counts[k], "share": round(v / wall, 4)} for k, v in sorted(totals.items(), key=lambda kv: -kv[1])},
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -58,11 +58,21 @@ def main() -> None:
     d = len(layers) * cfg.hidden_size
     g = torch.Generator().manual_seed(args.seed)
     sizes = [d, 256, 64, 1]
-    probe = Probe(torch.zeros(d), torch.ones(d), [torch.randn(a, b, generator=g) / a**0.5 for a, b in zip(sizes[:-1], sizes[1:], strict=True)],
-                  [torch.zeros(b) for b in sizes[1:]],
-                  {"layers": layers, "hidden_size": cfg.hidden_size, "model": str(out), "model_fingerprint": model_fingerprint(resolve_model(str(out))),
-                   "cues": organism_probe.meta["cues"], "exit_string": organism_probe.meta["exit_string"],
-                   "prompt_suffix": organism_probe.meta.get("prompt_suffix")})
+    probe = Probe(
+        torch.zeros(d),
+        torch.ones(d),
+        [torch.randn(a, b, generator=g) / a**0.5 for a, b in zip(sizes[:-1], sizes[1:], strict=True)],
+        [torch.zeros(b) for b in sizes[1:]],
+        {
+            "layers": layers,
+            "hidden_size": cfg.hidden_size,
+            "model": str(out),
+            "model_fingerprint": model_fingerprint(resolve_model(str(out))),
+            "cues": organism_probe.meta["cues"],
+            "exit_string": organism_probe.meta["exit_string"],
+            "prompt_suffix": organism_probe.meta.get("prompt_suffix"),
+        },
+    )
     save_probe(probe, out / "probe")
     n_params = sum(p.numel() for p in model.parameters())
     print(json.dumps({"out": str(out), "parameters": n_params, "hidden_size": cfg.hidden_size, "layers": cfg.num_hidden_layers, "probe_layers": layers}))

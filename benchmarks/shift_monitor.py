@@ -58,8 +58,14 @@ def run_stream(args, response: str, records, vanilla: dict | None):
     audit = work / "audit.jsonl"
     audit.unlink(missing_ok=True)
     policy = ExitPolicy.load(probe)
-    monitor = {"audit_fraction": args.audit_fraction, "alphas": [args.alpha], "response": response, "grader": "integer",
-               "min_audits": args.min_audits, "test_level": args.test_level}
+    monitor = {
+        "audit_fraction": args.audit_fraction,
+        "alphas": [args.alpha],
+        "response": response,
+        "grader": "integer",
+        "min_audits": args.min_audits,
+        "test_level": args.test_level,
+    }
     hook = policy.hook_config({"keep_events": True, "audit_path": str(audit), "monitor": monitor})
     backend = VLLMBackend(resolve_model("organism"), hook, policy)
     tok = backend.tokenizer
@@ -71,8 +77,7 @@ def run_stream(args, response: str, records, vanilla: dict | None):
         t0 = time.monotonic()
         for T in (0.6, 1.0):
             idx = [i for i, t in enumerate(temps) if t == T]
-            outs = backend.complete([prompts[i] for i in idx], max_tokens=args.max_tokens, temperature=T, top_p=0.95,
-                                    seeds=[seeds[i] for i in idx], stop_ids=[tok.eos_token_id])
+            outs = backend.complete([prompts[i] for i in idx], max_tokens=args.max_tokens, temperature=T, top_p=0.95, seeds=[seeds[i] for i in idx], stop_ids=[tok.eos_token_id])
             for i, o in zip(idx, outs, strict=True):
                 vanilla[i] = {"answer": extract_boxed(tok.decode(o.ids)), "tokens": len(o.ids)}
         print(f"vanilla pass: {time.monotonic() - t0:.0f} s", flush=True)
@@ -82,16 +87,33 @@ def run_stream(args, response: str, records, vanilla: dict | None):
         idx = list(range(start, min(start + args.batch, len(records))))
         T = temps[idx[0]]
         tags = [f"req{args.seed}-{i}" for i in idx]  # the same requests are audited in every run (the seeded hash of the tag)
-        outs = backend.complete([prompts[i] for i in idx], max_tokens=args.max_tokens, temperature=T, top_p=0.95,
-                                seeds=[seeds[i] for i in idx], stop_ids=[tok.eos_token_id],
-                                extra_args=[request_args(alpha=args.alpha, tag=t) for t in tags])
+        outs = backend.complete(
+            [prompts[i] for i in idx],
+            max_tokens=args.max_tokens,
+            temperature=T,
+            top_p=0.95,
+            seeds=[seeds[i] for i in idx],
+            stop_ids=[tok.eos_token_id],
+            extra_args=[request_args(alpha=args.alpha, tag=t) for t in tags],
+        )
         events = backend.take_events(tags)  # the monitor observes them here (labels, tests, responses)
         by_tag = {t: {e["event"]: e for e in events[t][0]} for t in tags}
         for i, t, o in zip(idx, tags, outs, strict=True):
             req = by_tag[t].get("request", {})
-            rows.append({"i": i, "temperature": T, "tag": t, "answer": extract_boxed(tok.decode(o.ids)), "tokens": len(o.ids),
-                         "exited": "exit" in by_tag[t], "audited": bool(req.get("audited")), "response": req.get("response"),
-                         "threshold": req.get("threshold"), "condition": req.get("condition")})
+            rows.append(
+                {
+                    "i": i,
+                    "temperature": T,
+                    "tag": t,
+                    "answer": extract_boxed(tok.decode(o.ids)),
+                    "tokens": len(o.ids),
+                    "exited": "exit" in by_tag[t],
+                    "audited": bool(req.get("audited")),
+                    "response": req.get("response"),
+                    "threshold": req.get("threshold"),
+                    "condition": req.get("condition"),
+                }
+            )
         monitor_events = [e for e in _read(audit) if e.get("event") in ("alarm", "response", "cleared", "recalibrated", "bound", "audit_label")]
         print(f"{response}: {len(rows)}/{len(records)} requests, {time.monotonic() - t0:.0f} s", flush=True)
     state = backend.monitoring.state()
@@ -120,14 +142,17 @@ def rates(rows, records, vanilla) -> dict:
     n = len(rows)
     if not n:
         return {"n": 0}
-    prem = sum(bool(r["exited"] and grade(vanilla[r["i"]]["answer"], records[r["i"]].answer) and not grade(r["answer"], records[r["i"]].answer))
-               for r in rows)
-    changed = changed_answers([SimpleNamespace(answer=r["answer"]) for r in rows],
-                              [SimpleNamespace(answer=vanilla[r["i"]]["answer"]) for r in rows], [grade] * n)
+    prem = sum(bool(r["exited"] and grade(vanilla[r["i"]]["answer"], records[r["i"]].answer) and not grade(r["answer"], records[r["i"]].answer)) for r in rows)
+    changed = changed_answers([SimpleNamespace(answer=r["answer"]) for r in rows], [SimpleNamespace(answer=vanilla[r["i"]]["answer"]) for r in rows], [grade] * n)
     saved = sum(vanilla[r["i"]]["tokens"] - r["tokens"] for r in rows)
-    return {"n": n, "premature": prem / n, "answer_change": float(changed.mean()), "exit_rate": float(np.mean([r["exited"] for r in rows])),
-            "saving": saved / max(1, sum(vanilla[r["i"]]["tokens"] for r in rows)),
-            "se_at_0.1": math.sqrt(0.1 * 0.9 / n)}
+    return {
+        "n": n,
+        "premature": prem / n,
+        "answer_change": float(changed.mean()),
+        "exit_rate": float(np.mean([r["exited"] for r in rows])),
+        "saving": saved / max(1, sum(vanilla[r["i"]]["tokens"] for r in rows)),
+        "se_at_0.1": math.sqrt(0.1 * 0.9 / n),
+    }
 
 
 def cost(rows, vanilla, audit_events) -> dict:
@@ -145,9 +170,16 @@ def cost(rows, vanilla, audit_events) -> dict:
         if hit is not None:
             lost += e["thinking_tokens"] - hit
     saving = sum(vanilla[r["i"]]["tokens"] - r["tokens"] for r in rows)
-    return {"audited_requests": sum(r["audited"] for r in rows), "forced_exit_tokens": extra, "stream_tokens": stream,
-            "forced_exit_share": extra / stream, "saving_lost_tokens": lost, "saving_lost_share_of_stream": lost / stream,
-            "saving_tokens": saving, "saving_lost_share_of_saving": lost / max(1, saving + lost)}
+    return {
+        "audited_requests": sum(r["audited"] for r in rows),
+        "forced_exit_tokens": extra,
+        "stream_tokens": stream,
+        "forced_exit_share": extra / stream,
+        "saving_lost_tokens": lost,
+        "saving_lost_share_of_stream": lost / stream,
+        "saving_tokens": saving,
+        "saving_lost_share_of_saving": lost / max(1, saving + lost),
+    }
 
 
 def replays(args, live_events_by_segment, policy_folder) -> dict:
@@ -174,8 +206,7 @@ def replays(args, live_events_by_segment, policy_folder) -> dict:
             res = replay(m, stream)["first_alarm"].get(seg, {})
             for kind in alarms:
                 alarms[kind].append(res.get(kind, math.inf))
-        out[f"live {seg} reordered"] = {kind: _delays(v, len(units)) for kind, v in alarms.items()} | {"replays": args.replays,
-                                                                                                     "requests": len(units)}
+        out[f"live {seg} reordered"] = {kind: _delays(v, len(units)) for kind, v in alarms.items()} | {"replays": args.replays, "requests": len(units)}
         if seg == "T1":  # how long the risk bound needs at this shift: the recorded requests resampled to a longer stream
             long, risk = 5 * len(units), []  # (resampling repeats requests, which only the risk test tolerates: drift is not reported)
             for r in range(args.replays):
@@ -190,12 +221,12 @@ def replays(args, live_events_by_segment, policy_folder) -> dict:
         perm = rng.permutation(t.n_traces)
         ref, live = perm[: t.n_traces // 2], perm[t.n_traces // 2 :]
         m = LiveMonitor(types.SimpleNamespace(calibrations={"T0.6": Calibration(t.take(ref), dict(c06.meta))}), cfg | {"seed": r})
-        res = replay(m, trace_events(t.take(live), rng.permutation(len(live)), group="T0.6", condition="T0.6", temperature=0.6,
-                                     audit_fraction=args.audit_fraction, seed=r))["first_alarm"].get("T0.6", {})
+        res = replay(m, trace_events(t.take(live), rng.permutation(len(live)), group="T0.6", condition="T0.6", temperature=0.6, audit_fraction=args.audit_fraction, seed=r))[
+            "first_alarm"
+        ].get("T0.6", {})
         for kind in alarms:
             alarms[kind].append(res.get(kind, math.inf))
-    out["calibration half-splits (T0.6)"] = {kind: _delays(v, len(live)) for kind, v in alarms.items()} | {"replays": args.replays,
-                                                                                                          "requests": int(len(live))}
+    out["calibration half-splits (T0.6)"] = {kind: _delays(v, len(live)) for kind, v in alarms.items()} | {"replays": args.replays, "requests": int(len(live))}
     return out
 
 
@@ -210,8 +241,12 @@ def _units(events) -> list[list[dict]]:
 def _delays(values, n) -> dict:
     v = np.asarray(values, float)
     hit = np.isfinite(v)
-    return {"alarm_rate": float(hit.mean()), "median_delay": float(np.median(v[hit])) if hit.any() else None,
-            "p90_delay": float(np.quantile(v[hit], 0.9)) if hit.any() else None, "stream_length": n}
+    return {
+        "alarm_rate": float(hit.mean()),
+        "median_delay": float(np.median(v[hit])) if hit.any() else None,
+        "p90_delay": float(np.quantile(v[hit], 0.9)) if hit.any() else None,
+        "stream_length": n,
+    }
 
 
 def main():
@@ -258,38 +293,42 @@ def main():
         alarm = next((e for e in mev if e.get("event") == "alarm" and e.get("group") == "T1"), None)
         # requests sent after the response started (the monitor acts between batches)
         n_before = resp["request"] if resp else None
-        after = shifted[_batch_ceil(n_before, args.batch):] if resp is not None else []
+        after = shifted[_batch_ceil(n_before, args.batch) :] if resp is not None else []
         if response == "warn" and alarm is not None:  # no response: the same requests, served as calibrated
-            after = shifted[_batch_ceil(alarm["request"], args.batch):]
+            after = shifted[_batch_ceil(alarm["request"], args.batch) :]
         results[response] = {
             "seconds": round(time.monotonic() - t0, 1),
-            "first_alarm": first, "events": [e for e in mev if e.get("event") in ("alarm", "response", "cleared", "recalibrated")],
-            "T0.6 segment": rates(calm, records, vanilla), "T1 segment": rates(shifted, records, vanilla),
+            "first_alarm": first,
+            "events": [e for e in mev if e.get("event") in ("alarm", "response", "cleared", "recalibrated")],
+            "T0.6 segment": rates(calm, records, vanilla),
+            "T1 segment": rates(shifted, records, vanilla),
             "T1 after the alarm / response": rates(after, records, vanilla),
             "T1 after the recalibration": rates(_after_event(shifted, mev, "recalibrated", args.batch), records, vanilla),
-            "cost": cost(rows, vanilla, mev), "audit_file": str(audit),
+            "cost": cost(rows, vanilla, mev),
+            "audit_file": str(audit),
         }
         if response == "warn":
             from lynx.monitor.report import plot
 
             plot(_read(audit), Path(args.out) / "shift_monitor_warn.png")
-            seg = {"T0.6": [e for e in _read(audit) if e.get("group") == "T0.6" and e.get("event") in ("request", "audit_label")],
-                   "T1": [e for e in _read(audit) if e.get("group") == "T1" and e.get("event") in ("request", "audit_label")]}
+            seg = {
+                "T0.6": [e for e in _read(audit) if e.get("group") == "T0.6" and e.get("event") in ("request", "audit_label")],
+                "T1": [e for e in _read(audit) if e.get("group") == "T1" and e.get("event") in ("request", "audit_label")],
+            }
             results["replays"] = replays(args, seg, Path(args.out) / "warn" / "probe")
         elif response == "recalibrate":
             from lynx.monitor.report import plot
 
             plot(_read(audit), Path(args.out) / "shift_monitor_recalibrate.png")
     results["seconds"] = round(time.monotonic() - t_all, 1)
-    results["command"] = "python benchmarks/shift_monitor.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items())
+    results["command"] = "python benchmarks/shift_monitor.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items())
     (Path(args.out) / "shift_monitor.json").write_text(json.dumps(results, indent=1, default=str))
     report(results)
 
 
 def _after_event(shifted, events, kind, batch):
     e = next((e for e in events if e.get("event") == kind and e.get("group") == "T1"), None)
-    return [] if e is None else shifted[_batch_ceil(e["request"], batch):]
+    return [] if e is None else shifted[_batch_ceil(e["request"], batch) :]
 
 
 def _batch_ceil(n: int, batch: int) -> int:
@@ -304,10 +343,11 @@ def report(results: dict) -> None:
         for seg in ("T0.6 segment", "T1 segment", "T1 after the alarm / response", "T1 after the recalibration"):
             x = r[seg]
             if x.get("n"):
-                print(f"{response:13s} {seg:31s} {x['n']:4d}   {x['premature']:.3f}      {x['answer_change']:.3f}          "
-                      f"{x['exit_rate']:.3f}      {x['saving']:.1%}")
-        print(f"{'':13s} first alarms: {r['first_alarm']}   cost: forced exits {r['cost']['forced_exit_share']:.1%} of stream tokens, "
-              f"saving given up by audits {r['cost']['saving_lost_share_of_saving']:.1%} of the saving")
+                print(f"{response:13s} {seg:31s} {x['n']:4d}   {x['premature']:.3f}      {x['answer_change']:.3f}          {x['exit_rate']:.3f}      {x['saving']:.1%}")
+        print(
+            f"{'':13s} first alarms: {r['first_alarm']}   cost: forced exits {r['cost']['forced_exit_share']:.1%} of stream tokens, "
+            f"saving given up by audits {r['cost']['saving_lost_share_of_saving']:.1%} of the saving"
+        )
     for name, rep in results.get("replays", {}).items():
         print(f"replays  {name}: risk {rep['risk']}  drift {rep.get('drift', '-')}  ({rep['replays']} replays of {rep['requests']} requests)")
 

@@ -60,9 +60,13 @@ class HookClock:
         from lynx.engines.vllm_plugin import model, processor_v1
 
         self.seconds: dict[str, float] = {}
-        for cls, name, key in ((model._LynxMixin, "forward", "wrapper_forward"), (base_cls, "forward", "base_forward"),
-                               (model._LynxMixin, "compute_logits", "wrapper_logits"), (base_cls, "compute_logits", "base_logits"),
-                               (processor_v1.LynxLogitsProcessor, "apply", "processor")):
+        for cls, name, key in (
+            (model._LynxMixin, "forward", "wrapper_forward"),
+            (base_cls, "forward", "base_forward"),
+            (model._LynxMixin, "compute_logits", "wrapper_logits"),
+            (base_cls, "compute_logits", "base_logits"),
+            (processor_v1.LynxLogitsProcessor, "apply", "processor"),
+        ):
             setattr(cls, name, self._clocked(getattr(cls, name), key))
 
     def _clocked(self, fn, key):
@@ -157,9 +161,13 @@ def early_exit(llm, prompts, max_tokens: int, alpha: float, repeats: int) -> dic
     events = take_events(llm, [f"b{i}" for i in range(len(prompts))])
     exits = sum(any(a["event"] == "exit" for a in audits) for audits, _ in events.values())
     return {
-        "alpha": alpha, "vanilla_seconds": round(t_van, 3), "lynx_seconds": round(t_exit, 3),
-        "vanilla_tokens": sum(map(len, van)), "lynx_tokens": sum(map(len, ex)),
-        "token_saving": round(1 - sum(map(len, ex)) / sum(map(len, van)), 4), "wall_clock_saving": round(1 - t_exit / t_van, 4),
+        "alpha": alpha,
+        "vanilla_seconds": round(t_van, 3),
+        "lynx_seconds": round(t_exit, 3),
+        "vanilla_tokens": sum(map(len, van)),
+        "lynx_tokens": sum(map(len, ex)),
+        "token_saving": round(1 - sum(map(len, ex)) / sum(map(len, van)), 4),
+        "wall_clock_saving": round(1 - t_exit / t_van, 4),
         "requests_exited": exits,
     }
 
@@ -168,15 +176,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="organism", help="organism, or a model folder (e.g. from scaled_model.py)")
     ap.add_argument("--probe", default="probes/organism")
-    ap.add_argument("--probe-b", default=None,
-                    help="a second probe folder timed in the same rounds (configuration lynx_probe_b), e.g. v1 next to v2")
+    ap.add_argument("--probe-b", default=None, help="a second probe folder timed in the same rounds (configuration lynx_probe_b), e.g. v1 next to v2")
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--alpha", type=float, default=0.1)
     ap.add_argument("--repeats", type=int, default=5, help="rounds of the overhead comparison")
     ap.add_argument("--exit-repeats", type=int, default=5, help="runs of vanilla and of early exit (best of)")
-    ap.add_argument("--configs", default=",".join(CONFIGS),
-                    help="which configurations to time (plain and lynx always; fewer -> more rounds in the same time)")
+    ap.add_argument("--configs", default=",".join(CONFIGS), help="which configurations to time (plain and lynx always; fewer -> more rounds in the same time)")
     args = ap.parse_args()
     names = ["plain", "lynx"] + [c for c in args.configs.split(",") if c in CONFIGS and c not in ("plain", "lynx", "lynx_probe_b")]
     if args.probe_b:
@@ -207,8 +213,7 @@ def main() -> None:
     if args.probe_b:
         engines["lynx_probe_b"] = build_lynx_llm(ref, ExitPolicy.load(args.probe_b).hook_config({"keep_events": True}))[0]
     prompts = _prompts(engines["plain"].get_tokenizer(), args.n, policy.prompt_suffix)
-    result: dict = {"model": args.model, "n_prompts": args.n, "max_tokens": args.max_tokens, "repeats": args.repeats, "probe": args.probe,
-                    "probe_b": args.probe_b}
+    result: dict = {"model": args.model, "n_prompts": args.n, "max_tokens": args.max_tokens, "repeats": args.repeats, "probe": args.probe, "probe_b": args.probe_b}
     result["overhead"] = overhead(engines, prompts, args.max_tokens, args.repeats, clock, names)
     result["early_exit"] = early_exit(engines["lynx"], prompts, args.max_tokens, args.alpha, args.exit_repeats)
     print(json.dumps(result))

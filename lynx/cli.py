@@ -53,8 +53,7 @@ def _csv(values) -> str:
 #: attempts a shard / slice gets beyond its first when its Ray worker dies (lynx.collect.ray_pool.DEFAULT_RETRIES;
 #: not imported from there so that `lynx --help` does not import the collection)
 RAY_RETRIES = 3
-RAY_RETRIES_HELP = ("with --ray: times a {item} is retried when its worker dies (then the run ends naming it; the other {item}s are "
-                    "written and a rerun resumes)")
+RAY_RETRIES_HELP = "with --ray: times a {item} is retried when its worker dies (then the run ends naming it; the other {item}s are written and a rerun resumes)"
 
 
 class UserError(LynxError):
@@ -97,8 +96,9 @@ def collect(
     batch_size: int = typer.Option(CollectConfig.batch_size, min=1),
     question_field: str = typer.Option(None),
     answer_field: str = typer.Option(None),
-    labels: str = typer.Option(CollectConfig.labels, help="gold: forced answer vs the gold answer | agreement: vs the trace's own "
-                               "final answer (no gold needed) | auto: gold when the dataset has answers"),
+    labels: str = typer.Option(
+        CollectConfig.labels, help="gold: forced answer vs the gold answer | agreement: vs the trace's own final answer (no gold needed) | auto: gold when the dataset has answers"
+    ),
     ray: bool = typer.Option(False, "--ray", help="run the shards on a Ray cluster, one engine per worker (pip install 'lynx[ray]')"),
     ray_address: str = typer.Option(None, help="with --ray: a running cluster ('auto', ray://host:10001); default: RAY_ADDRESS, else a local Ray"),
     ray_workers: int = typer.Option(2, min=1, help="with --ray: workers (engines) collecting shards in parallel"),
@@ -113,11 +113,25 @@ def collect(
     from lynx.config import DEFAULT_EXIT
 
     cfg = CollectConfig(
-        model=model, dataset=dataset, out=output, layers=layers, cues=tuple(c.strip() for c in cues.split(",")),
-        engine=engine, n_problems=n_problems, samples_per_problem=samples_per_problem, max_new_tokens=max_new_tokens,
-        temperature=temperature, top_p=top_p, seed=seed, exit_string=DEFAULT_EXIT if exit_string is None else exit_string,
-        answer_tokens=answer_tokens, shard_size=shard_size, batch_size=batch_size, question_field=question_field,
-        answer_field=answer_field, labels=labels,
+        model=model,
+        dataset=dataset,
+        out=output,
+        layers=layers,
+        cues=tuple(c.strip() for c in cues.split(",")),
+        engine=engine,
+        n_problems=n_problems,
+        samples_per_problem=samples_per_problem,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        exit_string=DEFAULT_EXIT if exit_string is None else exit_string,
+        answer_tokens=answer_tokens,
+        shard_size=shard_size,
+        batch_size=batch_size,
+        question_field=question_field,
+        answer_field=answer_field,
+        labels=labels,
     )
     if ray:
         from lynx.collect.distributed import collect_on_ray
@@ -133,8 +147,7 @@ def collect(
         out.print(summary_table(summary))
 
 
-def _floats(text: str, what: str, *, low: float | None = None, high: float | None = None, open_: bool = True,
-            allow_empty: bool = True) -> list[float]:
+def _floats(text: str, what: str, *, low: float | None = None, high: float | None = None, open_: bool = True, allow_empty: bool = True) -> list[float]:
     """Comma-separated numbers, each in its valid range (``open_``: strictly inside it)."""
     try:
         values = [float(x) for x in text.split(",") if x.strip()]
@@ -172,8 +185,9 @@ def _ints(text: str, what: str, low: int = 1) -> list[int]:
 @app.command()
 @friendly
 def train(
-    data: list[Path] = typer.Option(..., help="a lynx collect folder (repeat --data to read several as one collection: same model, "
-                                               "layers, cues, exit string and labels; disjoint problems)"),
+    data: list[Path] = typer.Option(
+        ..., help="a lynx collect folder (repeat --data to read several as one collection: same model, layers, cues, exit string and labels; disjoint problems)"
+    ),
     output: Path = typer.Option(..., "--out", help="probe folder to write (e.g. probes/<name>)"),
     hidden: str = typer.Option(",".join(map(str, ProbeTrainConfig.hidden_layer_sizes)), help="MLP hidden layer sizes"),
     learning_rate: float = typer.Option(ProbeTrainConfig.learning_rate, min=0.0),
@@ -184,10 +198,10 @@ def train(
     val_fraction: float = typer.Option(ProbeTrainConfig.val_fraction, min=0.0, max=0.9, help="share of problems for early stopping"),
     balanced: bool = typer.Option(ProbeTrainConfig.class_balanced, help="class-balanced loss"),
     seed: int = typer.Option(ProbeTrainConfig.seed),
-    kind: str = typer.Option(ProbeTrainConfig.kind, help="mlp (v1: hidden states) | stacked (v2: + context and earlier scores, "
-                                                         "through boosted trees) | auto (the one that saves more at --select-alpha)"),
-    target: str = typer.Option(ProbeTrainConfig.target, help="safe (the forced answer is right) | harm (exiting does not turn a right "
-                                                             "full answer wrong)"),
+    kind: str = typer.Option(
+        ProbeTrainConfig.kind, help="mlp (v1: hidden states) | stacked (v2: + context and earlier scores, through boosted trees) | auto (the one that saves more at --select-alpha)"
+    ),
+    target: str = typer.Option(ProbeTrainConfig.target, help="safe (the forced answer is right) | harm (exiting does not turn a right full answer wrong)"),
     baseline: bool = typer.Option(ProbeTrainConfig.baseline, help="also train the context-only baseline (lynx eval's context-only rows)"),
     select_alpha: float = typer.Option(ProbeTrainConfig.select_alpha, min=0.0, max=1.0, help="the alpha auto compares kinds at"),
     tree_iterations: int = typer.Option(ProbeTrainConfig.tree_iterations, min=1, help="boosting rounds of the tree head (and baseline)"),
@@ -209,10 +223,24 @@ def train(
         raise UserError(f"--target must be one of {', '.join(TARGETS)}, got {target!r}")
     if not 0 < select_alpha < 1:
         raise UserError(f"--select-alpha must be strictly between 0 and 1, got {select_alpha}")
-    cfg = ProbeTrainConfig(hidden_layer_sizes=sizes, learning_rate=learning_rate, l2=l2, max_epochs=max_epochs, patience=patience,
-                           test_fraction=test_fraction, val_fraction=val_fraction, class_balanced=balanced, seed=seed, kind=kind,
-                           target=target, baseline=baseline, select_alpha=select_alpha, tree_iterations=tree_iterations,
-                           tree_learning_rate=tree_learning_rate, tree_leaves=tree_leaves)
+    cfg = ProbeTrainConfig(
+        hidden_layer_sizes=sizes,
+        learning_rate=learning_rate,
+        l2=l2,
+        max_epochs=max_epochs,
+        patience=patience,
+        test_fraction=test_fraction,
+        val_fraction=val_fraction,
+        class_balanced=balanced,
+        seed=seed,
+        kind=kind,
+        target=target,
+        baseline=baseline,
+        select_alpha=select_alpha,
+        tree_iterations=tree_iterations,
+        tree_learning_rate=tree_learning_rate,
+        tree_leaves=tree_leaves,
+    )
     meta = train_probe(data[0] if len(data) == 1 else list(data), output, cfg)
     if as_json:
         print(json.dumps(meta["metrics"]))
@@ -226,8 +254,10 @@ def train(
     sel = meta.get("selection", {})
     figs = sel.get("out_of_fold") or {}
     if figs:
-        out.print(f"kind: {sel['chosen']} ({sel['rule']}); out-of-fold saving at alpha {cfg.select_alpha:g}: "
-                  + ", ".join(f"{k} {f['saving']:.1%}" for k, f in figs.items()), highlight=False)
+        out.print(
+            f"kind: {sel['chosen']} ({sel['rule']}); out-of-fold saving at alpha {cfg.select_alpha:g}: " + ", ".join(f"{k} {f['saving']:.1%}" for k, f in figs.items()),
+            highlight=False,
+        )
     out.print(f"model card: {output / 'README.md'}; reliability diagram: {output / 'reliability.png'}")
 
 
@@ -235,14 +265,16 @@ def train(
 @friendly
 def calibrate(
     probe: Path = typer.Option(..., help="probe folder from lynx train"),
-    data: list[Path] = typer.Option(..., help="lynx collect folder on problems disjoint from the probe's training data (repeat "
-                                               "--data for several folders of one condition)"),
+    data: list[Path] = typer.Option(..., help="lynx collect folder on problems disjoint from the probe's training data (repeat --data for several folders of one condition)"),
     alphas: str = typer.Option(_csv(CalibrateConfig.alphas), help="risk levels to report (any alpha can be used later)"),
     mode: str = typer.Option(CalibrateConfig.mode, help="per-problem (default) | per-cue (paper-faithful)"),
     method: str = typer.Option(CalibrateConfig.method, help="per-problem procedure: crc (expected risk) | ltt (high probability, see --delta)"),
-    risk: str = typer.Option(None, help="premature: exit turned a right answer wrong | unsafe-exit: exit answer wrong | answer-change: "
-                             "exit answer differs from the full CoT's (no gold needed). Default: premature, or answer-change for "
-                             "agreement-labelled data"),
+    risk: str = typer.Option(
+        None,
+        help="premature: exit turned a right answer wrong | unsafe-exit: exit answer wrong | answer-change: "
+        "exit answer differs from the full CoT's (no gold needed). Default: premature, or answer-change for "
+        "agreement-labelled data",
+    ),
     delta: float = typer.Option(CalibrateConfig.delta, help="ltt: allowed probability that the guarantee fails"),
     n_splits: int = typer.Option(CalibrateConfig.n_splits, min=1, help="half splits for the held-out estimate in the report"),
     domain: str = typer.Option(None, help="tag this condition with a domain (requests ask for it with lynx_domain / --domain)"),
@@ -251,8 +283,9 @@ def calibrate(
     """Calibrate a probe for the condition of the data (its temperature, --domain): added to the probe folder's other conditions."""
     from lynx.calibrate.pipeline import calibrate as run_calibrate
 
-    rows = run_calibrate(probe, data[0] if len(data) == 1 else list(data), _alphas(alphas, allow_empty=False), mode=mode, method=method, risk=risk, delta=delta, n_splits=n_splits,
-                         domain=domain)
+    rows = run_calibrate(
+        probe, data[0] if len(data) == 1 else list(data), _alphas(alphas, allow_empty=False), mode=mode, method=method, risk=risk, delta=delta, n_splits=n_splits, domain=domain
+    )
     show_calibration(rows, probe, as_json)
 
 
@@ -268,8 +301,17 @@ def show_calibration(rows: list[dict], probe: Path, as_json: bool) -> None:
         table.add_column(col)
     for r in rows:
         name = ("cue" if r["mode"] == "per-cue" else f"problem/{r['method']}") + (" (default)" if r["default"] else "")
-        table.add_row(r.get("scorer", "probe"), f"{r['alpha']:g}", name, "never" if math.isinf(r["threshold"]) else f"{r['threshold']:.4f}",
-                      f"{r['exit_rate']:.3f}", f"{r['saving']:.1%}", f"{r['risk']:.3f}", f"{r['held_out_risk']:.3f}", f"{r['held_out_saving']:.1%}")
+        table.add_row(
+            r.get("scorer", "probe"),
+            f"{r['alpha']:g}",
+            name,
+            "never" if math.isinf(r["threshold"]) else f"{r['threshold']:.4f}",
+            f"{r['exit_rate']:.3f}",
+            f"{r['saving']:.1%}",
+            f"{r['risk']:.3f}",
+            f"{r['held_out_risk']:.3f}",
+            f"{r['held_out_saving']:.1%}",
+        )
     out.print(table)
     out.print("risk = share of problems the exit harmed on calibration data; * = mean over held-out half splits")
     for r in rows:
@@ -304,9 +346,23 @@ def recalibrate(
 
     if work is not None:
         check_output_folder(work)
-    cfg = RecalibrateConfig(probe=probe, prompts=prompts, temperature=temperature, domain=domain, n_problems=n_problems, work=work,
-                            engine=engine, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
-                            question_field=question_field, alphas=tuple(_alphas(alphas, allow_empty=False)), method=method, delta=delta)
+    cfg = RecalibrateConfig(
+        probe=probe,
+        prompts=prompts,
+        temperature=temperature,
+        domain=domain,
+        n_problems=n_problems,
+        work=work,
+        engine=engine,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        batch_size=batch_size,
+        question_field=question_field,
+        alphas=tuple(_alphas(alphas, allow_empty=False)),
+        method=method,
+        delta=delta,
+    )
     res = run_recalibrate(cfg)
     show_calibration(res["rows"], probe, as_json)
 
@@ -321,8 +377,9 @@ def monitor(
     probe: Path = typer.Option(None, help="with --follow: the probe folder the server serves"),
     settings: str = typer.Option(None, help="with --follow: the monitor's settings as JSON (as the engine's monitor section)"),
     once: bool = typer.Option(False, help="with --follow: one pass over the file, then stop"),
-    priority: int = typer.Option(None, help="with --follow: the audits' forced exits at this priority (server started with "
-                                            "--scheduling-policy priority; larger = later than the traffic's 0)"),
+    priority: int = typer.Option(
+        None, help="with --follow: the audits' forced exits at this priority (server started with --scheduling-policy priority; larger = later than the traffic's 0)"
+    ),
     as_json: bool = typer.Option(False, "--json", help="print the state as JSON"),
 ) -> None:
     """The promise on live traffic: requests, exits, audits, the live risk with its bounds per alpha, the drift test, alarms and responses (and a plot)."""
@@ -335,9 +392,19 @@ def monitor(
         from lynx.monitor.follow import follow
 
         cfg = _monitor_settings(settings) or {}
-        follow(audit_file, server, ExitPolicy.load(probe), cfg, once=once, priority=priority,
-               on_events=lambda evs: [err.print(f"lynx monitor: {e['event']} {e.get('group')} {e.get('kind') or e.get('response') or e.get('condition') or ''}")
-                                      for e in evs if e.get("event") in ("alarm", "response", "cleared", "recalibrated")])
+        follow(
+            audit_file,
+            server,
+            ExitPolicy.load(probe),
+            cfg,
+            once=once,
+            priority=priority,
+            on_events=lambda evs: [
+                err.print(f"lynx monitor: {e['event']} {e.get('group')} {e.get('kind') or e.get('response') or e.get('condition') or ''}")
+                for e in evs
+                if e.get("event") in ("alarm", "response", "cleared", "recalibrated")
+            ],
+        )
     events = read_events(audit_file)
     summary = summarize(events)
     png = plot(events, plot_path or audit_file.with_suffix(".png"))
@@ -347,10 +414,12 @@ def monitor(
     for t in tables(summary):
         out.print(t)
     share = summary["audit_extra_share"]
-    out.print(f"{summary['requests']} requests, {summary['exits']} exited, {summary['audits']} audited ({summary['labelled']} labelled); "
-              f"forced exits of the audits: {summary['audit_extra_tokens']} tokens"
-              + (f" ({share:.1%} of the stream's)" if share is not None else "")
-              + (f"; plot: {png}" if png else "; no labelled audit yet: no plot"))
+    out.print(
+        f"{summary['requests']} requests, {summary['exits']} exited, {summary['audits']} audited ({summary['labelled']} labelled); "
+        f"forced exits of the audits: {summary['audit_extra_tokens']} tokens"
+        + (f" ({share:.1%} of the stream's)" if share is not None else "")
+        + (f"; plot: {png}" if png else "; no labelled audit yet: no plot")
+    )
 
 
 @app.command()
@@ -372,7 +441,7 @@ def run(
     seed: int = typer.Option(RunConfig.seed),
     domain: str = typer.Option(None, help="the calibrated condition's domain tag (with --temperature)"),
     fallback: str = typer.Option(CalibrateConfig.fallback, help="outside every calibrated condition: conservative | no-exit"),
-    monitor: str = typer.Option(None, help='a live monitor of lynx\'s requests, as JSON: e.g. \'{"audit_fraction": 0.1}\' (see lynx monitor)'),
+    monitor: str = typer.Option(None, help="a live monitor of lynx's requests, as JSON: e.g. '{\"audit_fraction\": 0.1}' (see lynx monitor)"),
     audit: Path = typer.Option(None, help="the engine's audit file (JSONL; the monitor logs there too)"),
     as_json: bool = typer.Option(False, "--json", help="one JSON object per answer (with the exit audit)"),
 ) -> None:
@@ -391,17 +460,38 @@ def run(
         raise UserError("--n-problems needs --dataset")
     if not questions:
         raise UserError("give --prompt (repeatable) or --dataset")
-    results = generate(questions, model=model, probe=str(probe) if probe else None, alpha=alpha, threshold=threshold, mode=mode,
-                       method=method, engine=engine, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                       domain=domain, fallback=fallback, monitor=_monitor_settings(monitor), audit_path=str(audit) if audit else None)
+    results = generate(
+        questions,
+        model=model,
+        probe=str(probe) if probe else None,
+        alpha=alpha,
+        threshold=threshold,
+        mode=mode,
+        method=method,
+        engine=engine,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        domain=domain,
+        fallback=fallback,
+        monitor=_monitor_settings(monitor),
+        audit_path=str(audit) if audit else None,
+    )
     for q, g, r in zip(questions, golds, results, strict=True):
         if as_json:
             print(json.dumps({"question": q, "gold": g} | {k: v for k, v in r.to_dict().items() if k not in ("prompt", "token_ids")}))
             continue
         out.rule(Text(q[:70]))
         out.print(r.text, highlight=False, markup=False)
-        how = (f"exited at cue {r.exit['cue_text']!r} (position {r.exit['cue_position']}, score {r.exit['score']:.3f} >= "
-               f"threshold {r.exit['threshold']:.3f}, alpha {r.exit['alpha']}, {r.exit['mode']})") if r.exited else "thought to the end"
+        how = (
+            (
+                f"exited at cue {r.exit['cue_text']!r} (position {r.exit['cue_position']}, score {r.exit['score']:.3f} >= "
+                f"threshold {r.exit['threshold']:.3f}, alpha {r.exit['alpha']}, {r.exit['mode']})"
+            )
+            if r.exited
+            else "thought to the end"
+        )
         out.print(f"[dim]{r.thinking_tokens} thinking tokens; {how}; answer {r.answer!r}" + (f" (gold {g})" if g is not None else ""))
 
 
@@ -442,7 +532,7 @@ def eval_(
     answer_field: str = typer.Option(None),
     domain: str = typer.Option(None, help="the calibrated condition's domain tag lynx asks for (with --temperature)"),
     fallback: str = typer.Option(EvalConfig.fallback, help="outside every calibrated condition: conservative | no-exit"),
-    monitor: str = typer.Option(None, help='a live monitor of lynx\'s requests, as JSON: e.g. \'{"audit_fraction": 0.1}\' (see lynx monitor)'),
+    monitor: str = typer.Option(None, help="a live monitor of lynx's requests, as JSON: e.g. '{\"audit_fraction\": 0.1}' (see lynx monitor)"),
     audit: Path = typer.Option(None, help="the engine's audit file (JSONL; the monitor logs there too)"),
     ray: bool = typer.Option(False, "--ray", help="run the problems in slices on a Ray cluster, one engine per worker (pip install 'lynx[ray]')"),
     ray_address: str = typer.Option(None, help="with --ray: a running cluster ('auto', ray://host:10001); default: RAY_ADDRESS, else a local Ray"),
@@ -458,22 +548,35 @@ def eval_(
     from lynx.evaluate.pipeline import records_json
 
     cfg = EvalConfig(
-        model=model, probe=str(probe) if probe else None, dataset=dataset, out=output,
+        model=model,
+        probe=str(probe) if probe else None,
+        dataset=dataset,
+        out=output,
         n_problems=n_problems if n_problems is not None or _sized(dataset) else EvalConfig.n_problems,
-        alphas=tuple(_alphas(alphas)), baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()),
+        alphas=tuple(_alphas(alphas)),
+        baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()),
         budgets=tuple(_ints(budgets, "--budgets")) if budgets else None,
-        deer_thresholds=tuple(_floats(deer_thresholds, "--deer-thresholds", low=0, high=1)), dynasor_k=tuple(_ints(dynasor_k, "--dynasor-k")),
-        dynasor_chunk=dynasor_chunk, engine=engine, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
-        question_field=question_field, answer_field=answer_field, domain=domain, fallback=fallback,
-        monitor=_monitor_settings(monitor), audit_path=str(audit) if audit else None,
+        deer_thresholds=tuple(_floats(deer_thresholds, "--deer-thresholds", low=0, high=1)),
+        dynasor_k=tuple(_ints(dynasor_k, "--dynasor-k")),
+        dynasor_chunk=dynasor_chunk,
+        engine=engine,
+        temperature=temperature,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        question_field=question_field,
+        answer_field=answer_field,
+        domain=domain,
+        fallback=fallback,
+        monitor=_monitor_settings(monitor),
+        audit_path=str(audit) if audit else None,
     )
     if ray:
         if monitor is not None or audit is not None:
             raise UserError("--monitor and --audit watch one engine's requests: run them without --ray")
         from lynx.evaluate.distributed import evaluate_on_ray
 
-        res = evaluate_on_ray(cfg, workers=ray_workers, address=ray_address, slice_size=ray_slice, gpus_per_worker=ray_gpus,
-                              retries=ray_retries)
+        res = evaluate_on_ray(cfg, workers=ray_workers, address=ray_address, slice_size=ray_slice, gpus_per_worker=ray_gpus, retries=ray_retries)
     else:
         for flag, value in (("--ray-address", ray_address), ("--ray-slice", ray_slice)):
             if value is not None:
@@ -493,16 +596,25 @@ def print_eval(res: dict, console: Console = out) -> None:
         table.add_column(col)
     for r in df.itertuples():
         promised = f" (<={r.alpha:g})" if r.method in ("lynx", "context-only") else ""
-        table.add_row(r.method, r.setting, f"{r.accuracy:.3f}", f"{r.accuracy_vs_vanilla:+.3f}±{r.accuracy_vs_vanilla_ci:.3f}",
-                      f"{r.mean_thinking_tokens:.1f}", f"{r.saving:.1%}", f"{r.exit_rate:.2f}", f"{r.premature_exit_rate:.3f}{promised}",
-                      f"{r.answer_change_rate:.3f}", f"{r.extra_tokens:.1f}", f"{r.seconds:.1f}")
+        table.add_row(
+            r.method,
+            r.setting,
+            f"{r.accuracy:.3f}",
+            f"{r.accuracy_vs_vanilla:+.3f}±{r.accuracy_vs_vanilla_ci:.3f}",
+            f"{r.mean_thinking_tokens:.1f}",
+            f"{r.saving:.1%}",
+            f"{r.exit_rate:.2f}",
+            f"{r.premature_exit_rate:.3f}{promised}",
+            f"{r.answer_change_rate:.3f}",
+            f"{r.extra_tokens:.1f}",
+            f"{r.seconds:.1f}",
+        )
     console.print(table)
     for name, ok, val in res["acceptance"]:
         console.print(f"{'[green]pass' if ok else '[red]FAIL'}[/] {name}: {val}", highlight=False)
     below = [c for c in res["pareto"] if c["delta"] is not None and c["delta"] < 0]
     if below:
-        console.print("lynx below a baseline at equal thinking tokens: "
-                  + "; ".join(f"{c['method']} {c['setting']} ({c['delta']:+.3f})" for c in below), highlight=False)
+        console.print("lynx below a baseline at equal thinking tokens: " + "; ".join(f"{c['method']} {c['setting']} ({c['delta']:+.3f})" for c in below), highlight=False)
     console.print(f"table: {res['out'] / 'results.md'} (.csv, .parquet); plot: {res['out'] / 'pareto.png'}; samples: {res['out'] / 'samples.parquet'}")
 
 

@@ -242,8 +242,7 @@ def parse_monitor(settings: dict | MonitorConfig | None) -> MonitorConfig | None
     number("window", 1, 10**7, integer=True)
     number("answer_tokens", 1, 10**6, integer=True)
     number("drift_bins", 2, 10**6, integer=True)
-    if not (isinstance(cfg.alphas, tuple) and cfg.alphas and all(
-            not isinstance(a, bool) and isinstance(a, (int, float)) and 0 < a < 1 for a in cfg.alphas)):
+    if not (isinstance(cfg.alphas, tuple) and cfg.alphas and all(not isinstance(a, bool) and isinstance(a, (int, float)) and 0 < a < 1 for a in cfg.alphas)):
         raise InvalidInput(f"lynx monitor alphas must be a non-empty list of numbers strictly between 0 and 1, got {cfg.alphas!r}")
     if cfg.response not in RESPONSES:
         raise InvalidInput(f"lynx monitor response must be one of {', '.join(RESPONSES)}, got {cfg.response!r}")

@@ -60,9 +60,7 @@ class CueMatcher:
         self.cues = words
         vocab = self.tokenizer.get_vocab()
         if THINK_OPEN not in vocab or THINK_CLOSE not in vocab:
-            raise NoThinkingMarkers(
-                f"tokenizer has no {THINK_OPEN}/{THINK_CLOSE} tokens: lynx needs a reasoning model with a thinking span"
-            )
+            raise NoThinkingMarkers(f"tokenizer has no {THINK_OPEN}/{THINK_CLOSE} tokens: lynx needs a reasoning model with a thinking span")
         self.think_open_id = vocab[THINK_OPEN]
         self.think_close_id = vocab[THINK_CLOSE]
         self._texts: dict[int, str] = {}  # token id -> its own decoded text (asked for again at every cue)
@@ -90,8 +88,7 @@ class CueMatcher:
         rng, n = random.Random(1), len(self.tokenizer)
         pairs = [(rng.randrange(n), rng.randrange(n)) for _ in range(200)] + [(self.think_open_id, t) for t in self._final_ids]
         try:
-            concatenative = all(self._decode([a, b]) == self._text(a) + self._text(b)
-                                for a, b in pairs if "\ufffd" not in self._text(a) + self._text(b))
+            concatenative = all(self._decode([a, b]) == self._text(a) + self._text(b) for a, b in pairs if "\ufffd" not in self._text(a) + self._text(b))
         except Exception:
             concatenative = False
         if not concatenative:

@@ -105,8 +105,7 @@ def _format_answer(value: object) -> str:
     return text
 
 
-def to_record(row: dict, index: int, question_field: str | None = None, answer_field: str | None = None, where: str = "record",
-              require_answer: bool = True) -> Record:
+def to_record(row: dict, index: int, question_field: str | None = None, answer_field: str | None = None, where: str = "record", require_answer: bool = True) -> Record:
     """One source row -> Record (field detection, choices, answer kind). Without
     ``require_answer`` a row may be a bare prompt (answer None, graded as math)."""
     if not isinstance(row, dict):

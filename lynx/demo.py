@@ -24,10 +24,8 @@ console = Console(stderr=True)
 
 #: problems per stage; "small" is the README's demo (< 10 min on 2 cores with vLLM)
 SIZES = {
-    "small": {"train": 400, "calibration": 500, "test": 300, "transfer": 100, "second_temperature": 200,
-              "recalibration": 300, "transfer_recalibration": 150},
-    "tiny": {"train": 60, "calibration": 80, "test": 40, "transfer": 20, "second_temperature": 20,
-             "recalibration": 80, "transfer_recalibration": 60},
+    "small": {"train": 400, "calibration": 500, "test": 300, "transfer": 100, "second_temperature": 200, "recalibration": 300, "transfer_recalibration": 150},
+    "tiny": {"train": 60, "calibration": 80, "test": 40, "transfer": 20, "second_temperature": 20, "recalibration": 80, "transfer_recalibration": 60},
 }
 SECOND_TEMPERATURE = 1.0
 #: the domain tag of the transfer split's recalibrated condition
@@ -92,14 +90,29 @@ def run_demo(out: Path, *, engine: str = "auto", size: str = "small", as_json: b
     def evals(after: bool):
         tag = "recalibrated" if after else "as calibrated"
         base = ("vanilla",) if after else ("vanilla", "oracle")
-        yield "test", EvalConfig(probe=str(probe_dir), dataset="organism:test", out=out / "eval-test", n_problems=n["test"],
-                                 alphas=(0.05, 0.1, 0.2, 0.3, 0.5))
-        yield f"transfer ({tag})", EvalConfig(
-            probe=str(probe_dir), dataset="organism:transfer", out=out / f"eval-transfer{'-recalibrated' if after else ''}",
-            n_problems=n["transfer"], baselines=base, domain=TRANSFER_DOMAIN if after else None)
-        yield f"{hot} ({tag})", EvalConfig(
-            probe=str(probe_dir), dataset="organism:test", out=out / f"eval-second-temperature{'-recalibrated' if after else ''}",
-            n_problems=n["second_temperature"], temperature=SECOND_TEMPERATURE, baselines=base)
+        yield "test", EvalConfig(probe=str(probe_dir), dataset="organism:test", out=out / "eval-test", n_problems=n["test"], alphas=(0.05, 0.1, 0.2, 0.3, 0.5))
+        yield (
+            f"transfer ({tag})",
+            EvalConfig(
+                probe=str(probe_dir),
+                dataset="organism:transfer",
+                out=out / f"eval-transfer{'-recalibrated' if after else ''}",
+                n_problems=n["transfer"],
+                baselines=base,
+                domain=TRANSFER_DOMAIN if after else None,
+            ),
+        )
+        yield (
+            f"{hot} ({tag})",
+            EvalConfig(
+                probe=str(probe_dir),
+                dataset="organism:test",
+                out=out / f"eval-second-temperature{'-recalibrated' if after else ''}",
+                n_problems=n["second_temperature"],
+                temperature=SECOND_TEMPERATURE,
+                baselines=base,
+            ),
+        )
 
     results = {}
     for name, cfg in evals(after=False):
@@ -109,12 +122,21 @@ def run_demo(out: Path, *, engine: str = "auto", size: str = "small", as_json: b
 
     # the deployment's own conditions, from prompts without answers (agreement labels), on the same engine
     recal = [
-        RecalibrateConfig(probe=probe_dir, prompts=str(write_unlabeled_prompts(out / "prompts-calibration-unlabeled.jsonl", "calibration",
-                                                                                 n["recalibration"])),
-                          temperature=SECOND_TEMPERATURE, engine=engine, work=out / "recalibrate-second-temperature"),
-        RecalibrateConfig(probe=probe_dir, prompts=str(write_unlabeled_prompts(out / "prompts-transfer-unlabeled.jsonl", "transfer",
-                                                                                 n["transfer_recalibration"], skip=n["transfer"])),
-                          temperature=Sampling.temperature, domain=TRANSFER_DOMAIN, engine=engine, work=out / "recalibrate-transfer"),
+        RecalibrateConfig(
+            probe=probe_dir,
+            prompts=str(write_unlabeled_prompts(out / "prompts-calibration-unlabeled.jsonl", "calibration", n["recalibration"])),
+            temperature=SECOND_TEMPERATURE,
+            engine=engine,
+            work=out / "recalibrate-second-temperature",
+        ),
+        RecalibrateConfig(
+            probe=probe_dir,
+            prompts=str(write_unlabeled_prompts(out / "prompts-transfer-unlabeled.jsonl", "transfer", n["transfer_recalibration"], skip=n["transfer"])),
+            temperature=Sampling.temperature,
+            domain=TRANSFER_DOMAIN,
+            engine=engine,
+            work=out / "recalibrate-transfer",
+        ),
     ]
     for rcfg in recal:
         recalibrate(rcfg, collector=VLLMCollector.on_engine(ref, backend.llm) if engine == "vllm" else None)
@@ -127,15 +149,32 @@ def run_demo(out: Path, *, engine: str = "auto", size: str = "small", as_json: b
     total = round(time.monotonic() - t0, 1)
 
     summary = {
-        "engine": engine, "size": size, "sizes": n, "seconds": total, "stage_seconds": timings,
+        "engine": engine,
+        "size": size,
+        "sizes": n,
+        "seconds": total,
+        "stage_seconds": timings,
         "probe": {"folder": str(probe_dir), "test_auc": meta["metrics"].get("test", {}).get("auc")},
-        "calibration": [{k: r[k] for k in ("alpha", "mode", "method", "threshold", "exit_rate", "saving", "risk", "held_out_risk")} | {
-            "threshold": None if r["threshold"] == float("inf") else r["threshold"]} for r in cal_rows if r["default"] and r.get("scorer", "probe") == "probe"],
-        "conditions": {key: {"labels": cal.labels, "risk": cal.meta["risk"], "n_problems": cal.meta["n_problems"],
-                             "dataset": cal.meta["data"]["dataset"]} for key, cal in backend.policy.calibrations.items()},
-        "evaluations": {name: {"folder": str(res["out"]), "table": records_json(res["table"]),
-                               "acceptance": [{"check": c, "passed": bool(ok), "measured": v} for c, ok, v in res["acceptance"]],
-                               "pareto": res["pareto"], "context_comparison": res["context_comparison"]} for name, res in results.items()},
+        "calibration": [
+            {k: r[k] for k in ("alpha", "mode", "method", "threshold", "exit_rate", "saving", "risk", "held_out_risk")}
+            | {"threshold": None if r["threshold"] == float("inf") else r["threshold"]}
+            for r in cal_rows
+            if r["default"] and r.get("scorer", "probe") == "probe"
+        ],
+        "conditions": {
+            key: {"labels": cal.labels, "risk": cal.meta["risk"], "n_problems": cal.meta["n_problems"], "dataset": cal.meta["data"]["dataset"]}
+            for key, cal in backend.policy.calibrations.items()
+        },
+        "evaluations": {
+            name: {
+                "folder": str(res["out"]),
+                "table": records_json(res["table"]),
+                "acceptance": [{"check": c, "passed": bool(ok), "measured": v} for c, ok, v in res["acceptance"]],
+                "pareto": res["pareto"],
+                "context_comparison": res["context_comparison"],
+            }
+            for name, res in results.items()
+        },
     }
     (out / "demo.json").write_text(json.dumps(summary, indent=2))
     md = [f"# lynx demo ({engine}, {total:.0f} s)", ""] + [(Path(res["out"]) / "results.md").read_text() for res in results.values()]

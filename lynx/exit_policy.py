@@ -165,8 +165,7 @@ class ExitPolicy:
         folder = Path(folder)
         probe = load_probe(folder)
         calibrations = _calibrations_of(folder)  # first: a stale calibration of the probe itself is the error to report
-        baselines = {name: cls.load(folder / BASELINES_DIR / name) for name in PROBE_BASELINES
-                     if (folder / BASELINES_DIR / name / "probe.json").exists()}
+        baselines = {name: cls.load(folder / BASELINES_DIR / name) for name in PROBE_BASELINES if (folder / BASELINES_DIR / name / "probe.json").exists()}
         for b in baselines.values():
             if b.model_fingerprint != probe.meta.get("model_fingerprint") or b.cues != list(probe.meta.get("cues", [])):
                 raise InvalidInput(f"{b.folder} is not a baseline of {folder} (another model or other cues): train the probe again")
@@ -232,8 +231,7 @@ class ExitPolicy:
         if self.calibrations is None:
             return None
         if len(self.calibrations) > 1:
-            raise InvalidInput(f"{self.folder} is calibrated for several conditions ({', '.join(self.calibrations)}): "
-                               "use policy.calibrations[key]")
+            raise InvalidInput(f"{self.folder} is calibrated for several conditions ({', '.join(self.calibrations)}): use policy.calibrations[key]")
         return next(iter(self.calibrations.values()))
 
     @property
@@ -244,9 +242,18 @@ class ExitPolicy:
         return ((cal.meta.get("data") or {}).get("sampling")) if cal is not None else None
 
     # -- using it ---------------------------------------------------------------------
-    def threshold(self, alpha: float, mode: str | None = None, method: str | None = None, risk: str | None = None,
-                  delta: float | None = None, *, temperature: float | None = None, domain: str | None = None,
-                  fallback: str = DEFAULT_FALLBACK) -> Decision:
+    def threshold(
+        self,
+        alpha: float,
+        mode: str | None = None,
+        method: str | None = None,
+        risk: str | None = None,
+        delta: float | None = None,
+        *,
+        temperature: float | None = None,
+        domain: str | None = None,
+        fallback: str = DEFAULT_FALLBACK,
+    ) -> Decision:
         """The exit threshold at risk level ``alpha`` and the promise that comes with it.
 
         Parameters
@@ -279,8 +286,7 @@ class ExitPolicy:
             The folder has no calibration (run ``lynx calibrate``).
         """
         if self.calibrations is None:
-            raise NotCalibrated(f"{self.folder} is not calibrated; run lynx calibrate --probe {self.folder} --data ... "
-                                "(or give a raw threshold, which carries no guarantee)")
+            raise NotCalibrated(f"{self.folder} is not calibrated; run lynx calibrate --probe {self.folder} --data ... (or give a raw threshold, which carries no guarantee)")
         return self.calibrations.threshold(alpha, mode, method, risk, delta, temperature=temperature, domain=domain, fallback=fallback)
 
     def check_model(self, model) -> None:
@@ -291,8 +297,9 @@ class ExitPolicy:
         ref = model if isinstance(model, ModelRef) else resolve_model(model)
         self.probe.check_model(model_fingerprint(ref), f"model {ref.name!r}")
 
-    def request_args(self, alpha: float | None = None, threshold: float | None = None, mode: str | None = None,
-                     method: str | None = None, tag: str | None = None, domain: str | None = None) -> dict | None:
+    def request_args(
+        self, alpha: float | None = None, threshold: float | None = None, mode: str | None = None, method: str | None = None, tag: str | None = None, domain: str | None = None
+    ) -> dict | None:
         """Per-request switches (vLLM ``extra_args`` / HTTP ``vllm_xargs``) asking for this
         policy's exit at ``alpha`` (or a raw ``threshold``, no guarantee) under the calibrated
         condition ``domain`` (with the request's temperature); None = plain generation."""
@@ -378,8 +385,9 @@ class RequestOptions:
             raise InvalidInput(f"unknown lynx request key(s) {', '.join(map(_short, unknown))}; known: {', '.join(REQUEST_KEYS)}")
         if not any(k in args for k in (ALPHA, THRESHOLD, RECORD)):
             if any(k in args for k in (MODE, METHOD, TAG, DOMAIN, SCORER)):
-                raise InvalidInput(f"{', '.join(k for k in (MODE, METHOD, TAG, DOMAIN, SCORER) if k in args)} given without {ALPHA} or {THRESHOLD}: "
-                                   "the request would silently run without lynx")
+                raise InvalidInput(
+                    f"{', '.join(k for k in (MODE, METHOD, TAG, DOMAIN, SCORER) if k in args)} given without {ALPHA} or {THRESHOLD}: the request would silently run without lynx"
+                )
             return None
         if ALPHA in args and THRESHOLD in args:
             raise InvalidInput(f"give {ALPHA} or {THRESHOLD}, not both")
@@ -417,8 +425,16 @@ class RequestOptions:
         return cls(alpha, threshold, mode, method, tag, bool(record), domain, scorer)
 
 
-def request_args(alpha: float | None = None, threshold: float | None = None, mode: str | None = None, method: str | None = None,
-                 tag: str | None = None, record: bool | str = False, domain: str | None = None, scorer: str | None = None) -> dict | None:
+def request_args(
+    alpha: float | None = None,
+    threshold: float | None = None,
+    mode: str | None = None,
+    method: str | None = None,
+    tag: str | None = None,
+    record: bool | str = False,
+    domain: str | None = None,
+    scorer: str | None = None,
+) -> dict | None:
     """The ``extra_args`` of a request asking for lynx (checked by :class:`RequestOptions`)."""
     args: dict = {}
     if threshold is not None:

@@ -104,11 +104,10 @@ def generate(
     if policy is not None:
         policy.check_model(ref)
     suffix = policy.prompt_suffix if policy is not None else INSTRUCTION
-    hook = (policy.hook_config() if policy is not None else HookConfig(exit_string=DEFAULT_EXIT))
+    hook = policy.hook_config() if policy is not None else HookConfig(exit_string=DEFAULT_EXIT)
     if monitor is not None and (policy is None or alpha is None):
         raise InvalidInput("a monitor watches requests that ask for an alpha: give --probe and --alpha")
-    hook = HookConfig.from_dict(hook.to_dict() | {"keep_events": True, "fallback": fallback, "monitor": monitor}
-                                | ({"audit_path": str(audit_path)} if audit_path else {}))
+    hook = HookConfig.from_dict(hook.to_dict() | {"keep_events": True, "fallback": fallback, "monitor": monitor} | ({"audit_path": str(audit_path)} if audit_path else {}))
 
     if engine == "hf":
         from lynx.engines.exit_control import ExitController
@@ -119,15 +118,13 @@ def generate(
         ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
         check_context(ids, lm.config.max_position_embeddings)
         controller = ExitController(hook, tok, policy=policy)
-        outs = generate_with_exit(lm, tok, ids, controller, args, max_new_tokens=max_new_tokens,
-                                  temperature=temperature, top_p=top_p, seed=seed, batch_size=batch_size)
+        outs = generate_with_exit(lm, tok, ids, controller, args, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, batch_size=batch_size)
         events = controller.events.take(tags)
 
         def complete(prompts_, max_tokens, stop_ids):
             from lynx.engines.hf import generate as hf_generate
 
-            return hf_generate(lm, tok, prompts_, max_new_tokens=max_tokens, temperature=0.0, stop_ids=sorted(set(stop_ids) | {tok.eos_token_id}),
-                               batch_size=batch_size)
+            return hf_generate(lm, tok, prompts_, max_new_tokens=max_tokens, temperature=0.0, stop_ids=sorted(set(stop_ids) | {tok.eos_token_id}), batch_size=batch_size)
 
         respond = (controller.set_overrides, controller.reload_calibrations)
     else:
@@ -149,19 +146,27 @@ def generate(
     if monitor is not None:
         from lynx.monitor.driver import Monitoring
 
-        Monitoring(policy, monitor, tokenizer=tok, complete=complete, set_overrides=respond[0], reload=respond[1],
-                   log_path=audit_path).observe([e for t in tags for e in events[t][0]])
+        Monitoring(policy, monitor, tokenizer=tok, complete=complete, set_overrides=respond[0], reload=respond[1], log_path=audit_path).observe(
+            [e for t in tags for e in events[t][0]]
+        )
 
     vocab = tok.get_vocab()
     results = []
     for text, gen, tag in zip(texts, outs, tags, strict=True):
         audit = [a for a in events[tag][0] if a["event"] == "exit"]
         decoded = tok.decode(gen, skip_special_tokens=False)
-        results.append(Generation(
-            prompt=text, text=decoded, token_ids=gen, thinking_tokens=thinking_tokens(gen, vocab["<think>"], vocab["</think>"]),
-            exited=bool(audit), exit=audit[0] if audit else None, answer=extract_boxed(decoded),
-            extra={"audited": True} if any(e.get("event") == "audit_trace" for e in events[tag][0]) else {},
-        ))
+        results.append(
+            Generation(
+                prompt=text,
+                text=decoded,
+                token_ids=gen,
+                thinking_tokens=thinking_tokens(gen, vocab["<think>"], vocab["</think>"]),
+                exited=bool(audit),
+                exit=audit[0] if audit else None,
+                answer=extract_boxed(decoded),
+                extra={"audited": True} if any(e.get("event") == "audit_trace" for e in events[tag][0]) else {},
+            )
+        )
         if results[-1].exit and math.isinf(results[-1].exit.get("threshold", 0)):
             results[-1].exit["threshold"] = None
     return results

@@ -72,11 +72,31 @@ def _serve_organism(work: Path, lynx_cfg: dict, env: dict | None = None, extra_a
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", resolve_model("organism").path, "--host", "127.0.0.1",
-           "--port", str(port), "--dtype", "float32", "--enforce-eager", "--max-model-len", "2048", "--served-model-name", "organism",
-           "--hf-overrides", json.dumps({"architectures": ["LynxQwen3ForCausalLM"]}), *extra_args,
-           "--additional-config", json.dumps({"lynx": lynx_cfg}),
-           "--logits-processors", "lynx.engines.vllm_plugin.processor_v1:LynxLogitsProcessor"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        resolve_model("organism").path,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dtype",
+        "float32",
+        "--enforce-eager",
+        "--max-model-len",
+        "2048",
+        "--served-model-name",
+        "organism",
+        "--hf-overrides",
+        json.dumps({"architectures": ["LynxQwen3ForCausalLM"]}),
+        *extra_args,
+        "--additional-config",
+        json.dumps({"lynx": lynx_cfg}),
+        "--logits-processors",
+        "lynx.engines.vllm_plugin.processor_v1:LynxLogitsProcessor",
+    ]
     env = os.environ | {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_USE_V2_MODEL_RUNNER": "0", "VLLM_LOGGING_STREAM": "ext://sys.stderr"} | (env or {})
     log = open(work / "server.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -35,8 +35,17 @@ def _synthetic(n: int, seed: int = 0) -> Traces:
                 label.append(int(rng.random() < 0.05))
                 agreement.append(int(k >= settle))  # the wrong final answer settles too
             score.append(float(1 / (1 + math.exp(-(2.0 * (agreement[-1] - 0.5) + rng.normal())))))
-    return Traces(np.array([f"p{i}" for i in range(n)]), np.zeros(n, int), np.concatenate([[0], np.cumsum(counts)]), np.array(score),
-                  np.array(label), np.arange(len(score)) % 50 + 1, np.full(n, 60), final_correct, np.array(agreement))
+    return Traces(
+        np.array([f"p{i}" for i in range(n)]),
+        np.zeros(n, int),
+        np.concatenate([[0], np.cumsum(counts)]),
+        np.array(score),
+        np.array(label),
+        np.arange(len(score)) % 50 + 1,
+        np.full(n, 60),
+        final_correct,
+        np.array(agreement),
+    )
 
 
 def _premature_le_answer_change(traces: Traces) -> None:
@@ -75,8 +84,7 @@ def test_gold_risks_are_refused_without_gold_and_answer_change_without_agreement
         with pytest.raises(InvalidInput, match="needs gold answers"):
             agreement_only.threshold(0.1, risk=risk)
     assert math.isfinite(agreement_only.threshold(0.2).threshold)
-    old = Calibration(Traces(*[getattr(t, f) for f in ("problem_id", "sample_id", "offsets", "score", "label", "position", "total",
-                                                        "final_correct")]), {"risk": "premature"})
+    old = Calibration(Traces(*[getattr(t, f) for f in ("problem_id", "sample_id", "offsets", "score", "label", "position", "total", "final_correct")]), {"risk": "premature"})
     with pytest.raises(InvalidInput, match="agreement labels"):
         old.threshold(0.1, risk="answer-change")
 

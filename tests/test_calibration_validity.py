@@ -34,17 +34,21 @@ def synthetic(n: int, rng: np.random.Generator) -> dict:
     score = 1 / (1 + np.exp(-logit))
     exists = k < n_cues[:, None]
     position = (k + 1) * 20
-    return {"n_cues": n_cues, "final_correct": final_correct, "label": label.astype(int), "score": score, "exists": exists,
-            "position": position, "total": np.full(n, (M + 2) * 20)}
+    return {"n_cues": n_cues, "final_correct": final_correct, "label": label.astype(int), "score": score, "exists": exists, "position": position, "total": np.full(n, (M + 2) * 20)}
 
 
 def to_traces(s: dict) -> Traces:
     n = len(s["n_cues"])
     e = s["exists"]
     return Traces(
-        problem_id=np.array([f"p{i:06d}" for i in range(n)]), sample_id=np.zeros(n, int),
-        offsets=np.concatenate([[0], np.cumsum(s["n_cues"])]), score=s["score"][e], label=s["label"][e],
-        position=np.broadcast_to(s["position"], e.shape)[e], total=s["total"], final_correct=s["final_correct"],
+        problem_id=np.array([f"p{i:06d}" for i in range(n)]),
+        sample_id=np.zeros(n, int),
+        offsets=np.concatenate([[0], np.cumsum(s["n_cues"])]),
+        score=s["score"][e],
+        label=s["label"][e],
+        position=np.broadcast_to(s["position"], e.shape)[e],
+        total=s["total"],
+        final_correct=s["final_correct"],
     )
 
 

@@ -20,8 +20,7 @@ def test_checkpoint_config_is_the_recorded_qwen3():
     train = record["train_config"]
     assert cfg["architectures"] == ["Qwen3ForCausalLM"] and cfg["model_type"] == "qwen3"
     assert cfg["head_dim"] == train["head_dim"] == 64  # a head size vLLM's CPU attention supports
-    assert (cfg["hidden_size"], cfg["num_hidden_layers"], cfg["intermediate_size"]) == (
-        train["hidden_size"], train["num_layers"], train["intermediate_size"])
+    assert (cfg["hidden_size"], cfg["num_hidden_layers"], cfg["intermediate_size"]) == (train["hidden_size"], train["num_layers"], train["intermediate_size"])
 
 
 def test_fingerprint_is_stable_and_names_the_weights():

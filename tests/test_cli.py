@@ -45,12 +45,14 @@ def test_output_paths_are_checked_before_any_work(tmp_path):
     a_file = tmp_path / "f.txt"
     a_file.write_text("x")
     probe = "probes/organism"
-    for args in (["collect", "--model", "organism", "--dataset", "organism:train:2", "--out", str(a_file)],
-                 ["collect", "--model", "organism", "--dataset", "organism:train:2", "--out", str(a_file / "sub")],
-                 ["train", "--data", str(tmp_path), "--out", str(a_file / "p")],
-                 ["eval", "--probe", probe, "--out", str(a_file)],
-                 ["demo", "--out", str(a_file / "d")],
-                 ["organism", "train", "--out", str(a_file)]):
+    for args in (
+        ["collect", "--model", "organism", "--dataset", "organism:train:2", "--out", str(a_file)],
+        ["collect", "--model", "organism", "--dataset", "organism:train:2", "--out", str(a_file / "sub")],
+        ["train", "--data", str(tmp_path), "--out", str(a_file / "p")],
+        ["eval", "--probe", probe, "--out", str(a_file)],
+        ["demo", "--out", str(a_file / "d")],
+        ["organism", "train", "--out", str(a_file)],
+    ):
         _one_line(runner.invoke(app, args), "is a file, not a folder")
     _one_line(runner.invoke(app, ["organism", "data", "--out", str(tmp_path)]), "is a folder; give a file name")
 
@@ -65,26 +67,26 @@ def test_numbers_out_of_their_range_are_refused_with_the_range(tmp_path):
         (["calibrate", "--probe", probe, "--data", str(tmp_path), "--alphas", ""], "--alphas needs at least one value"),
         (["run", "--prompt", "x", "--probe", probe, "--threshold", "nan"], "lynx_threshold must be a finite number"),
         (["run", "--prompt", "x", "--probe", probe, "--alpha", "0.1", "--threshold", "0.9"], "not both"),
-        (["collect", "--model", "organism", "--dataset", "organism:train:2", "--out", str(tmp_path / "c"), "--exit-string", ""],
-         "--exit-string must not be empty"),
-        (["collect", "--model", "organism", "--dataset", "organism:train:5", "--n-problems", "2", "--out", str(tmp_path / "c")],
-         "ask for different numbers of problems"),
+        (["collect", "--model", "organism", "--dataset", "organism:train:2", "--out", str(tmp_path / "c"), "--exit-string", ""], "--exit-string must not be empty"),
+        (["collect", "--model", "organism", "--dataset", "organism:train:5", "--n-problems", "2", "--out", str(tmp_path / "c")], "ask for different numbers of problems"),
         (["collect", "--model", "organism", "--dataset", "organism:train:0", "--out", str(tmp_path / "c")], "must be at least 1"),
         (["run", "--prompt", "x", "--n-problems", "3"], "--n-problems needs --dataset"),
     ]
     for args, needle in cases:
         _one_line(runner.invoke(app, args), needle)
-    for args in (["organism", "train", "--out", str(tmp_path / "o"), "--scripted-steps", "-1"],
-                 ["organism", "train", "--out", str(tmp_path / "o"), "--max-minutes", "-1"],
-                 ["train", "--data", str(tmp_path), "--out", str(tmp_path / "p"), "--tree-leaves", "65"],  # the most the engine compiles
-                 ["train", "--data", str(tmp_path), "--out", str(tmp_path / "p"), "--tree-iterations", "0"]):
+    for args in (
+        ["organism", "train", "--out", str(tmp_path / "o"), "--scripted-steps", "-1"],
+        ["organism", "train", "--out", str(tmp_path / "o"), "--max-minutes", "-1"],
+        ["train", "--data", str(tmp_path), "--out", str(tmp_path / "p"), "--tree-leaves", "65"],  # the most the engine compiles
+        ["train", "--data", str(tmp_path), "--out", str(tmp_path / "p"), "--tree-iterations", "0"],
+    ):
         r = runner.invoke(app, args)
         assert r.exit_code == 2 and "Traceback" not in r.output  # typer's range check
 
 
 def test_dataset_rows_that_are_not_problems_are_named(tmp_path):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('[1, 2]\n')
+    bad.write_text("[1, 2]\n")
     _one_line(runner.invoke(app, ["run", "--dataset", str(bad)]), "row 0: a row must be a JSON object")
     bad.write_text('{"problem": ["a", "list"], "answer": "3"}\n')
     _one_line(runner.invoke(app, ["run", "--dataset", str(bad)]), "the question must be text, got list")
@@ -92,10 +94,13 @@ def test_dataset_rows_that_are_not_problems_are_named(tmp_path):
 
 def test_calibrate_refuses_data_of_another_hidden_size_before_scoring(tmp_path):
     meta = json.loads(open("probes/organism/probe.json").read())
-    (tmp_path / "manifest.json").write_text(json.dumps({"hidden_size": meta["hidden_size"] * 2, "layers": meta["layers"],
-                                                        "model_fingerprint": meta["model_fingerprint"], "model": "organism"}))
-    _one_line(runner.invoke(app, ["calibrate", "--probe", "probes/organism", "--data", str(tmp_path)]),
-              f"hidden size {meta['hidden_size'] * 2} but the probe reads hidden size {meta['hidden_size']}")
+    (tmp_path / "manifest.json").write_text(
+        json.dumps({"hidden_size": meta["hidden_size"] * 2, "layers": meta["layers"], "model_fingerprint": meta["model_fingerprint"], "model": "organism"})
+    )
+    _one_line(
+        runner.invoke(app, ["calibrate", "--probe", "probes/organism", "--data", str(tmp_path)]),
+        f"hidden size {meta['hidden_size'] * 2} but the probe reads hidden size {meta['hidden_size']}",
+    )
 
 
 def test_a_prompt_beyond_the_context_is_refused():
@@ -110,6 +115,5 @@ def test_an_unreachable_hub_id_is_one_line():
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "lynx.cli", "run", "--model", "someorg/somemodel", "--prompt", "x"],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-m", "lynx.cli", "run", "--model", "someorg/somemodel", "--prompt", "x"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "cannot load model 'someorg/somemodel'" in r.stderr, r.stderr

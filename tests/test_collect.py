@@ -33,8 +33,7 @@ def test_rows_columns_and_manifest(collected):
     traces = read_folder(out, "traces")
     manifest = json.loads((out / "manifest.json").read_text())
     assert traces.num_rows == 16 and cues.num_rows == summary["cues"] > 0
-    for col in ("problem_id", "sample_id", "cue_index", "token_position", "cue_text", "label", "forced_answer",
-                "final_answer", "gold", "final_correct", "thinking_tokens_total"):
+    for col in ("problem_id", "sample_id", "cue_index", "token_position", "cue_text", "label", "forced_answer", "final_answer", "gold", "final_correct", "thinking_tokens_total"):
         assert col in cues.column_names
     for layer in manifest["layers"]:
         feats = np.asarray(cues.column(f"features_l{layer}").to_pylist(), dtype=np.float32)
@@ -94,8 +93,9 @@ def test_prefix_reuse_matches_reencoding(organism):
     assert rs
     exit_ids = tok(DEFAULT_EXIT, add_special_tokens=False)["input_ids"]
     stops = answer_stop_ids(tok)
-    states, answers = hf.cue_states_and_exits(model, [r.ids for r in rs], [[c.cue.position for c in r.cue_points] for r in rs],
-                                              (1, 2, 4), exit_ids, max_answer_tokens=16, stop_ids=stops, pad_id=tok.pad_token_id)
+    states, answers = hf.cue_states_and_exits(
+        model, [r.ids for r in rs], [[c.cue.position for c in r.cue_points] for r in rs], (1, 2, 4), exit_ids, max_answer_tokens=16, stop_ids=stops, pad_id=tok.pad_token_id
+    )
     ref_states = hf.hidden_states_at(model, [r.ids for r in rs], [[c.cue.position for c in r.cue_points] for r in rs], (1, 2, 4))
     for a, b in zip(states, ref_states, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-4)

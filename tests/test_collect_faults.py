@@ -35,8 +35,7 @@ def assert_same_rows(a: Path, b: Path) -> None:
     plain = [c for c in ca.column_names if c not in feats]
     assert ca.select(plain).to_pylist() == cb.select(plain).to_pylist()
     for c in feats:
-        np.testing.assert_allclose(np.stack(ca.column(c).to_numpy(zero_copy_only=False)),
-                                   np.stack(cb.column(c).to_numpy(zero_copy_only=False)), atol=1e-4)
+        np.testing.assert_allclose(np.stack(ca.column(c).to_numpy(zero_copy_only=False)), np.stack(cb.column(c).to_numpy(zero_copy_only=False)), atol=1e-4)
 
 
 def test_batch_size_never_changes_the_rows(tmp_path):
@@ -50,9 +49,30 @@ def test_batch_size_never_changes_the_rows(tmp_path):
 
 
 def _collect_cmd(out: Path, engine: str, batch_size: int) -> list[str]:
-    return [sys.executable, "-m", "lynx.cli", "collect", "--model", "organism", "--dataset", "organism:train:24", "--engine", engine,
-            "--out", str(out), "--shard-size", "4", "--batch-size", str(batch_size), "--max-new-tokens", "200", "--answer-tokens", "16",
-            "--seed", "5"]
+    return [
+        sys.executable,
+        "-m",
+        "lynx.cli",
+        "collect",
+        "--model",
+        "organism",
+        "--dataset",
+        "organism:train:24",
+        "--engine",
+        engine,
+        "--out",
+        str(out),
+        "--shard-size",
+        "4",
+        "--batch-size",
+        str(batch_size),
+        "--max-new-tokens",
+        "200",
+        "--answer-tokens",
+        "16",
+        "--seed",
+        "5",
+    ]
 
 
 @pytest.mark.parametrize("engine", ["hf", pytest.param("vllm", marks=pytest.mark.vllm)])
@@ -68,8 +88,7 @@ def test_sigkill_at_random_points_then_resume_loses_and_duplicates_nothing(tmp_p
     # delay that lands anywhere in the next shard, its writing included), resuming each time with
     # another batch size, until a run completes
     for _attempt in range(4):
-        proc = subprocess.Popen(_collect_cmd(out, engine, rng.choice([1, 3, 8])), env=env, cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(_collect_cmd(out, engine, rng.choice([1, 3, 8])), env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         target = done() + rng.randint(0, 1)
         if done() < n_shards - 1:
             while proc.poll() is None and done() < target:

@@ -87,11 +87,9 @@ def test_collect_ray_options_refuse_bad_input_with_one_line(tmp_path):
 
     from lynx.cli import app
 
-    r = CliRunner().invoke(app, ["collect", "--model", "organism", "--dataset", "organism:train:4", "--out", str(tmp_path / "x"),
-                                 "--ray-address", "auto"])
+    r = CliRunner().invoke(app, ["collect", "--model", "organism", "--dataset", "organism:train:4", "--out", str(tmp_path / "x"), "--ray-address", "auto"])
     assert r.exit_code == 2 and "--ray-address needs --ray" in r.output
-    r = CliRunner().invoke(app, ["collect", "--model", "organism", "--dataset", "organism:train:4", "--out", str(tmp_path / "y"),
-                                 "--ray", "--ray-workers", "0"])
+    r = CliRunner().invoke(app, ["collect", "--model", "organism", "--dataset", "organism:train:4", "--out", str(tmp_path / "y"), "--ray", "--ray-workers", "0"])
     assert r.exit_code == 2 and "Traceback" not in r.output
 
 

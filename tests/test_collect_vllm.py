@@ -16,8 +16,29 @@ def test_vllm_collection_equals_transformers_collection(tmp_path):
     # layers out of order and without the final one: the hook's non-default layout
     args = dict(model="organism", dataset="organism:test:16", temperature=0.0, answer_tokens=16, max_new_tokens=400, layers="3,1")
     collect(CollectConfig(out=tmp_path / "hf", **args))
-    cmd = [sys.executable, "-m", "lynx.cli", "collect", "--model", "organism", "--dataset", "organism:test:16", "--out", str(tmp_path / "vllm"),
-           "--engine", "vllm", "--layers", "3,1", "--temperature", "0", "--answer-tokens", "16", "--max-new-tokens", "400", "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "lynx.cli",
+        "collect",
+        "--model",
+        "organism",
+        "--dataset",
+        "organism:test:16",
+        "--out",
+        str(tmp_path / "vllm"),
+        "--engine",
+        "vllm",
+        "--layers",
+        "3,1",
+        "--temperature",
+        "0",
+        "--answer-tokens",
+        "16",
+        "--max-new-tokens",
+        "400",
+        "--json",
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-2000:]
     a = read_folder(tmp_path / "hf", "cues").sort_by([("problem_id", "ascending"), ("cue_index", "ascending")])

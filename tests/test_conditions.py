@@ -41,8 +41,7 @@ def _add_condition(folder: Path, temperature: float, domain: str | None = None, 
     (a condition whose scores run higher needs a higher threshold)."""
     base = load_calibration_files(folder if (folder / "calibration.json").exists() else folder / CONDITIONS_DIR / "T0.6", probe_folder=folder)
     t = base.traces
-    traces = type(t)(t.problem_id, t.sample_id, t.offsets, np.clip(t.score + shift, 0, 1), t.label, t.position, t.total, t.final_correct,
-                     t.agreement)
+    traces = type(t)(t.problem_id, t.sample_id, t.offsets, np.clip(t.score + shift, 0, 1), t.label, t.position, t.total, t.final_correct, t.agreement)
     cond = Condition(temperature, domain)
     cal = Calibration(traces, base.meta | {"condition": cond.to_dict()})
     cal.save(prepare_condition_dir(folder, cond))

@@ -34,24 +34,70 @@ def test_row_pairs_every_figure_with_vanilla():
 
 
 def test_pareto_interpolates_lynx_at_equal_tokens_and_acceptance_reads_the_rows():
-    df = pd.DataFrame([
-        {"method": "vanilla", "setting": "", "alpha": None, "mean_thinking_tokens": 100.0, "accuracy": 0.8, "saving": 0.0,
-         "premature_exit_rate": 0.0, "accuracy_vs_vanilla": 0.0, "accuracy_vs_vanilla_ci": 0.0},
-        {"method": "lynx", "setting": "a", "alpha": 0.1, "mean_thinking_tokens": 60.0, "accuracy": 0.78, "saving": 0.4,
-         "premature_exit_rate": 0.05, "accuracy_vs_vanilla": -0.02, "accuracy_vs_vanilla_ci": 0.03},
-        {"method": "deer", "setting": "d", "alpha": None, "mean_thinking_tokens": 80.0, "accuracy": 0.7, "saving": 0.2,
-         "premature_exit_rate": 0.1, "accuracy_vs_vanilla": -0.1, "accuracy_vs_vanilla_ci": 0.03},
-        {"method": "budget", "setting": "b", "alpha": None, "mean_thinking_tokens": 30.0, "accuracy": 0.2, "saving": 0.7,
-         "premature_exit_rate": 0.6, "accuracy_vs_vanilla": -0.6, "accuracy_vs_vanilla_ci": 0.03},
-        {"method": "oracle", "setting": "o", "alpha": None, "mean_thinking_tokens": 50.0, "accuracy": 0.85, "saving": 0.5,
-         "premature_exit_rate": 0.0, "accuracy_vs_vanilla": 0.05, "accuracy_vs_vanilla_ci": 0.03},
-    ])
+    df = pd.DataFrame(
+        [
+            {
+                "method": "vanilla",
+                "setting": "",
+                "alpha": None,
+                "mean_thinking_tokens": 100.0,
+                "accuracy": 0.8,
+                "saving": 0.0,
+                "premature_exit_rate": 0.0,
+                "accuracy_vs_vanilla": 0.0,
+                "accuracy_vs_vanilla_ci": 0.0,
+            },
+            {
+                "method": "lynx",
+                "setting": "a",
+                "alpha": 0.1,
+                "mean_thinking_tokens": 60.0,
+                "accuracy": 0.78,
+                "saving": 0.4,
+                "premature_exit_rate": 0.05,
+                "accuracy_vs_vanilla": -0.02,
+                "accuracy_vs_vanilla_ci": 0.03,
+            },
+            {
+                "method": "deer",
+                "setting": "d",
+                "alpha": None,
+                "mean_thinking_tokens": 80.0,
+                "accuracy": 0.7,
+                "saving": 0.2,
+                "premature_exit_rate": 0.1,
+                "accuracy_vs_vanilla": -0.1,
+                "accuracy_vs_vanilla_ci": 0.03,
+            },
+            {
+                "method": "budget",
+                "setting": "b",
+                "alpha": None,
+                "mean_thinking_tokens": 30.0,
+                "accuracy": 0.2,
+                "saving": 0.7,
+                "premature_exit_rate": 0.6,
+                "accuracy_vs_vanilla": -0.6,
+                "accuracy_vs_vanilla_ci": 0.03,
+            },
+            {
+                "method": "oracle",
+                "setting": "o",
+                "alpha": None,
+                "mean_thinking_tokens": 50.0,
+                "accuracy": 0.85,
+                "saving": 0.5,
+                "premature_exit_rate": 0.0,
+                "accuracy_vs_vanilla": 0.05,
+                "accuracy_vs_vanilla_ci": 0.03,
+            },
+        ]
+    )
     cmp = {c["method"]: c for c in pareto_comparison(df)}
     assert cmp["deer"]["lynx_accuracy"] == pytest.approx(0.79) and cmp["deer"]["delta"] == pytest.approx(0.09)
     assert cmp["budget"]["lynx_accuracy"] is None  # cheaper than any lynx point: outside lynx's range
     checks = {name: ok for name, ok, _ in acceptance(df, 0.1)}
-    assert checks == {"premature-exit rate <= 0.1": True, "accuracy >= vanilla - 0.1": True, "thinking-token saving >= 30%": True,
-                      "saving >= 70% of the oracle's": True}
+    assert checks == {"premature-exit rate <= 0.1": True, "accuracy >= vanilla - 0.1": True, "thinking-token saving >= 30%": True, "saving >= 70% of the oracle's": True}
     df.loc[df.method == "lynx", "saving"] = 0.3
     assert dict((n, ok) for n, ok, _ in acceptance(df, 0.1))["saving >= 70% of the oracle's"] is False
 
@@ -111,8 +157,15 @@ def vctx():
     tok = backend.tokenizer
     recs = load("organism:test", n=N)
     prompts = [tok(chat_prompt(tok, r.question, suffix=probe.meta["prompt_suffix"]), add_special_tokens=False)["input_ids"] for r in recs]
-    return EvalContext(backend, recs, prompts, [1_000_003 * 3 + i for i in range(N)], CueMatcher(tok, cues=tuple(probe.meta["cues"])),
-                       tok(probe.meta["exit_string"], add_special_tokens=False)["input_ids"], max_new_tokens=400)
+    return EvalContext(
+        backend,
+        recs,
+        prompts,
+        [1_000_003 * 3 + i for i in range(N)],
+        CueMatcher(tok, cues=tuple(probe.meta["cues"])),
+        tok(probe.meta["exit_string"], add_special_tokens=False)["input_ids"],
+        max_new_tokens=400,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -195,14 +248,44 @@ def _exit_at(gen, exit_ids):
 @pytest.mark.vllm
 def test_eval_cli_writes_table_plot_and_json(tmp_path):
     out = tmp_path / "ev"
-    r = runner.invoke(app, ["eval", "--probe", str(PROBE), "--n-problems", "24", "--out", str(out), "--engine", "vllm",
-                            "--alphas", "0.1,0.2", "--deer-thresholds", "0.95", "--dynasor-k", "2", "--budgets", "60,120", "--json"])
+    r = runner.invoke(
+        app,
+        [
+            "eval",
+            "--probe",
+            str(PROBE),
+            "--n-problems",
+            "24",
+            "--out",
+            str(out),
+            "--engine",
+            "vllm",
+            "--alphas",
+            "0.1,0.2",
+            "--deer-thresholds",
+            "0.95",
+            "--dynasor-k",
+            "2",
+            "--budgets",
+            "60,120",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     recs = json.loads(r.stdout.strip().splitlines()[-1])
     got = {(x["method"], x["setting"]) for x in recs}
-    assert got == {("vanilla", "full CoT"), ("lynx", "alpha=0.1"), ("lynx", "alpha=0.2"), ("context-only", "alpha=0.1"),
-                   ("context-only", "alpha=0.2"), ("oracle", "first right cue"),
-                   ("budget", "N=60"), ("budget", "N=120"), ("deer", "p>0.95"), ("dynasor", "k=2/32")}
+    assert got == {
+        ("vanilla", "full CoT"),
+        ("lynx", "alpha=0.1"),
+        ("lynx", "alpha=0.2"),
+        ("context-only", "alpha=0.1"),
+        ("context-only", "alpha=0.2"),
+        ("oracle", "first right cue"),
+        ("budget", "N=60"),
+        ("budget", "N=120"),
+        ("deer", "p>0.95"),
+        ("dynasor", "k=2/32"),
+    }
     for x in recs:
         assert 0 <= x["accuracy"] <= 1 and x["n"] == 24 and not math.isnan(x["mean_thinking_tokens"])
     assert all(x["exit_rate"] > 0 for x in recs if x["method"] == "lynx")  # the hook's audits reached the table
@@ -215,12 +298,14 @@ def test_eval_cli_writes_table_plot_and_json(tmp_path):
 
 # --- transformers ------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_hf_eval_runs_every_method(tmp_path):
     from lynx.evaluate import EvalConfig, evaluate
 
-    res = evaluate(EvalConfig(probe=str(PROBE), out=tmp_path / "hf", n_problems=6, alphas=(0.1,), engine="hf", budgets=(60,),
-                              deer_thresholds=(0.95,), dynasor_k=(2,), max_new_tokens=300))
+    res = evaluate(
+        EvalConfig(probe=str(PROBE), out=tmp_path / "hf", n_problems=6, alphas=(0.1,), engine="hf", budgets=(60,), deer_thresholds=(0.95,), dynasor_k=(2,), max_new_tokens=300)
+    )
     df = res["table"]
     assert list(df.method) == ["vanilla", "lynx", "context-only", "oracle", "budget", "deer", "dynasor"]
     ctx = df[df.method == "context-only"].iloc[0]  # the baseline beside the shipped probe, at lynx's alpha

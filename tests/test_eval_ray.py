@@ -16,8 +16,7 @@ pytestmark = pytest.mark.slow
 
 PROBE = Path(__file__).resolve().parents[1] / "probes" / "organism"
 #: every method of the plan; default budgets, so the run takes two passes (vanilla's mean over all problems)
-BASE = {"probe": str(PROBE), "n_problems": 6, "alphas": (0.1,), "engine": "hf", "deer_thresholds": (0.95,), "dynasor_k": (2,),
-        "max_new_tokens": 100}
+BASE = {"probe": str(PROBE), "n_problems": 6, "alphas": (0.1,), "engine": "hf", "deer_thresholds": (0.95,), "dynasor_k": (2,), "max_new_tokens": 100}
 #: the lynx exit audit's fields that differ between any two runs (a request tag, a clock) or to float rounding (the
 #: probe's score: a slice batches other problems together than the whole run)
 VOLATILE = ("tag", "time", "score")
@@ -135,9 +134,12 @@ def test_eval_ray_options_refuse_bad_input_with_one_line(tmp_path):
 
     assert RAY_RETRIES == DEFAULT_RETRIES
     base = ["eval", "--probe", str(PROBE), "--n-problems", "4", "--engine", "hf"]
-    for extra, message in ((["--ray-address", "auto"], "--ray-address needs --ray"), (["--ray-slice", "3"], "--ray-slice needs --ray"),
-                           (["--ray", "--monitor", '{"audit_fraction": 0.1}'], "--monitor and --audit watch one engine's requests"),
-                           (["--ray", "--ray-retries", "-1"], None)):
+    for extra, message in (
+        (["--ray-address", "auto"], "--ray-address needs --ray"),
+        (["--ray-slice", "3"], "--ray-slice needs --ray"),
+        (["--ray", "--monitor", '{"audit_fraction": 0.1}'], "--monitor and --audit watch one engine's requests"),
+        (["--ray", "--ray-retries", "-1"], None),
+    ):
         r = CliRunner().invoke(app, base + ["--out", str(tmp_path / "x")] + extra)
         assert r.exit_code == 2 and "Traceback" not in r.output, r.output
         if message is not None:

@@ -71,24 +71,27 @@ def test_engine_config_round_trip_and_contradictions(policy):
     assert filled.keep_events and list(filled.layers) == policy.layers and filled.exit_string == policy.exit_string
 
 
-@pytest.mark.parametrize("args, message", [
-    ({"lynx_alpha": "abc"}, "lynx_alpha must be a number"),
-    ({"lynx_alpha": True}, "lynx_alpha must be a number"),
-    ({"lynx_alpha": [0.1]}, "lynx_alpha must be a number"),
-    ({"lynx_alpha": 0}, "strictly between 0 and 1"),
-    ({"lynx_alpha": 1}, "strictly between 0 and 1"),
-    ({"lynx_alpha": -1}, "strictly between 0 and 1"),
-    ({"lynx_alpha": math.nan}, "strictly between 0 and 1"),
-    ({"lynx_threshold": math.nan}, "finite"),
-    ({"lynx_threshold": math.inf}, "finite"),
-    ({"lynx_alpha": 0.1, "lynx_threshold": 0.5}, "not both"),
-    ({"lynx_alpha": 0.1, "lynx_mode": "bogus"}, "lynx_mode must be one of"),
-    ({"lynx_alpha": 0.1, "lynx_method": "ttl"}, "lynx_method must be one of"),
-    ({"lynx_alpah": 0.1}, "unknown lynx request key"),
-    ({"lynx_mode": "per-cue"}, "without lynx_alpha or lynx_threshold"),
-    ({"lynx_alpha": 0.1, "lynx_tag": "t" * 201}, "at most 200"),
-    ({"lynx_record": 3}, "lynx_record must be"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ({"lynx_alpha": "abc"}, "lynx_alpha must be a number"),
+        ({"lynx_alpha": True}, "lynx_alpha must be a number"),
+        ({"lynx_alpha": [0.1]}, "lynx_alpha must be a number"),
+        ({"lynx_alpha": 0}, "strictly between 0 and 1"),
+        ({"lynx_alpha": 1}, "strictly between 0 and 1"),
+        ({"lynx_alpha": -1}, "strictly between 0 and 1"),
+        ({"lynx_alpha": math.nan}, "strictly between 0 and 1"),
+        ({"lynx_threshold": math.nan}, "finite"),
+        ({"lynx_threshold": math.inf}, "finite"),
+        ({"lynx_alpha": 0.1, "lynx_threshold": 0.5}, "not both"),
+        ({"lynx_alpha": 0.1, "lynx_mode": "bogus"}, "lynx_mode must be one of"),
+        ({"lynx_alpha": 0.1, "lynx_method": "ttl"}, "lynx_method must be one of"),
+        ({"lynx_alpah": 0.1}, "unknown lynx request key"),
+        ({"lynx_mode": "per-cue"}, "without lynx_alpha or lynx_threshold"),
+        ({"lynx_alpha": 0.1, "lynx_tag": "t" * 201}, "at most 200"),
+        ({"lynx_record": 3}, "lynx_record must be"),
+    ],
+)
 def test_bad_request_switches_are_refused_with_a_bounded_message(args, message):
     with pytest.raises(InvalidInput, match=message) as e:
         RequestOptions.parse(args)
@@ -171,11 +174,13 @@ def test_piped_tables_are_not_cut(tmp_path):
     import subprocess
     import sys
 
-    code = ("from rich.table import Table; from lynx.cli import out\n"
-            "t = Table(); [t.add_column(c) for c in ('method', 'setting', 'accuracy', 'vs vanilla', 'premature exits (<= alpha)')]\n"
-            "t.add_row('vanilla (think to the end)', 'alpha=0.05 per-problem/crc', '0.777', '+0.000±0.000', '0.083 (<=0.1)')\n"
-            "t.add_row('lynx', 'a much longer setting than eighty columns allow, kept whole', '0.697', '-0.080±0.031', '0.083')\n"
-            "out.print(t)")
+    code = (
+        "from rich.table import Table; from lynx.cli import out\n"
+        "t = Table(); [t.add_column(c) for c in ('method', 'setting', 'accuracy', 'vs vanilla', 'premature exits (<= alpha)')]\n"
+        "t.add_row('vanilla (think to the end)', 'alpha=0.05 per-problem/crc', '0.777', '+0.000±0.000', '0.083 (<=0.1)')\n"
+        "t.add_row('lynx', 'a much longer setting than eighty columns allow, kept whole', '0.697', '-0.080±0.031', '0.083')\n"
+        "out.print(t)"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "…" not in r.stdout and "a much longer setting than eighty columns allow, kept whole" in r.stdout
@@ -201,6 +206,8 @@ def test_calibration_fine_print_nan_and_empty_sets_are_refused():
     with pytest.raises(InvalidInput, match="NaN"):
         exit_cues(cal.traces, np.array([0.5, math.nan]))
     with pytest.raises(InvalidInput, match="calibration set is empty"):
-        traces_from_rows({"problem_id": [], "sample_id": [], "cue_index": [], "score": [], "label": [], "thinking_position": []},
-                         {"problem_id": [], "sample_id": [], "final_correct": [], "thinking_tokens_total": []})
+        traces_from_rows(
+            {"problem_id": [], "sample_id": [], "cue_index": [], "score": [], "label": [], "thinking_position": []},
+            {"problem_id": [], "sample_id": [], "final_correct": [], "thinking_tokens_total": []},
+        )
     assert "a larger alpha does not always exit more" in cal.threshold(0.1, mode="per-cue").promise

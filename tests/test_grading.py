@@ -30,8 +30,7 @@ def test_math500_reference_solutions_grade_as_their_answers(capsys):
     from lynx.grading import grade_math
 
     rows = [json.loads(line) for line in (SHARED / "benchmarks/math500/test.jsonl").read_text().split("\n") if line.strip()]
-    disagree = [(r["unique_id"], extract_boxed(r["solution"]), r["answer"]) for r in rows
-                if not grade_math(extract_boxed(r["solution"]), r["answer"])]
+    disagree = [(r["unique_id"], extract_boxed(r["solution"]), r["answer"]) for r in rows if not grade_math(extract_boxed(r["solution"]), r["answer"])]
     agreement = 1 - len(disagree) / len(rows)
     with capsys.disabled():
         print(f"\nMATH-500 solution-vs-answer agreement: {agreement:.3f} ({len(rows) - len(disagree)}/{len(rows)})")

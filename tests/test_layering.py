@@ -12,12 +12,36 @@ ROOT = Path(__file__).resolve().parents[1] / "lynx"
 
 #: lowest layer first; a module may import only modules of its own layer or below
 LAYERS = [
-    ("foundation", ["lynx.errors", "lynx.prompting", "lynx.grading", "lynx.layers", "lynx.models", "lynx.cues", "lynx.config",
-                    "lynx.datasets", "lynx.store", "lynx.probe.artifact", "lynx.probe.metrics", "lynx.probe.trees", "lynx.probe.context", "lynx.probe.scoring",
-                    "lynx.calibrate.policy",
-                    "lynx.calibrate.procedures", "lynx.calibrate.store", "lynx.calibrate.conditions", "lynx.evaluate.table", "lynx.organism.problems",
-                    "lynx.organism.tokenizer", "lynx.organism.traces", "lynx.organism.examples",
-                    "lynx.monitor.metrics", "lynx.monitor.sequences"]),
+    (
+        "foundation",
+        [
+            "lynx.errors",
+            "lynx.prompting",
+            "lynx.grading",
+            "lynx.layers",
+            "lynx.models",
+            "lynx.cues",
+            "lynx.config",
+            "lynx.datasets",
+            "lynx.store",
+            "lynx.probe.artifact",
+            "lynx.probe.metrics",
+            "lynx.probe.trees",
+            "lynx.probe.context",
+            "lynx.probe.scoring",
+            "lynx.calibrate.policy",
+            "lynx.calibrate.procedures",
+            "lynx.calibrate.store",
+            "lynx.calibrate.conditions",
+            "lynx.evaluate.table",
+            "lynx.organism.problems",
+            "lynx.organism.tokenizer",
+            "lynx.organism.traces",
+            "lynx.organism.examples",
+            "lynx.monitor.metrics",
+            "lynx.monitor.sequences",
+        ],
+    ),
     ("policy", ["lynx.exit_policy"]),
     ("engines", ["lynx.engines"]),
     ("collect", ["lynx.rollouts", "lynx.collect"]),
@@ -79,8 +103,7 @@ def layer_of(module: str) -> int:
 
 def test_no_module_imports_a_layer_above_its_own():
     graph = import_graph()
-    bad = [f"{m} ({LAYERS[layer_of(m)][0]}) imports {t} ({LAYERS[layer_of(t)][0]})"
-           for m, targets in graph.items() if m != "lynx" for t in targets if layer_of(t) > layer_of(m)]
+    bad = [f"{m} ({LAYERS[layer_of(m)][0]}) imports {t} ({LAYERS[layer_of(t)][0]})" for m, targets in graph.items() if m != "lynx" for t in targets if layer_of(t) > layer_of(m)]
     assert not bad, "\n".join(bad)
 
 
@@ -93,7 +116,7 @@ def test_the_import_graph_has_no_cycles():
         state[m] = 1
         for t in sorted(graph.get(m, ())):
             if state.get(t) == 1:
-                cycles.append(" -> ".join(stack[stack.index(t):] + [t]))
+                cycles.append(" -> ".join(stack[stack.index(t) :] + [t]))
             elif t not in state:
                 visit(t, stack + [t])
         state[m] = 2
@@ -119,7 +142,8 @@ def test_no_module_level_mutable_registries_in_the_engines():
         for node in ast.parse(path.read_text()).body:
             value = node.value if isinstance(node, (ast.Assign, ast.AnnAssign)) else None
             if isinstance(value, (ast.List, ast.Dict, ast.Set, ast.ListComp, ast.DictComp, ast.SetComp)) or (
-                    isinstance(value, ast.Call) and getattr(value.func, "id", None) in ("list", "dict", "set", "defaultdict", "OrderedDict")):
+                isinstance(value, ast.Call) and getattr(value.func, "id", None) in ("list", "dict", "set", "defaultdict", "OrderedDict")
+            ):
                 offenders.append(f"{path.relative_to(ROOT.parent)}:{node.lineno}")
             if isinstance(node, ast.Global) or any(isinstance(n, ast.Global) for n in ast.walk(node)):
                 offenders.append(f"{path.relative_to(ROOT.parent)}:{node.lineno} (global statement)")

@@ -46,8 +46,7 @@ def test_training_on_two_folders_equals_training_on_one(organism_collections, tm
     assert two["metrics"] == one["metrics"]
     feats = torch.from_numpy(load_cue_data(whole).features)
     with torch.no_grad():
-        np.testing.assert_allclose(load_probe(tmp_path / "probe-two")(feats).numpy(), load_probe(tmp_path / "probe-one")(feats).numpy(),
-                                   rtol=0, atol=1e-6)
+        np.testing.assert_allclose(load_probe(tmp_path / "probe-two")(feats).numpy(), load_probe(tmp_path / "probe-one")(feats).numpy(), rtol=0, atol=1e-6)
 
 
 def test_calibrating_on_two_folders_equals_calibrating_on_one(organism_collections, organism_probe, tmp_path):

@@ -115,9 +115,17 @@ def test_audit_loss_is_the_exit_rule():
 
 def test_monitor_settings_are_checked():
     assert parse_monitor({"audit_fraction": 0.1, "alphas": [0.05, 0.1]}) == MonitorConfig(audit_fraction=0.1, alphas=(0.05, 0.1))
-    for bad, what in (({"audit_fraction": 1.5}, "audit_fraction"), ({"response": "panic"}, "response"), ({"alphas": []}, "alphas"),
-                      ({"alphas": [0.1, 1.0]}, "alphas"), ({"window": 10, "min_audits": 20}, "min_audits"), ({"nope": 1}, "unknown"),
-                      ({"test_level": 0}, "test_level"), ({"grader": "regex"}, "grader"), ({"seed": -1}, "seed")):
+    for bad, what in (
+        ({"audit_fraction": 1.5}, "audit_fraction"),
+        ({"response": "panic"}, "response"),
+        ({"alphas": []}, "alphas"),
+        ({"alphas": [0.1, 1.0]}, "alphas"),
+        ({"window": 10, "min_audits": 20}, "min_audits"),
+        ({"nope": 1}, "unknown"),
+        ({"test_level": 0}, "test_level"),
+        ({"grader": "regex"}, "grader"),
+        ({"seed": -1}, "seed"),
+    ):
         with pytest.raises(InvalidInput, match=what):
             parse_monitor(bad)
     with pytest.raises(InvalidInput, match="response"):
@@ -138,10 +146,8 @@ def test_no_more_false_alarms_than_the_test_level_on_unshifted_traffic(cals):
     for r in range(n):
         perm = rng.permutation(t.n_traces)
         ref, live = perm[: t.n_traces // 2], perm[t.n_traces // 2 :]
-        monitor = LiveMonitor(_policy({"T0.6": Calibration(t.take(ref), dict(c06.meta))}),
-                              {"audit_fraction": 0.5, "alphas": [0.05, 0.1, 0.2], "test_level": 0.05, "seed": r})
-        res = replay(monitor, trace_events(t.take(live), rng.permutation(len(live)), group="T0.6", condition="T0.6", temperature=0.6,
-                                           audit_fraction=0.5, seed=r))
+        monitor = LiveMonitor(_policy({"T0.6": Calibration(t.take(ref), dict(c06.meta))}), {"audit_fraction": 0.5, "alphas": [0.05, 0.1, 0.2], "test_level": 0.05, "seed": r})
+        res = replay(monitor, trace_events(t.take(live), rng.permutation(len(live)), group="T0.6", condition="T0.6", temperature=0.6, audit_fraction=0.5, seed=r))
         for kind in res["first_alarm"].get("T0.6", {}):
             alarms[kind] += 1
     slack = 2 * math.sqrt(0.05 * 0.95 / n)
@@ -157,8 +163,7 @@ def test_the_temperature_shift_is_detected_by_the_drift_test(cals):
     delays = []
     for r in range(30):
         monitor = LiveMonitor(policy, {"audit_fraction": 0.1, "alphas": [0.1], "seed": r})
-        res = replay(monitor, trace_events(t1, rng.permutation(t1.n_traces)[:600], group="T1", condition="T0.6", temperature=1.0,
-                                           audit_fraction=0.1, seed=r))
+        res = replay(monitor, trace_events(t1, rng.permutation(t1.n_traces)[:600], group="T1", condition="T0.6", temperature=1.0, audit_fraction=0.1, seed=r))
         delays.append(res["first_alarm"]["T1"].get("drift", math.inf))
     assert max(delays) <= 600 and np.median(delays) < 200, delays
 
@@ -170,8 +175,9 @@ def test_risk_alarm_on_a_harmful_stream(cals):
     monitor = LiveMonitor(_policy({"T0.6": c06}), {"audit_fraction": 1.0, "alphas": [0.1], "response": "warn"})
     for k in range(200):
         monitor.observe({"event": "request", "group": "T0.6", "condition": "T0.6", "temperature": 0.6, "first_cue_position": 40})
-        monitor.observe({"event": "audit_label", "group": "T0.6", "condition": "T0.6", "temperature": 0.6, "thinking_tokens": 100,
-                         "cues": [[20, thr + 0.01, int(k % 2 == 0)], [60, 0.99, 1]]})  # half of the exits change the answer
+        monitor.observe(
+            {"event": "audit_label", "group": "T0.6", "condition": "T0.6", "temperature": 0.6, "thinking_tokens": 100, "cues": [[20, thr + 0.01, int(k % 2 == 0)], [60, 0.99, 1]]}
+        )  # half of the exits change the answer
     g = monitor.groups["T0.6"]
     assert "risk" in g.first_alarm and g.risks[0.1].lower > g.risks[0.1].alarm_level
     assert g.risks[0.1].lower <= 0.5 <= g.risks[0.1].upper
@@ -179,8 +185,7 @@ def test_risk_alarm_on_a_harmful_stream(cals):
 
 
 def _shifted_stream(cals, rng, n=600):
-    return trace_events(cals["T1"].traces, rng.permutation(cals["T1"].traces.n_traces)[:n], group="T1", condition="T0.6",
-                        temperature=1.0, audit_fraction=0.2, seed=0)
+    return trace_events(cals["T1"].traces, rng.permutation(cals["T1"].traces.n_traces)[:n], group="T1", condition="T0.6", temperature=1.0, audit_fraction=0.2, seed=0)
 
 
 def test_conservative_response_overrides_the_group_until_cleared(cals):
@@ -304,13 +309,16 @@ def test_lynx_monitor_command_prints_the_state_and_plots(cals, tmp_path):
     assert state["audit_extra_tokens"] == 12 * state["labelled"]
 
 
-@pytest.mark.parametrize("argv, expect", [
-    (["monitor", "nope.jsonl"], "does not exist"),
-    (["monitor", "{audit}", "--follow"], "--follow needs --server"),
-    (["run", "--probe", "probes/organism", "--alpha", "0.1", "--prompt", "x", "--monitor", "{bad"], "--monitor must be a JSON object"),
-    (["run", "--probe", "probes/organism", "--alpha", "0.1", "--prompt", "x", "--monitor", '{"response": "panic"}'], "response must be one of"),
-    (["eval", "--probe", "probes/organism", "--monitor", '{"audit_fraction": 2}'], "audit_fraction must be"),
-])
+@pytest.mark.parametrize(
+    "argv, expect",
+    [
+        (["monitor", "nope.jsonl"], "does not exist"),
+        (["monitor", "{audit}", "--follow"], "--follow needs --server"),
+        (["run", "--probe", "probes/organism", "--alpha", "0.1", "--prompt", "x", "--monitor", "{bad"], "--monitor must be a JSON object"),
+        (["run", "--probe", "probes/organism", "--alpha", "0.1", "--prompt", "x", "--monitor", '{"response": "panic"}'], "response must be one of"),
+        (["eval", "--probe", "probes/organism", "--monitor", '{"audit_fraction": 2}'], "audit_fraction must be"),
+    ],
+)
 def test_monitor_options_refuse_bad_input_with_one_line(cals, tmp_path, argv, expect):
     from typer.testing import CliRunner
 
@@ -329,8 +337,7 @@ def test_generate_with_a_monitor_on_transformers(tmp_path):
 
     audit = tmp_path / "audit.jsonl"
     problems = [p.text for p in sample_problems("test", 6, seed=3)]
-    res = generate(problems, probe=str(PROBE), alpha=0.2, engine="hf", temperature=0.6, max_new_tokens=400,
-                   monitor={"audit_fraction": 1.0, "grader": "integer"}, audit_path=audit)
+    res = generate(problems, probe=str(PROBE), alpha=0.2, engine="hf", temperature=0.6, max_new_tokens=400, monitor={"audit_fraction": 1.0, "grader": "integer"}, audit_path=audit)
     assert all(r.extra.get("audited") and not r.exited for r in res)
     events = read_events(audit)
     assert sum(e["event"] == "request" for e in events) == 6 and sum(e["event"] == "audit_label" for e in events) == 6

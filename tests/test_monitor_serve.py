@@ -34,9 +34,15 @@ def _ask(post, base, problems, tag_prefix, temperature=0.6, alpha=0.2):
     from lynx.prompting import user_message
 
     def one(i):
-        body = {"model": "organism", "messages": [{"role": "user", "content": user_message(problems[i].text)}], "temperature": temperature,
-                "max_tokens": 600, "seed": i, "skip_special_tokens": False,
-                "vllm_xargs": {"lynx_alpha": alpha, "lynx_tag": f"{tag_prefix}{i}"}}
+        body = {
+            "model": "organism",
+            "messages": [{"role": "user", "content": user_message(problems[i].text)}],
+            "temperature": temperature,
+            "max_tokens": 600,
+            "seed": i,
+            "skip_special_tokens": False,
+            "vllm_xargs": {"lynx_alpha": alpha, "lynx_tag": f"{tag_prefix}{i}"},
+        }
         return post(base + "/v1/chat/completions", body)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -72,8 +78,7 @@ def test_served_monitor_labels_audits_through_the_server_and_shows_on_metrics(se
     deadline = time.monotonic() + 30
     while True:  # the engine rewrites its counters at most once a second, when a request ends
         text = _metrics(base)
-        counts = {line.split(" ")[0].split("{")[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                  if line.startswith("lynx_") and not line.startswith("#")}
+        counts = {line.split(" ")[0].split("{")[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("lynx_") and not line.startswith("#")}
         if counts.get("lynx_requests_total", 0) >= len(summaries) or time.monotonic() > deadline:
             break
         time.sleep(1.1)

@@ -43,8 +43,15 @@ def _prompts(tok, n, seed=0, split="test"):
 def _run(b, prompts, tags, temperature=0.6, alpha=0.2, max_tokens=1024, seeds=None):
     from lynx.exit_policy import request_args
 
-    outs = b.complete(prompts, max_tokens=max_tokens, temperature=temperature, top_p=0.95, seeds=seeds or list(range(len(prompts))),
-                      stop_ids=[b.tokenizer.eos_token_id], extra_args=[request_args(alpha=alpha, tag=t) for t in tags])
+    outs = b.complete(
+        prompts,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        top_p=0.95,
+        seeds=seeds or list(range(len(prompts))),
+        stop_ids=[b.tokenizer.eos_token_id],
+        extra_args=[request_args(alpha=alpha, tag=t) for t in tags],
+    )
     return outs, b.take_events(tags)
 
 
@@ -75,8 +82,14 @@ def test_audits_never_exit_their_share_is_honoured_and_their_output_is_plain_gen
     assert audited == [audit_selected(0.5, 0, t, [], None) for t in tags]  # exactly the seeded hash's choice
     assert 0.5 - 4 * (0.25 / 64) ** 0.5 < np.mean(audited) < 0.5 + 4 * (0.25 / 64) ** 0.5
     # an audited request is plain generation: the same tokens as without lynx, same seed
-    plain = b.complete([p for p, a in zip(prompts, audited, strict=True) if a], max_tokens=1024, temperature=1.0, top_p=0.95,
-                       seeds=[i for i, a in enumerate(audited) if a], stop_ids=[b.tokenizer.eos_token_id])
+    plain = b.complete(
+        [p for p, a in zip(prompts, audited, strict=True) if a],
+        max_tokens=1024,
+        temperature=1.0,
+        top_p=0.95,
+        seeds=[i for i, a in enumerate(audited) if a],
+        stop_ids=[b.tokenizer.eos_token_id],
+    )
     assert [o.ids for o, a in zip(outs, audited, strict=True) if a] == [o.ids for o in plain]
     # every summary has the drift statistic and the request's full length
     assert all(s["output_tokens"] == len(o.ids) and s["first_cue_position"] >= 0 for s, o in zip(summaries, outs, strict=True))
@@ -97,15 +110,25 @@ def test_live_labels_equal_lynx_collect_labels_for_the_same_greedy_trace(backend
     labels = {e["tag"]: e for e in read_events(audit) if e.get("event") == "audit_label" and e.get("tag") in tags}
     assert set(labels) == set(tags)
     policy = ExitPolicy.load(PROBE)
-    cfg = CollectConfig(model="organism", dataset=f"organism:test:{n}", out=tmp_path / "collect", engine="vllm", temperature=0.0,
-                        layers=",".join(map(str, policy.layers)), cues=tuple(policy.cues), exit_string=policy.exit_string,
-                        prompt_suffix=policy.prompt_suffix, labels="agreement", seed=5, n_problems=n)
+    cfg = CollectConfig(
+        model="organism",
+        dataset=f"organism:test:{n}",
+        out=tmp_path / "collect",
+        engine="vllm",
+        temperature=0.0,
+        layers=",".join(map(str, policy.layers)),
+        cues=tuple(policy.cues),
+        exit_string=policy.exit_string,
+        prompt_suffix=policy.prompt_suffix,
+        labels="agreement",
+        seed=5,
+        n_problems=n,
+    )
     collect(cfg, engine=VLLMCollector.on_engine(resolve_model("organism"), b.llm, cfg))
     cues = read_folder(tmp_path / "collect", "cues").to_pydict()
     n_compared = 0
     for rec, tag in zip(recs, tags, strict=True):
-        rows = sorted((p, a, tp) for pid, p, a, tp in zip(cues["problem_id"], cues["token_position"], cues["agreement"],
-                                                          cues["thinking_position"], strict=True) if pid == rec.id)
+        rows = sorted((p, a, tp) for pid, p, a, tp in zip(cues["problem_id"], cues["token_position"], cues["agreement"], cues["thinking_position"], strict=True) if pid == rec.id)
         live = labels[tag]
         assert live["cue_positions"] == [p for p, _, _ in rows], rec.id
         assert [c[2] for c in live["cues"]] == [a for _, a, _ in rows], rec.id  # agreement labels
@@ -186,8 +209,7 @@ def test_vllm_online_scores_equal_the_offline_scores_of_the_shipped_probe_and_it
     for scorer in ["probe"] + list(policy.baselines):
         tags = [f"{scorer}-{uuid.uuid4().hex}" for _ in prompts]
         args = [{"lynx_record": t, "lynx_threshold": 2.0, "lynx_scorer": scorer} for t in tags]
-        outs = b.complete(prompts, max_tokens=300, temperature=0.6, top_p=0.95, seeds=list(range(len(prompts))),
-                          stop_ids=[tok.eos_token_id], extra_args=args)
+        outs = b.complete(prompts, max_tokens=300, temperature=0.6, top_p=0.95, seeds=list(range(len(prompts))), stop_ids=[tok.eos_token_id], extra_args=args)
         events = b.take_events(tags)
         n = assert_online_equals_offline(policy, tok, problems, prompts, [o.ids for o in outs], [events[t][1] for t in tags], scorer)
         assert n >= 10

@@ -115,8 +115,7 @@ def test_a_failing_probe_disables_lynx_and_never_aborts_generation(setup, fault)
     else:
         broken = Probe(torch.zeros(d), torch.ones(d), [torch.full((d, 1), float("nan"))], [torch.zeros(1)], probe.meta)
     args = [{"lynx_threshold": 0.0, "lynx_tag": f"hf-{fault}{i}"} if i % 2 else None for i in range(len(prompts))]
-    out = generate_with_exit(lm, tok, prompts, ctl, args, probe=broken, layers=layers, max_new_tokens=300,
-                             temperature=0.6, top_p=0.95, seed=5)
+    out = generate_with_exit(lm, tok, prompts, ctl, args, probe=broken, layers=layers, max_new_tokens=300, temperature=0.6, top_p=0.95, seed=5)
     assert out == vanilla
     audits = [_audits(ctl, f"hf-{fault}{i}") for i in range(1, len(prompts), 2)]
     assert sum(1 for a in audits if a) >= 2

@@ -32,8 +32,7 @@ OPEN_GAPS: dict[str, str] = {}
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "key",
-    [pytest.param(k, marks=pytest.mark.xfail(strict=True, reason=OPEN_GAPS[k])) if k in OPEN_GAPS else k
-     for k in [*REQUIREMENTS, "cues_on_both_sides"]],
+    [pytest.param(k, marks=pytest.mark.xfail(strict=True, reason=OPEN_GAPS[k])) if k in OPEN_GAPS else k for k in [*REQUIREMENTS, "cues_on_both_sides"]],
 )
 def test_required_figure_is_in_range(figures, key):
     ok = meets_requirements(figures)

@@ -83,9 +83,13 @@ def test_device_probe_equals_score():
 
     g = torch.Generator().manual_seed(0)
     d = 24
-    probe = Probe(torch.randn(d, generator=g), torch.rand(d, generator=g) + 0.5,
-                  [torch.randn(d, 16, generator=g), torch.randn(16, 8, generator=g), torch.randn(8, 1, generator=g)],
-                  [torch.randn(16, generator=g), torch.randn(8, generator=g), torch.randn(1, generator=g)], {"layers": [1]})
+    probe = Probe(
+        torch.randn(d, generator=g),
+        torch.rand(d, generator=g) + 0.5,
+        [torch.randn(d, 16, generator=g), torch.randn(16, 8, generator=g), torch.randn(8, 1, generator=g)],
+        [torch.randn(16, generator=g), torch.randn(8, generator=g), torch.randn(1, generator=g)],
+        {"layers": [1]},
+    )
     x = torch.randn(50, d, generator=g) * 3
     torch.testing.assert_close(DeviceProbe(probe)(x), score(probe, x), rtol=1e-5, atol=1e-6)
     assert DeviceProbe(probe)(x[:1]).shape == (1,)

@@ -24,8 +24,7 @@ def test_exported_trees_equal_sklearn_and_round_trip_through_safetensors(tmp_pat
     Xt = rng.normal(size=(300, 6))
     Xt[rng.random(Xt.shape) < 0.05] = np.nan
     for leaves in (2, 7, 40, 64, 9):  # stumps, the default, deep and the largest trees the engine takes; 9 is kept below
-        model = HistGradientBoostingClassifier(max_iter=40, max_leaf_nodes=leaves, min_samples_leaf=2, early_stopping=False,
-                                               random_state=0).fit(X, y)
+        model = HistGradientBoostingClassifier(max_iter=40, max_leaf_nodes=leaves, min_samples_leaf=2, early_stopping=False, random_state=0).fit(X, y)
         trees = TreeEnsemble.from_sklearn(model)
         np.testing.assert_allclose(trees.predict(Xt), model.predict_proba(Xt)[:, 1], rtol=0, atol=1e-12)
         np.testing.assert_allclose(trees.raw(Xt), model.decision_function(Xt), rtol=0, atol=1e-12)
@@ -55,8 +54,19 @@ def _chain(n_leaves: int, missing_left: bool = False):
         threshold[2 * d], left[2 * d], right[2 * d] = d, 2 * d + 1, 2 * d + 2
         leaf[2 * d + 1], value[2 * d + 1] = True, d
     leaf[-1], value[-1] = True, n_splits
-    return TreeEnsemble(feature=feature, threshold=threshold, left=left, right=right, leaf=leaf, value=value,
-                        missing_left=np.full(n, missing_left), roots=np.array([0]), baseline=0.5, depth=n_splits, n_features=2)
+    return TreeEnsemble(
+        feature=feature,
+        threshold=threshold,
+        left=left,
+        right=right,
+        leaf=leaf,
+        value=value,
+        missing_left=np.full(n, missing_left),
+        roots=np.array([0]),
+        baseline=0.5,
+        depth=n_splits,
+        n_features=2,
+    )
 
 
 def test_compiled_trees_take_the_deepest_tree_nans_and_refuse_malformed_ones():
@@ -168,8 +178,7 @@ def assert_online_equals_offline(policy, tok, problems, prompts, outs, records, 
     from lynx.store.cue_data import CueData
 
     matcher = CueMatcher(tok, cues=tuple(policy.cues))
-    rolls = make_rollouts(tok, matcher, [p.problem_id for p in problems], [p.answer for p in problems], prompts, outs,
-                          [lambda a, b: a == b] * len(problems))
+    rolls = make_rollouts(tok, matcher, [p.problem_id for p in problems], [p.answer for p in problems], prompts, outs, [lambda a, b: a == b] * len(problems))
     feats, online, cols = [], [], {k: [] for k in ("problem_id", "cue_index", "thinking_position", "token_position", "cue_word")}
     for r, rec, o in zip(rolls, records, outs, strict=True):
         cps = [cp for cp in r.cue_points if cp.cue.position < len(r.prompt_ids) + len(o) - 1]  # the last token is never fed back in
@@ -177,14 +186,29 @@ def assert_online_equals_offline(policy, tok, problems, prompts, outs, records, 
         for k, ((_pos, f, s), cp) in enumerate(zip(rec, cps, strict=True)):
             feats.append(np.asarray(f, np.float32).reshape(-1))
             online.append(s)
-            for name, v in (("problem_id", r.problem_id), ("cue_index", k), ("thinking_position", cp.thinking_position),
-                            ("token_position", cp.cue.position), ("cue_word", cp.cue.word)):
+            for name, v in (
+                ("problem_id", r.problem_id),
+                ("cue_index", k),
+                ("thinking_position", cp.thinking_position),
+                ("token_position", cp.cue.position),
+                ("cue_word", cp.cue.word),
+            ):
                 cols[name].append(v)
     n = len(online)
-    data = CueData(features=np.stack(feats), label=np.ones(n, np.int8), problem_id=np.array(cols["problem_id"]), sample_id=np.zeros(n, int),
-                   cue_index=np.array(cols["cue_index"]), thinking_position=np.array(cols["thinking_position"]),
-                   thinking_tokens_total=np.zeros(n, int), final_correct=np.ones(n, bool), manifest={"cues": policy.cues},
-                   folder=policy.folder, token_position=np.array(cols["token_position"]), cue_word=np.array(cols["cue_word"]))
+    data = CueData(
+        features=np.stack(feats),
+        label=np.ones(n, np.int8),
+        problem_id=np.array(cols["problem_id"]),
+        sample_id=np.zeros(n, int),
+        cue_index=np.array(cols["cue_index"]),
+        thinking_position=np.array(cols["thinking_position"]),
+        thinking_tokens_total=np.zeros(n, int),
+        final_correct=np.ones(n, bool),
+        manifest={"cues": policy.cues},
+        folder=policy.folder,
+        token_position=np.array(cols["token_position"]),
+        cue_word=np.array(cols["cue_word"]),
+    )
     offline = cue_scores(policy.scorer(scorer).probe, data)
     np.testing.assert_allclose(online, offline, atol=2e-4, err_msg=scorer)  # float32 hidden states in a batch vs alone
     return n
@@ -265,8 +289,7 @@ def test_a_steps_cues_are_scored_in_one_pass_exactly_as_each_alone(organism_toke
     rng = np.random.default_rng(0)
 
     def fresh(n):
-        states = [ctl.new_request({"lynx_threshold": 2.0, "lynx_scorer": ("probe", "context-only")[i % 2]}, [5, 6, think][: 1 + i % 3], [])
-                  for i in range(n)]
+        states = [ctl.new_request({"lynx_threshold": 2.0, "lynx_scorer": ("probe", "context-only")[i % 2]}, [5, 6, think][: 1 + i % 3], []) for i in range(n)]
         assert all(s.head is not None for s in states)
         return states
 

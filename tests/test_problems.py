@@ -1,4 +1,3 @@
-
 import pytest
 
 from lynx.organism.problems import MAIN_STEPS, TRANSFER_STEPS, bucket_of, parse_problem, sample_problems

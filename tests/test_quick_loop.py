@@ -12,13 +12,25 @@ def test_quick_loop_collects_without_vllm(tmp_path):
     hidden = tmp_path / "vllm"
     hidden.mkdir()
     (hidden / "__init__.py").write_text('raise ModuleNotFoundError("No module named \'vllm\'", name="vllm")\n')
-    r = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "not slow", "-p", "no:cacheprovider", "tests"],
-                       cwd=ROOT, capture_output=True, text=True, env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "not slow", "-p", "no:cacheprovider", "tests"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "error" not in r.stdout.lower().split("collected")[-1], r.stdout[-2000:]
     # and the plugin module itself imports (its wrapper classes are built lazily)
-    r = subprocess.run([sys.executable, "-c", "import lynx.engines.vllm_plugin.model, lynx.engines.vllm_engine, lynx.cli"],
-                       cwd=ROOT, capture_output=True, text=True, env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", "import lynx.engines.vllm_plugin.model, lynx.engines.vllm_engine, lynx.cli"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
 
 
@@ -26,7 +38,13 @@ def test_missing_vllm_is_one_line_not_a_traceback(tmp_path):
     hidden = tmp_path / "vllm"
     hidden.mkdir()
     (hidden / "__init__.py").write_text('raise ModuleNotFoundError("No module named \'vllm\'", name="vllm")\n')
-    r = subprocess.run([sys.executable, "-m", "lynx.cli", "run", "--engine", "vllm", "--prompt", "Compute 1 + 2."],
-                       cwd=ROOT, capture_output=True, text=True, env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "lynx.cli", "run", "--engine", "vllm", "--prompt", "Compute 1 + 2."],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        timeout=300,
+    )
     assert r.returncode == 2, r.stderr[-2000:]
     assert r.stderr.strip().count("\n") == 0 and "vLLM is not usable here" in r.stderr and "Traceback" not in r.stderr

@@ -27,10 +27,11 @@ def recalibrated(tmp_path_factory):
         shutil.copy(PROBE / name, probe / name)
     shutil.copytree(PROBE / "calibrations" / "T0.6", probe / "calibrations" / "T0.6")
     prompts = root / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"id": p.problem_id, "prompt": p.text}) + "\n"
-                               for p in sample_problems("calibration", 40, seed=9)))
-    res = runner.invoke(app, ["recalibrate", "--probe", str(probe), "--prompts", str(prompts), "--temperature", "0.9",
-                              "--engine", "hf", "--work", str(root / "work"), "--alphas", "0.1,0.2", "--json"])
+    prompts.write_text("".join(json.dumps({"id": p.problem_id, "prompt": p.text}) + "\n" for p in sample_problems("calibration", 40, seed=9)))
+    res = runner.invoke(
+        app,
+        ["recalibrate", "--probe", str(probe), "--prompts", str(prompts), "--temperature", "0.9", "--engine", "hf", "--work", str(root / "work"), "--alphas", "0.1,0.2", "--json"],
+    )
     assert res.exit_code == 0, res.output
     return probe, prompts, root, json.loads(res.stdout)
 
@@ -70,20 +71,24 @@ def test_run_picks_the_condition_of_its_temperature_and_flags_others(recalibrate
 
 def test_recalibrate_resumes_its_collection(recalibrated):
     probe, prompts, root, rows = recalibrated
-    res = runner.invoke(app, ["recalibrate", "--probe", str(probe), "--prompts", str(prompts), "--temperature", "0.9",
-                              "--engine", "hf", "--work", str(root / "work"), "--alphas", "0.1,0.2", "--json"])
+    res = runner.invoke(
+        app,
+        ["recalibrate", "--probe", str(probe), "--prompts", str(prompts), "--temperature", "0.9", "--engine", "hf", "--work", str(root / "work"), "--alphas", "0.1,0.2", "--json"],
+    )
     assert res.exit_code == 0 and "resuming: 1 of 1 shards already complete" in res.output
     assert [r["threshold"] for r in json.loads(res.stdout)] == [r["threshold"] for r in rows]
 
 
-@pytest.mark.parametrize("extra, expect", [
-    (["--domain", "a/b"], "domain must be"),
-    (["--prompts", "/nonexistent/prompts.jsonl"], "not found"),
-    (["--method", "bogus"], "method must be one of"),
-])
+@pytest.mark.parametrize(
+    "extra, expect",
+    [
+        (["--domain", "a/b"], "domain must be"),
+        (["--prompts", "/nonexistent/prompts.jsonl"], "not found"),
+        (["--method", "bogus"], "method must be one of"),
+    ],
+)
 def test_recalibrate_bad_input_is_one_line(recalibrated, tmp_path, extra, expect):
     probe, prompts = recalibrated[0], recalibrated[1]
-    args = ["recalibrate", "--probe", str(probe), "--prompts", str(prompts), "--temperature", "1.0", "--engine", "hf",
-            "--work", str(tmp_path / "w")]
+    args = ["recalibrate", "--probe", str(probe), "--prompts", str(prompts), "--temperature", "1.0", "--engine", "hf", "--work", str(tmp_path / "w")]
     res = runner.invoke(app, args + extra)
     assert res.exit_code == 2 and expect in res.output and "Traceback" not in res.output, res.output

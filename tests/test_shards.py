@@ -22,7 +22,7 @@ def _rollout(pid: str, answer):
 
 def test_a_shard_with_every_answer_missing_has_the_common_schema(tmp_path):
     missing, present = _tables([_rollout("a", None)], [0], LAYERS, HIDDEN), _tables([_rollout("b", "7")], [0], LAYERS, HIDDEN)
-    for (cues, traces) in (missing, present):
+    for cues, traces in (missing, present):
         assert cues.schema == cue_schema(LAYERS, HIDDEN) and traces.schema == TRACE_SCHEMA
     write_shard(tmp_path, 0, *missing)
     write_shard(tmp_path, 1, *present)

@@ -20,8 +20,7 @@ runner = CliRunner()
 def calibrated(organism_probe, organism_collections, tmp_path_factory):
     probe = tmp_path_factory.mktemp("cal") / "probe"
     shutil.copytree(organism_probe, probe)
-    res = runner.invoke(app, ["calibrate", "--probe", str(probe), "--data", str(organism_collections["calibration"]),
-                              "--alphas", "0.05,0.1,0.2", "--n-splits", "20", "--json"])
+    res = runner.invoke(app, ["calibrate", "--probe", str(probe), "--data", str(organism_collections["calibration"]), "--alphas", "0.05,0.1,0.2", "--n-splits", "20", "--json"])
     assert res.exit_code == 0, res.output
     rows = json.loads(res.stdout)
     baseline = [r for r in rows if r["scorer"] == "context-only"]  # calibrated with the probe, on the same data and alphas
@@ -100,8 +99,7 @@ def test_train_refuses_empty_and_one_class(organism_collections, tmp_path):
 
 
 def test_train_cli_writes_card(organism_collections, tmp_path):
-    res = runner.invoke(app, ["train", "--data", str(organism_collections["train"]), "--out", str(tmp_path / "p"), "--hidden", "32",
-                              "--max-epochs", "5", "--json"])
+    res = runner.invoke(app, ["train", "--data", str(organism_collections["train"]), "--out", str(tmp_path / "p"), "--hidden", "32", "--max-epochs", "5", "--json"])
     assert res.exit_code == 0, res.output
     metrics = json.loads(res.stdout)
     assert set(metrics) == {"train", "validation", "test"} and all(0 <= m["auc"] <= 1 for m in metrics.values())

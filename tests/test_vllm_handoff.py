@@ -94,8 +94,9 @@ def test_dense_scores_every_row_with_either_handoff(monkeypatch):
 
     d = 2 * H
     g = torch.Generator().manual_seed(2)
-    probe = Probe(torch.zeros(d), torch.ones(d), [torch.randn(d, 4, generator=g), torch.randn(4, 1, generator=g)],
-                  [torch.zeros(4), torch.zeros(1)], {"layers": [2, 4], "hidden_size": H})
+    probe = Probe(
+        torch.zeros(d), torch.ones(d), [torch.randn(d, 4, generator=g), torch.randn(4, 1, generator=g)], [torch.zeros(4), torch.zeros(1)], {"layers": [2, 4], "hidden_size": H}
+    )
     got = {}
     for handoff in ("output", "direct"):
         shared, states, _, _ = _run(_Wrapper([2, 4], handoff, probe=probe, probe_rows="all"), QSL, monkeypatch)

@@ -3,7 +3,6 @@ features equal to transformers', exits at the same cue as the transformers engin
 Every engine test runs with both hand-offs of the probe's layers (``direct``, the CPU
 default, and ``output``, the CUDA-graph-safe layout), switched inside the one engine."""
 
-
 import numpy as np
 import pytest
 import torch
@@ -43,10 +42,20 @@ def probe_dir(tmp_path_factory, organism):
     layers = list(default_layers(lm.config.num_hidden_layers))
     d = len(layers) * lm.config.hidden_size
     g = torch.Generator().manual_seed(1)
-    probe = Probe(torch.zeros(d), torch.ones(d), [torch.randn(d, 8, generator=g) / d**0.5, torch.randn(8, 1, generator=g)],
-                  [torch.zeros(8), torch.zeros(1)],
-                  {"layers": layers, "hidden_size": lm.config.hidden_size, "model": "organism", "model_fingerprint": model_fingerprint(resolve_model("organism")),
-                   "cues": ["alternatively", "hmm", "wait"], "exit_string": DEFAULT_EXIT})
+    probe = Probe(
+        torch.zeros(d),
+        torch.ones(d),
+        [torch.randn(d, 8, generator=g) / d**0.5, torch.randn(8, 1, generator=g)],
+        [torch.zeros(8), torch.zeros(1)],
+        {
+            "layers": layers,
+            "hidden_size": lm.config.hidden_size,
+            "model": "organism",
+            "model_fingerprint": model_fingerprint(resolve_model("organism")),
+            "cues": ["alternatively", "hmm", "wait"],
+            "exit_string": DEFAULT_EXIT,
+        },
+    )
     out = tmp_path_factory.mktemp("vprobe") / "probe"
     save_probe(probe, out)
     return out, probe
@@ -57,8 +66,7 @@ def engine(probe_dir):
     from lynx.engines.vllm_engine import build_lynx_llm
 
     folder, probe = probe_dir
-    llm, _ = build_lynx_llm(resolve_model("organism"), {"probe": str(folder), "layers": probe.layers, "exit_string": DEFAULT_EXIT,
-                                                        "keep_events": True})
+    llm, _ = build_lynx_llm(resolve_model("organism"), {"probe": str(folder), "layers": probe.layers, "exit_string": DEFAULT_EXIT, "keep_events": True})
     return llm
 
 
@@ -107,8 +115,12 @@ def test_vectorised_row_filter_never_misses_a_row_that_needs_a_decision(organism
     def checked(self, feats, n, width):
         got = original(self, feats, n, width)
         full = [(r, s) for r, s in self.rows.items() if r < n]
-        need = {r for r, s in full if (s.exit_from is None and s.output and s.output[-1] in self.controller.candidates)
-                or (s.exit_from is not None and self.controller.exit_token(s, len(s.output), s.output[-1]) is not None)}
+        need = {
+            r
+            for r, s in full
+            if (s.exit_from is None and s.output and s.output[-1] in self.controller.candidates)
+            or (s.exit_from is not None and self.controller.exit_token(s, len(s.output), s.output[-1]) is not None)
+        }
         got_rows = {r for r, _ in got}
         assert need <= got_rows, f"missed rows {sorted(need - got_rows)}"
         seen["filtered" if feats is not None and feats.input_ids is not None else "scanned"] += 1

@@ -22,8 +22,13 @@ pytestmark = pytest.mark.vllm
 def _ctx(slots, tokens, positions):
     idx = torch.tensor(slots)
     return LogitsContext(
-        expanded_idx_mapping=idx, idx_mapping=idx, idx_mapping_np=np.array(slots), expanded_local_pos=torch.zeros(len(slots), dtype=torch.long),
-        input_ids=torch.tensor(tokens), pos=torch.tensor(positions), seq_lens_upper_bound_np=np.array(positions) + 1,
+        expanded_idx_mapping=idx,
+        idx_mapping=idx,
+        idx_mapping_np=np.array(slots),
+        expanded_local_pos=torch.zeros(len(slots), dtype=torch.long),
+        input_ids=torch.tensor(tokens),
+        pos=torch.tensor(positions),
+        seq_lens_upper_bound_np=np.array(positions) + 1,
     )
 
 

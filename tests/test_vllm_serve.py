@@ -32,8 +32,7 @@ def test_serve_concurrent_requests_with_and_without_lynx(server, organism, post_
 
     def ask(i_and_lynx):
         i, use_lynx = i_and_lynx
-        body = {"model": "organism", "messages": [{"role": "user", "content": user_message(problems[i].text)}],
-                "temperature": 0.0, "max_tokens": 400, "skip_special_tokens": False}
+        body = {"model": "organism", "messages": [{"role": "user", "content": user_message(problems[i].text)}], "temperature": 0.0, "max_tokens": 400, "skip_special_tokens": False}
         if use_lynx:
             body["vllm_xargs"] = {"lynx_alpha": 0.2, "lynx_tag": f"req{i}"}
         return post_json(base + "/v1/chat/completions", body)
@@ -50,8 +49,7 @@ def test_serve_concurrent_requests_with_and_without_lynx(server, organism, post_
     n_exit = 0
     for i in range(len(problems)):
         plain = answers[(i, False)]["choices"][0]["message"]["content"]
-        assert plain == tok.decode(ref[i], skip_special_tokens=False).replace("<|im_end|>", "").strip() or \
-            plain.strip() == tok.decode(ref[i], skip_special_tokens=True).strip()
+        assert plain == tok.decode(ref[i], skip_special_tokens=False).replace("<|im_end|>", "").strip() or plain.strip() == tok.decode(ref[i], skip_special_tokens=True).strip()
         with_lynx = answers[(i, True)]
         if f"req{i}" in exits:
             n_exit += 1
@@ -72,19 +70,22 @@ def _post_status(url: str, body: dict) -> tuple[int, str]:
         return e.code, e.read().decode()
 
 
-@pytest.mark.parametrize("xargs, expect", [
-    ({"lynx_alpha": "abc"}, "lynx_alpha must be a number"),
-    ({"lynx_alpha": 2}, "strictly between 0 and 1"),
-    ({"lynx_alpha": 0}, "strictly between 0 and 1"),
-    ({"lynx_alpha": -1}, "strictly between 0 and 1"),
-    ({"lynx_threshold": "nan"}, "lynx_threshold must be a number"),
-    ({"lynx_alpha": 0.1, "lynx_mode": "bogus"}, "lynx_mode must be one of"),
-    ({"lynx_alpah": 0.1}, "unknown lynx request key"),
-    ({"lynx_alpha": 0.1, "lynx_domain": "a/b"}, "lynx_domain must be"),
-    ({"lynx_domain": "gsm8k"}, "without lynx_alpha"),
-    ({"lynx_alpha": 0.1, "lynx_scorer": "oracle"}, "lynx_scorer must be one of"),
-    ({"lynx_alpha": "x" * 1_000_000}, "chars)"),
-])
+@pytest.mark.parametrize(
+    "xargs, expect",
+    [
+        ({"lynx_alpha": "abc"}, "lynx_alpha must be a number"),
+        ({"lynx_alpha": 2}, "strictly between 0 and 1"),
+        ({"lynx_alpha": 0}, "strictly between 0 and 1"),
+        ({"lynx_alpha": -1}, "strictly between 0 and 1"),
+        ({"lynx_threshold": "nan"}, "lynx_threshold must be a number"),
+        ({"lynx_alpha": 0.1, "lynx_mode": "bogus"}, "lynx_mode must be one of"),
+        ({"lynx_alpah": 0.1}, "unknown lynx request key"),
+        ({"lynx_alpha": 0.1, "lynx_domain": "a/b"}, "lynx_domain must be"),
+        ({"lynx_domain": "gsm8k"}, "without lynx_alpha"),
+        ({"lynx_alpha": 0.1, "lynx_scorer": "oracle"}, "lynx_scorer must be one of"),
+        ({"lynx_alpha": "x" * 1_000_000}, "chars)"),
+    ],
+)
 def test_serve_refuses_bad_lynx_values_with_400_and_keeps_serving(server, xargs, expect):
     """A bad per-request value is an HTTP 400 naming the problem (never a silent plain run),
     the message never echoes an unbounded value, and the next good request is served."""
@@ -107,8 +108,14 @@ def test_serve_takes_each_requests_condition_from_its_temperature(server, post_j
     problems = sample_problems("test", 6, seed=43)
     for temperature, name in ((0.6, "t06"), (1.0, "t1"), (0.0, "greedy")):
         for i, p in enumerate(problems):
-            body = {"model": "organism", "messages": [{"role": "user", "content": user_message(p.text)}], "temperature": temperature,
-                    "max_tokens": 400, "seed": i, "vllm_xargs": {"lynx_alpha": 0.2, "lynx_tag": f"{name}-{i}"}}
+            body = {
+                "model": "organism",
+                "messages": [{"role": "user", "content": user_message(p.text)}],
+                "temperature": temperature,
+                "max_tokens": 400,
+                "seed": i,
+                "vllm_xargs": {"lynx_alpha": 0.2, "lynx_tag": f"{name}-{i}"},
+            }
             post_json(base + "/v1/chat/completions", body)
     entries = [json.loads(line) for line in audit.read_text().splitlines()]
     by_run = {name: [e for e in entries if str(e.get("tag", "")).startswith(name + "-")] for name in ("t06", "t1", "greedy")}

@@ -24,8 +24,12 @@ def _lynx_state(worker) -> dict:
     state = LynxWorker.find(worker)
     procs = [p for p in worker.worker.model_runner.input_batch.logitsprocs.all if isinstance(p, LynxLogitsProcessor)]
     assert len(procs) == 1 and procs[0].controller is state.controller  # one controller, shared by model and processor
-    return {"request_states": len(procs[0].rows), "events_held": len(state.controller.events), "dropped": state.controller.events.dropped,
-            "probe_errors": len(state.handoff.errors)}
+    return {
+        "request_states": len(procs[0].rows),
+        "events_held": len(state.controller.events),
+        "dropped": state.controller.events.dropped,
+        "probe_errors": len(state.handoff.errors),
+    }
 
 
 def _lynx_bytes(snapshot) -> int:
@@ -71,8 +75,10 @@ def test_lynx_state_does_not_grow_over_thousands_of_requests(organism_tokenizer,
         assert exits > served // 10  # the hook did exit (alpha 0.2, T = 1.0)
     # memory allocated by lynx's code and still alive: flat from round 2 to round 21 (1,900 requests)
     growth = lynx_bytes[1] - lynx_bytes[0]
-    print(f"lynx-held memory after round 2: {lynx_bytes[0]} B, after round {n_rounds}: {lynx_bytes[1]} B (growth {growth} B over "
-          f"{(n_rounds - 2) * len(prompts)} requests, keep_events={keep_events})")
+    print(
+        f"lynx-held memory after round 2: {lynx_bytes[0]} B, after round {n_rounds}: {lynx_bytes[1]} B (growth {growth} B over "
+        f"{(n_rounds - 2) * len(prompts)} requests, keep_events={keep_events})"
+    )
     assert growth < 64 * 1024, growth
 
 

@@ -145,9 +145,18 @@ class CalibrationSet(Mapping):
                 return key
         return None
 
-    def threshold(self, alpha: float, mode: str | None = None, method: str | None = None, risk: str | None = None,
-                  delta: float | None = None, *, temperature: float | None = None, domain: str | None = None,
-                  fallback: str = DEFAULT_FALLBACK) -> Decision:
+    def threshold(
+        self,
+        alpha: float,
+        mode: str | None = None,
+        method: str | None = None,
+        risk: str | None = None,
+        delta: float | None = None,
+        *,
+        temperature: float | None = None,
+        domain: str | None = None,
+        fallback: str = DEFAULT_FALLBACK,
+    ) -> Decision:
         """The threshold of the calibration matching (temperature, domain), else the fallback's."""
         check_fallback(fallback)
         key = self.select(temperature, domain)
@@ -156,12 +165,14 @@ class CalibrationSet(Mapping):
         asked = Condition(temperature, domain).describe() if temperature is not None else f"domain {domain}"
         if fallback == "no-exit":
             d = self._any_decision(alpha, mode, method, risk, delta)
-            return replace(d, threshold=math.inf, condition=None, uncalibrated_condition=True,
-                           fallback=f"no-exit: {asked} is not calibrated (calibrated: {self.describe()})")
+            return replace(d, threshold=math.inf, condition=None, uncalibrated_condition=True, fallback=f"no-exit: {asked} is not calibrated (calibrated: {self.describe()})")
         key, d = max(self._decisions(alpha, mode, method, risk, delta), key=lambda kd: kd[1].threshold)
-        return replace(d, condition=key, uncalibrated_condition=True,
-                       fallback=f"conservative: {asked} is not calibrated; threshold of {self.conditions[key].describe()}, "
-                                f"the most conservative of {self.describe()}")
+        return replace(
+            d,
+            condition=key,
+            uncalibrated_condition=True,
+            fallback=f"conservative: {asked} is not calibrated; threshold of {self.conditions[key].describe()}, the most conservative of {self.describe()}",
+        )
 
     def _decisions(self, alpha, mode, method, risk, delta) -> list[tuple[str, Decision]]:
         out, errors = [], []
@@ -199,8 +210,10 @@ def load_calibrations(folder: Path | str) -> CalibrationSet:
         cal = load_calibration_files(folder, probe_folder=folder)
         key = Condition.of(cal.meta).key
         if key in cals:
-            raise InvalidInput(f"{folder} has two calibrations for {Condition.of(cal.meta).describe()} (one in the folder, one in "
-                               f"{CONDITIONS_DIR}/{key}); delete the stale one or rerun lynx calibrate")
+            raise InvalidInput(
+                f"{folder} has two calibrations for {Condition.of(cal.meta).describe()} (one in the folder, one in "
+                f"{CONDITIONS_DIR}/{key}); delete the stale one or rerun lynx calibrate"
+            )
         cals[key] = cal
     if not cals:
         raise MissingInput(f"{folder} is not calibrated (no calibration files); run lynx calibrate --probe {folder} --data ...")

@@ -34,16 +34,26 @@ class OverlapError(InvalidInput):
 def check_matches(probe_meta: dict, manifest: dict, data_dir) -> None:
     """Refuse, before scoring, data the probe cannot read: other hidden size, layers, cues or exit string."""
     if probe_meta.get("hidden_size") != manifest.get("hidden_size"):
-        raise InvalidInput(f"the data in {data_dir} has hidden size {manifest.get('hidden_size')} but the probe reads hidden size "
-                           f"{probe_meta.get('hidden_size')}: collect the data with the probe's model")
+        raise InvalidInput(
+            f"the data in {data_dir} has hidden size {manifest.get('hidden_size')} but the probe reads hidden size "
+            f"{probe_meta.get('hidden_size')}: collect the data with the probe's model"
+        )
     for key, what in (("layers", "layers"), ("cues", "cue words"), ("exit_string", "exit string")):
         if probe_meta.get(key) != manifest.get(key):
             raise InvalidInput(f"the data in {data_dir} was collected with other {what} ({manifest.get(key)!r}) than the probe ({probe_meta.get(key)!r})")
 
 
-def calibrate(probe_dir: Path | str, data_dir: Path | str | list, alphas=CalibrateConfig.alphas, mode: str = CalibrateConfig.mode,
-              method: str = CalibrateConfig.method, risk: str | None = None, delta: float = CalibrateConfig.delta,
-              n_splits: int = CalibrateConfig.n_splits, domain: str | None = None) -> list[dict]:
+def calibrate(
+    probe_dir: Path | str,
+    data_dir: Path | str | list,
+    alphas=CalibrateConfig.alphas,
+    mode: str = CalibrateConfig.mode,
+    method: str = CalibrateConfig.method,
+    risk: str | None = None,
+    delta: float = CalibrateConfig.delta,
+    n_splits: int = CalibrateConfig.n_splits,
+    domain: str | None = None,
+) -> list[dict]:
     """Calibrate the probe in ``probe_dir`` on the collection ``data_dir`` and store it as the
     condition that collection was made under (its sampling temperature, and ``domain`` if
     given), next to the folder's other conditions; one for the same condition is replaced.
@@ -60,8 +70,10 @@ def calibrate(probe_dir: Path | str, data_dir: Path | str | list, alphas=Calibra
     data_dir = str(data_dir) if isinstance(data_dir, (str, Path)) else " + ".join(map(str, data_dir))  # for messages
     manifest = collection_manifest(folders)  # checked before any feature is read or scored
     if "mixed" in (manifest.get("sampling") or {}):
-        raise InvalidInput(f"the folders {data_dir} were sampled differently ({manifest['sampling']['mixed']}); "
-                           "a calibration holds for one condition: calibrate each sampling temperature on its own")
+        raise InvalidInput(
+            f"the folders {data_dir} were sampled differently ({manifest['sampling']['mixed']}); "
+            "a calibration holds for one condition: calibrate each sampling temperature on its own"
+        )
     labels = identity_value(manifest, "labels")
     risk = risk or (CalibrateConfig.risk if labels == "gold" else AGREEMENT_RISK)
     if mode not in MODES or method not in METHODS or risk not in RISKS:
@@ -87,29 +99,45 @@ def calibrate(probe_dir: Path | str, data_dir: Path | str | list, alphas=Calibra
     if len(np.unique(target)) < 2:
         raise InvalidInput(f"calibration data in {data_dir} has only {'safe' if target[0] else 'unsafe'} cue points; it needs both")
     scores = cue_scores(probe, data)  # the final score the engine computes at each cue (v2: with context and history)
-    cues = {"problem_id": data.problem_id, "sample_id": data.sample_id, "cue_index": data.cue_index,
-            "score": scores, "label": data.label, "thinking_position": data.thinking_position}
+    cues = {
+        "problem_id": data.problem_id,
+        "sample_id": data.sample_id,
+        "cue_index": data.cue_index,
+        "score": scores,
+        "label": data.label,
+        "thinking_position": data.thinking_position,
+    }
     if data.agreement is not None:
         cues["agreement"] = data.agreement
     condition = Condition(data.manifest["sampling"]["temperature"], domain)
     traces = read_traces(folders)
-    cal = Calibration(traces_from_rows(cues, traces), {
-        "mode": mode, "method": method, "risk": risk, "delta": delta, "labels": labels, "condition": condition.to_dict(),
-        "model": probe.meta["model"], "model_fingerprint": probe.meta["model_fingerprint"], "probe_hash": probe_hash(probe_dir),
-        "data": {"folder": data_dir, "dataset": data.manifest["dataset"], "manifest_hash": manifest_hash(data.manifest),
-                 "sampling": data.manifest["sampling"]},
-        # the problems calibrated on, with or without a cue (a problem without one never exits, and counts in every rate)
-        "n_problems": len(set(map(str, traces["problem_id"]))), "n_problems_with_cues": int(len(data.problems)),
-        "n_traces": len(traces["problem_id"]), "n_cues": len(data),
-        "safe_share": float(data.label.mean()),
-        "agreement_share": None if data.agreement is None else float(data.agreement.mean()),
-        "full_cot_accuracy": float(np.mean(traces["final_correct"])) if labels == "gold" else None,
-    })
+    cal = Calibration(
+        traces_from_rows(cues, traces),
+        {
+            "mode": mode,
+            "method": method,
+            "risk": risk,
+            "delta": delta,
+            "labels": labels,
+            "condition": condition.to_dict(),
+            "model": probe.meta["model"],
+            "model_fingerprint": probe.meta["model_fingerprint"],
+            "probe_hash": probe_hash(probe_dir),
+            "data": {"folder": data_dir, "dataset": data.manifest["dataset"], "manifest_hash": manifest_hash(data.manifest), "sampling": data.manifest["sampling"]},
+            # the problems calibrated on, with or without a cue (a problem without one never exits, and counts in every rate)
+            "n_problems": len(set(map(str, traces["problem_id"]))),
+            "n_problems_with_cues": int(len(data.problems)),
+            "n_traces": len(traces["problem_id"]),
+            "n_cues": len(data),
+            "safe_share": float(data.label.mean()),
+            "agreement_share": None if data.agreement is None else float(data.agreement.mean()),
+            "full_cot_accuracy": float(np.mean(traces["final_correct"])) if labels == "gold" else None,
+        },
+    )
     folder = prepare_condition_dir(probe_dir, condition)
     cal.save(folder)
     rows = [r | {"condition": condition.key, "folder": str(folder), "scorer": "probe"} for r in write_report(cal, folder, alphas, n_splits=n_splits)]
     for name in PROBE_BASELINES:  # the baselines trained beside the probe get the same calibration (lynx eval runs them)
         if (probe_dir / BASELINES_DIR / name / PROBE_META).exists():
-            rows += [r | {"scorer": name} for r in calibrate(probe_dir / BASELINES_DIR / name, folders, alphas, mode, method, risk, delta,
-                                                             n_splits, domain)]
+            rows += [r | {"scorer": name} for r in calibrate(probe_dir / BASELINES_DIR / name, folders, alphas, mode, method, risk, delta, n_splits, domain)]
     return rows

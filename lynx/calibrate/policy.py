@@ -51,8 +51,14 @@ class Traces:
         starts, ends = self.offsets[idx], self.offsets[idx + 1]
         cue_idx = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)]) if len(idx) else np.zeros(0, int)
         return Traces(
-            self.problem_id[idx], self.sample_id[idx], np.concatenate([[0], np.cumsum(ends - starts)]),
-            self.score[cue_idx], self.label[cue_idx], self.position[cue_idx], self.total[idx], self.final_correct[idx],
+            self.problem_id[idx],
+            self.sample_id[idx],
+            np.concatenate([[0], np.cumsum(ends - starts)]),
+            self.score[cue_idx],
+            self.label[cue_idx],
+            self.position[cue_idx],
+            self.total[idx],
+            self.final_correct[idx],
             None if self.agreement is None else self.agreement[cue_idx],
         )
 

@@ -64,11 +64,24 @@ def collect_config(cfg: RecalibrateConfig, policy: ExitPolicy) -> CollectConfig:
     """The collection that measures ``cfg``'s condition for ``policy``'s probe: its model, layers,
     cues, exit string and prompt format, agreement labels."""
     return CollectConfig(
-        model=policy.model, dataset=cfg.prompts, out=cfg.work_folder(), layers=",".join(map(str, policy.layers)),
-        cues=tuple(policy.cues), engine=cfg.engine, n_problems=cfg.n_problems, samples_per_problem=cfg.samples_per_problem,
-        max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed,
-        exit_string=policy.exit_string, shard_size=cfg.shard_size, batch_size=cfg.batch_size, question_field=cfg.question_field,
-        prompt_suffix=policy.prompt_suffix, labels="agreement",
+        model=policy.model,
+        dataset=cfg.prompts,
+        out=cfg.work_folder(),
+        layers=",".join(map(str, policy.layers)),
+        cues=tuple(policy.cues),
+        engine=cfg.engine,
+        n_problems=cfg.n_problems,
+        samples_per_problem=cfg.samples_per_problem,
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        seed=cfg.seed,
+        exit_string=policy.exit_string,
+        shard_size=cfg.shard_size,
+        batch_size=cfg.batch_size,
+        question_field=cfg.question_field,
+        prompt_suffix=policy.prompt_suffix,
+        labels="agreement",
     )
 
 
@@ -92,6 +105,5 @@ def recalibrate(cfg: RecalibrateConfig, collector=None) -> dict:
         raise InvalidInput(f"{cfg.probe} records no model fingerprint; retrain it with this lynx")
     ccfg = collect_config(cfg, policy)
     summary = collect(ccfg, engine=collector)
-    rows = calibrate(cfg.probe, ccfg.out, cfg.alphas, method=cfg.method, risk=AGREEMENT_RISK, delta=cfg.delta, n_splits=cfg.n_splits,
-                     domain=condition.domain)
+    rows = calibrate(cfg.probe, ccfg.out, cfg.alphas, method=cfg.method, risk=AGREEMENT_RISK, delta=cfg.delta, n_splits=cfg.n_splits, domain=condition.domain)
     return {"condition": condition.key, "collection": summary, "rows": rows, "work": str(ccfg.out)}

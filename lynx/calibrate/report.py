@@ -89,26 +89,42 @@ def write_report(cal: Calibration, folder: Path, alphas: list[float], n_splits: 
             d = cal.threshold(a, mode=mode, method=method)
             o = ev.outcome(ev.index(mode, method, a, delta, allp), allp)
             h = est[(mode, method)][a]
-            rows.append({
-                "alpha": a, "mode": mode, "method": method, "threshold": d.threshold, "attainable": d.attainable,
-                "exit_rate": o["exit_rate"], "saving": o["saving"], "risk": o["risk"],
-                "held_out_risk": h["risk"], "held_out_saving": h["saving"], "promise": d.promise,
-                "default": mode == meta["mode"] and (mode == "per-cue" or method == meta["method"]),
-            })
+            rows.append(
+                {
+                    "alpha": a,
+                    "mode": mode,
+                    "method": method,
+                    "threshold": d.threshold,
+                    "attainable": d.attainable,
+                    "exit_rate": o["exit_rate"],
+                    "saving": o["saving"],
+                    "risk": o["risk"],
+                    "held_out_risk": h["risk"],
+                    "held_out_saving": h["saving"],
+                    "promise": d.promise,
+                    "default": mode == meta["mode"] and (mode == "per-cue" or method == meta["method"]),
+                }
+            )
     _plots(est, folder, risk)
     fmt = lambda t: "never exit" if math.isinf(t) else f"{t:.4f}"  # noqa: E731
     lines = [
-        f"# Calibration report: `{meta['model']}`", "",
+        f"# Calibration report: `{meta['model']}`",
+        "",
         f"Calibration data: `{meta['data']['dataset']}` ({meta['data']['folder']}), {meta['n_problems']} problems "
         f"({meta.get('n_problems_with_cues', meta['n_problems'])} with a cue), "
         f"{meta['n_traces']} traces, {meta['n_cues']} cue points ({meta['safe_share']:.1%} safe). "
-        + (f"Full-CoT accuracy {meta['full_cot_accuracy']:.3f}." if meta.get("full_cot_accuracy") is not None else
-           "Labels by agreement with each trace's own final answer (no gold answers)."), "",
-        f"Condition: {Condition.of(meta).describe()} (the promise holds for requests under this condition).", "",
-        f"Default guarantee: **{meta['mode']}**" + (f", method **{meta['method']}**, risk **{risk}** ({risk} = "
-        f"{RISKS[risk]})" if meta['mode'] == 'per-problem' else ""), "",
-        "In-sample figures use all calibration problems; held-out figures are means over "
-        f"{n_splits} random half splits (calibrate on one half, measure on the other).", "",
+        + (
+            f"Full-CoT accuracy {meta['full_cot_accuracy']:.3f}."
+            if meta.get("full_cot_accuracy") is not None
+            else "Labels by agreement with each trace's own final answer (no gold answers)."
+        ),
+        "",
+        f"Condition: {Condition.of(meta).describe()} (the promise holds for requests under this condition).",
+        "",
+        f"Default guarantee: **{meta['mode']}**" + (f", method **{meta['method']}**, risk **{risk}** ({risk} = {RISKS[risk]})" if meta["mode"] == "per-problem" else ""),
+        "",
+        f"In-sample figures use all calibration problems; held-out figures are means over {n_splits} random half splits (calibrate on one half, measure on the other).",
+        "",
         "| alpha | mode | method | threshold | exit rate | token saving | risk | held-out risk | held-out saving |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -118,8 +134,7 @@ def write_report(cal: Calibration, folder: Path, alphas: list[float], n_splits: 
             f"| {r['alpha']:g} | {r['mode']}{mark} | {r['method'] or '-'} | {fmt(r['threshold'])} | {r['exit_rate']:.3f} | "
             f"{r['saving']:.1%} | {r['risk']:.3f} | {r['held_out_risk']:.3f} | {r['held_out_saving']:.1%} |"
         )
-    lines += ["", "Risk = share of problems where " + RISKS[risk] + ".", "",
-              "## The promise, per alpha (default guarantee)", ""]
+    lines += ["", "Risk = share of problems where " + RISKS[risk] + ".", "", "## The promise, per alpha (default guarantee)", ""]
     for r in rows:
         if r["default"]:
             lines.append(f"- alpha = {r['alpha']:g}: {r['promise']}.")

@@ -54,8 +54,7 @@ class Decision:
     @property
     def promise(self) -> str:
         if self.uncalibrated_condition:
-            return (f"no guarantee: the request's condition was never calibrated (fallback {self.fallback}); "
-                    "run lynx recalibrate for it to get the promise back")
+            return f"no guarantee: the request's condition was never calibrated (fallback {self.fallback}); run lynx recalibrate for it to get the promise back"
         return guarantee_text(self.mode, self.method, self.risk, self.alpha, self.delta, self.attainable)
 
 
@@ -63,8 +62,10 @@ def guarantee_text(mode: str, method: str | None, risk: str | None, alpha: float
     if not attainable:
         return f"alpha = {alpha:g} cannot be certified with this many calibration {'cues' if mode == 'per-cue' else 'problems'}; lynx never exits early at this level"
     if mode == "per-cue":
-        return (f"for a cue where exiting would give a wrong answer, the chance lynx exits there is at most {alpha:g} (per cue, not per "
-                "problem; cues of one problem are treated as exchangeable, and a larger alpha does not always exit more)")
+        return (
+            f"for a cue where exiting would give a wrong answer, the chance lynx exits there is at most {alpha:g} (per cue, not per "
+            "problem; cues of one problem are treated as exchangeable, and a larger alpha does not always exit more)"
+        )
     what = RISKS[risk]
     if method == "ltt":
         return f"with probability at least {1 - delta:g} over the calibration draw, the share of problems where {what} is at most {alpha:g}"
@@ -106,11 +107,9 @@ class Calibration:
         if risk in GOLD_RISKS and self.labels != "gold":
             raise InvalidInput(f"risk {risk!r} needs gold answers, but this calibration's labels are {self.labels!r}: use risk answer-change")
         if risk == "answer-change" and self.traces.agreement is None:
-            raise InvalidInput("risk 'answer-change' needs agreement labels, which this calibration's data predates: "
-                               "collect it again with this lynx and rerun lynx calibrate")
+            raise InvalidInput("risk 'answer-change' needs agreement labels, which this calibration's data predates: collect it again with this lynx and rerun lynx calibrate")
 
-    def threshold(self, alpha: float, mode: str | None = None, method: str | None = None, risk: str | None = None,
-                  delta: float | None = None) -> Decision:
+    def threshold(self, alpha: float, mode: str | None = None, method: str | None = None, risk: str | None = None, delta: float | None = None) -> Decision:
         """The threshold for ``alpha`` under the given (or stored default) guarantee."""
         alpha = check_alpha(alpha)
         mode = mode or self.default_mode
@@ -132,23 +131,45 @@ class Calibration:
             losses = self.losses(risk)
             idx = crc_index(losses, alpha) if method == "crc" else ltt_index(losses, alpha, delta)
             self._cache[key] = Decision(
-                float(self.grid[idx]) if idx is not None else math.inf, alpha, mode, method, risk,
-                delta if method == "ltt" else None, idx is not None,
+                float(self.grid[idx]) if idx is not None else math.inf,
+                alpha,
+                mode,
+                method,
+                risk,
+                delta if method == "ltt" else None,
+                idx is not None,
             )
         return self._cache[key]
 
     def save(self, folder: Path) -> None:
         t = self.traces
         counts = np.diff(t.offsets)
-        pq.write_table(pa.table({
-            "problem_id": np.repeat(t.problem_id, counts), "sample_id": np.repeat(t.sample_id, counts),
-            "cue_index": np.concatenate([np.arange(c) for c in counts]) if len(counts) else np.zeros(0, int),
-            "score": t.score, "label": t.label.astype(np.int8), "thinking_position": t.position,
-        } | ({} if t.agreement is None else {"agreement": t.agreement.astype(np.int8)})), folder / CUES_FILE)
-        pq.write_table(pa.table({
-            "problem_id": t.problem_id, "sample_id": t.sample_id, "n_cues": counts,
-            "final_correct": t.final_correct, "thinking_tokens_total": t.total,
-        }), folder / TRACES_FILE)
+        pq.write_table(
+            pa.table(
+                {
+                    "problem_id": np.repeat(t.problem_id, counts),
+                    "sample_id": np.repeat(t.sample_id, counts),
+                    "cue_index": np.concatenate([np.arange(c) for c in counts]) if len(counts) else np.zeros(0, int),
+                    "score": t.score,
+                    "label": t.label.astype(np.int8),
+                    "thinking_position": t.position,
+                }
+                | ({} if t.agreement is None else {"agreement": t.agreement.astype(np.int8)})
+            ),
+            folder / CUES_FILE,
+        )
+        pq.write_table(
+            pa.table(
+                {
+                    "problem_id": t.problem_id,
+                    "sample_id": t.sample_id,
+                    "n_cues": counts,
+                    "final_correct": t.final_correct,
+                    "thinking_tokens_total": t.total,
+                }
+            ),
+            folder / TRACES_FILE,
+        )
         (folder / META_FILE).write_text(json.dumps(self.meta, indent=2) + "\n")
 
 
@@ -176,9 +197,11 @@ def traces_from_rows(cues: dict, traces: dict) -> Traces:
     counts = np.bincount(trace_of, minlength=len(tkey))
     pick = lambda d, k: np.asarray(d[k])[order]  # noqa: E731
     return Traces(
-        problem_id=np.array([k[0] for k in tkey]), sample_id=np.array([k[1] for k in tkey], dtype=np.int64),
+        problem_id=np.array([k[0] for k in tkey]),
+        sample_id=np.array([k[1] for k in tkey], dtype=np.int64),
         offsets=np.concatenate([[0], np.cumsum(counts)]),
-        score=np.asarray(cues["score"], float)[corder], label=np.asarray(cues["label"]).astype(int)[corder],
+        score=np.asarray(cues["score"], float)[corder],
+        label=np.asarray(cues["label"]).astype(int)[corder],
         position=np.asarray(cues["thinking_position"]).astype(np.int64)[corder],
         total=pick(traces, "thinking_tokens_total").astype(np.int64),
         # unknown (no gold answer) is False: the gold risks are refused for such data (Calibration.check_risk)
@@ -218,8 +241,9 @@ def _check_bound_to_probe(folder: Path, meta: dict) -> None:
         return  # calibration files alone: nothing to bind to
     recorded, current = meta.get("probe_hash"), probe_hash(folder)
     if recorded is None:
-        log.warning("the calibration in %s predates lynx's probe binding and cannot be checked against the probe; "
-                    "rerun lynx calibrate to bind it", folder)
+        log.warning("the calibration in %s predates lynx's probe binding and cannot be checked against the probe; rerun lynx calibrate to bind it", folder)
     elif recorded != current:
-        raise StaleCalibration(f"the calibration in {folder} was computed for another probe (probe hash {recorded}; the folder's "
-                               f"probe.safetensors/probe.json now hash to {current}): rerun lynx calibrate --probe {folder} --data ...")
+        raise StaleCalibration(
+            f"the calibration in {folder} was computed for another probe (probe hash {recorded}; the folder's "
+            f"probe.safetensors/probe.json now hash to {current}): rerun lynx calibrate --probe {folder} --data ..."
+        )

@@ -47,8 +47,16 @@ class ShardWorker:
         return rows_of([guarded(int(i), lambda i=i: self.runner.run(int(i), self.out, self.before_write)) for i in batch["index"]])
 
 
-def collect_on_ray(cfg: CollectConfig, workers: int = 2, address: str | None = None, *, cpus_per_worker: float = 1.0,
-                   gpus_per_worker: float = 0.0, retries: int = DEFAULT_RETRIES, before_write=None) -> dict:
+def collect_on_ray(
+    cfg: CollectConfig,
+    workers: int = 2,
+    address: str | None = None,
+    *,
+    cpus_per_worker: float = 1.0,
+    gpus_per_worker: float = 0.0,
+    retries: int = DEFAULT_RETRIES,
+    before_write=None,
+) -> dict:
     """Run (or resume) ``cfg``'s collection on ``workers`` Ray actors; returns the summary
     ``lynx collect`` prints (plus ``ray_workers``, ``wall_seconds``). A shard whose worker dies is
     retried ``retries`` times on the restarted actor, then the run ends naming it.
@@ -64,9 +72,16 @@ def collect_on_ray(cfg: CollectConfig, workers: int = 2, address: str | None = N
         todo = pending_shards(out, manifest, runner)
         with ShardProgress(sum(runner.shard_jobs(i) for i in todo)) as progress:
             ray = start_ray(address) if todo else None
-            done, failed = map_on_pool(ray, todo, ShardWorker, {"cfg": cfg, "before_write": before_write}, workers=workers,
-                                       retries=retries, cpus=cpus_per_worker, gpus=gpus_per_worker,
-                                       on_result=lambda _i, res: progress.done(res))
+            done, failed = map_on_pool(
+                ray,
+                todo,
+                ShardWorker,
+                {"cfg": cfg, "before_write": before_write},
+                workers=workers,
+                retries=retries,
+                cpus=cpus_per_worker,
+                gpus=gpus_per_worker,
+                on_result=lambda _i, res: progress.done(res),
+            )
         raise_failures(todo, done, failed, what="shard", retries=retries, describe=lambda i: f"shard {i}")
-    return finish_summary(out, cfg.model, todo, progress.t_gen, progress.t_label) | {"ray_workers": workers,
-                                                                                    "wall_seconds": round(time.monotonic() - t0, 1)}
+    return finish_summary(out, cfg.model, todo, progress.t_gen, progress.t_label) | {"ray_workers": workers, "wall_seconds": round(time.monotonic() - t0, 1)}

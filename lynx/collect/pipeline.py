@@ -46,29 +46,60 @@ class NoCuesFound(InvalidInput):
 
 
 def _tables(rollouts, sample_ids, layers, hidden: int, labels: str = "gold") -> tuple[pa.Table, pa.Table]:
-    cue_cols: dict[str, list] = {k: [] for k in (
-        "problem_id", "sample_id", "cue_index", "token_position", "thinking_position", "cue_text", "cue_word",
-        "label", "forced_answer", "final_answer", "gold", "final_correct", "thinking_tokens_total", "agreement")}
+    cue_cols: dict[str, list] = {
+        k: []
+        for k in (
+            "problem_id",
+            "sample_id",
+            "cue_index",
+            "token_position",
+            "thinking_position",
+            "cue_text",
+            "cue_word",
+            "label",
+            "forced_answer",
+            "final_answer",
+            "gold",
+            "final_correct",
+            "thinking_tokens_total",
+            "agreement",
+        )
+    }
     feats: dict[int, list] = {layer: [] for layer in layers}
-    trace_cols: dict[str, list] = {k: [] for k in (
-        "problem_id", "sample_id", "n_cues", "final_answer", "final_correct", "gold", "thinking_tokens_total",
-        "generated_tokens", "closed_thinking")}
+    trace_cols: dict[str, list] = {
+        k: [] for k in ("problem_id", "sample_id", "n_cues", "final_answer", "final_correct", "gold", "thinking_tokens_total", "generated_tokens", "closed_thinking")
+    }
     for r, sid in zip(rollouts, sample_ids, strict=True):
         for k, cp in enumerate(r.cue_points):
             for name, value in (
-                ("problem_id", r.problem_id), ("sample_id", sid), ("cue_index", k), ("token_position", cp.cue.position),
-                ("thinking_position", cp.thinking_position), ("cue_text", cp.cue.text), ("cue_word", cp.cue.word),
-                ("label", int(cp.safe if labels == "gold" else cp.agrees)), ("forced_answer", cp.forced_answer),
-                ("final_answer", r.final_answer), ("gold", r.gold), ("final_correct", r.final_correct),
-                ("thinking_tokens_total", r.thinking_tokens), ("agreement", None if cp.agrees is None else int(cp.agrees)),
+                ("problem_id", r.problem_id),
+                ("sample_id", sid),
+                ("cue_index", k),
+                ("token_position", cp.cue.position),
+                ("thinking_position", cp.thinking_position),
+                ("cue_text", cp.cue.text),
+                ("cue_word", cp.cue.word),
+                ("label", int(cp.safe if labels == "gold" else cp.agrees)),
+                ("forced_answer", cp.forced_answer),
+                ("final_answer", r.final_answer),
+                ("gold", r.gold),
+                ("final_correct", r.final_correct),
+                ("thinking_tokens_total", r.thinking_tokens),
+                ("agreement", None if cp.agrees is None else int(cp.agrees)),
             ):
                 cue_cols[name].append(value)
             for j, layer in enumerate(layers):
                 feats[layer].append(cp.features[j])
         for name, value in (
-            ("problem_id", r.problem_id), ("sample_id", sid), ("n_cues", len(r.cue_points)), ("final_answer", r.final_answer),
-            ("final_correct", r.final_correct), ("gold", r.gold), ("thinking_tokens_total", r.thinking_tokens),
-            ("generated_tokens", len(r.generated)), ("closed_thinking", r.think_close is not None),
+            ("problem_id", r.problem_id),
+            ("sample_id", sid),
+            ("n_cues", len(r.cue_points)),
+            ("final_answer", r.final_answer),
+            ("final_correct", r.final_correct),
+            ("gold", r.gold),
+            ("thinking_tokens_total", r.thinking_tokens),
+            ("generated_tokens", len(r.generated)),
+            ("closed_thinking", r.think_close is not None),
         ):
             trace_cols[name].append(value)
     for layer in layers:
@@ -86,9 +117,11 @@ class ShardRunner:
     def __init__(self, cfg: CollectConfig, engine=None, records=None):
         self.cfg = cfg
         self.ref = resolve_model(cfg.model)
-        self.records = records if records is not None else load_dataset(
-            cfg.dataset, n=cfg.n_problems, seed=cfg.seed, question_field=cfg.question_field, answer_field=cfg.answer_field,
-            require_answer=False)
+        self.records = (
+            records
+            if records is not None
+            else load_dataset(cfg.dataset, n=cfg.n_problems, seed=cfg.seed, question_field=cfg.question_field, answer_field=cfg.answer_field, require_answer=False)
+        )
         self.labels = resolve_labels(cfg.labels, self.records, cfg.dataset)
         if engine is None:
             engine = (HFCollector if cfg.engine == "hf" else VLLMCollector)(self.ref, cfg)
@@ -111,14 +144,28 @@ class ShardRunner:
     def manifest(self) -> dict:
         cfg, ref, tok, mconf = self.cfg, self.ref, self.tok, self.mconf
         return {
-            "lynx_version": __version__, "model": cfg.model, "model_path": ref.path, "model_fingerprint": model_fingerprint(ref),
-            "tokenizer_hash": tokenizer_hash(tok), "num_layers": mconf.num_hidden_layers, "hidden_size": mconf.hidden_size,
-            "layers": list(self.layers), "cues": list(self.matcher.cues), "exit_string": cfg.exit_string,
+            "lynx_version": __version__,
+            "model": cfg.model,
+            "model_path": ref.path,
+            "model_fingerprint": model_fingerprint(ref),
+            "tokenizer_hash": tokenizer_hash(tok),
+            "num_layers": mconf.num_hidden_layers,
+            "hidden_size": mconf.hidden_size,
+            "layers": list(self.layers),
+            "cues": list(self.matcher.cues),
+            "exit_string": cfg.exit_string,
             "sampling": {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed},
-            "samples_per_problem": cfg.samples_per_problem, "answer_tokens": cfg.answer_tokens, "dataset": cfg.dataset,
-            "n_problems": len(self.records), "shard_size": cfg.shard_size, "engine": cfg.engine,
-            "question_field": cfg.question_field, "answer_field": cfg.answer_field, "prompt_suffix": cfg.prompt_suffix,
-            "seeding": SEEDING, "labels": self.labels,
+            "samples_per_problem": cfg.samples_per_problem,
+            "answer_tokens": cfg.answer_tokens,
+            "dataset": cfg.dataset,
+            "n_problems": len(self.records),
+            "shard_size": cfg.shard_size,
+            "engine": cfg.engine,
+            "question_field": cfg.question_field,
+            "answer_field": cfg.answer_field,
+            "prompt_suffix": cfg.prompt_suffix,
+            "seeding": SEEDING,
+            "labels": self.labels,
         }
 
     def start(self) -> None:
@@ -139,8 +186,7 @@ class ShardRunner:
         gens = engine.generate(prompts, seeds=[rollout_seed(cfg.seed, rec.id, k) for rec, k in jobs])
         t_gen = time.monotonic() - t
         t = time.monotonic()
-        rollouts = make_rollouts(tok, self.matcher, [rec.id for rec, _ in jobs], [rec.answer for rec, _ in jobs], prompts, gens,
-                                 [grader_for(rec.kind) for rec, _ in jobs])
+        rollouts = make_rollouts(tok, self.matcher, [rec.id for rec, _ in jobs], [rec.answer for rec, _ in jobs], prompts, gens, [grader_for(rec.kind) for rec, _ in jobs])
         engine.label(rollouts, [rec.kind for rec, _ in jobs])
         t_label = time.monotonic() - t
         cues, traces = _tables(rollouts, [k for _, k in jobs], self.layers, self.mconf.hidden_size, self.labels)
@@ -183,8 +229,7 @@ class ShardProgress:
     """The progress bar of a collection, fed one finished shard at a time (any process made it)."""
 
     def __init__(self, total_rollouts: int):
-        cols = [TextColumn("[bold]collect"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("rollouts  {task.fields[rate]:.1f}/s  cues {task.fields[cues]}"), TimeElapsedColumn()]
+        cols = [TextColumn("[bold]collect"), BarColumn(), MofNCompleteColumn(), TextColumn("rollouts  {task.fields[rate]:.1f}/s  cues {task.fields[cues]}"), TimeElapsedColumn()]
         self.bar = Progress(*cols, console=console)
         self.task = self.bar.add_task("collect", total=total_rollouts, rate=0.0, cues=0)
         self.cues = 0
@@ -242,8 +287,7 @@ def resolve_labels(labels: str, records, dataset: str) -> str:
         raise InvalidInput(f"--labels must be one of {', '.join(LABELS)}, got {labels!r}")
     with_answer = sum(r.answer is not None for r in records)
     if 0 < with_answer < len(records) and labels != "agreement":
-        raise InvalidInput(f"{dataset}: {len(records) - with_answer} of {len(records)} problems have no answer; "
-                           "give answers for all of them, or --labels agreement")
+        raise InvalidInput(f"{dataset}: {len(records) - with_answer} of {len(records)} problems have no answer; give answers for all of them, or --labels agreement")
     if labels == "gold" and with_answer == 0:
         raise InvalidInput(f"{dataset} has no answer field, so --labels gold is impossible: use --labels agreement (or auto)")
     if labels == "auto":
@@ -275,8 +319,7 @@ class HFCollector:
 
     def generate(self, prompts, seeds: list[int]):
         c = self.cfg
-        return hf.generate(self.model, self.tokenizer, prompts, max_new_tokens=c.max_new_tokens, temperature=c.temperature,
-                           top_p=c.top_p, seeds=seeds, batch_size=c.batch_size)
+        return hf.generate(self.model, self.tokenizer, prompts, max_new_tokens=c.max_new_tokens, temperature=c.temperature, top_p=c.top_p, seeds=seeds, batch_size=c.batch_size)
 
     def label(self, rollouts, kinds) -> None:
         with_cues = [i for i, r in enumerate(rollouts) if r.cue_points]
@@ -284,8 +327,13 @@ class HFCollector:
         for start in range(0, len(with_cues), step):
             idx = with_cues[start : start + step]
             states, answers = hf.cue_states_and_exits(
-                self.model, [rollouts[i].ids for i in idx], [[cp.cue.position for cp in rollouts[i].cue_points] for i in idx],
-                self.layers, self.exit_ids, max_answer_tokens=self.cfg.answer_tokens, stop_ids=self.stops,
+                self.model,
+                [rollouts[i].ids for i in idx],
+                [[cp.cue.position for cp in rollouts[i].cue_points] for i in idx],
+                self.layers,
+                self.exit_ids,
+                max_answer_tokens=self.cfg.answer_tokens,
+                stop_ids=self.stops,
                 pad_id=self.tokenizer.pad_token_id,
             )
             _apply_labels(self.tokenizer, rollouts, kinds, zip(idx, states, answers, strict=True))
@@ -340,8 +388,9 @@ class VLLMCollector(ModelFiles):
             return  # already running with this configuration (a second collection on one engine)
         self._key = key
         self.layers, self.exit_ids, self.stops = layers, exit_ids, sorted(stops)
-        self.llm, _ = build_lynx_llm(self.ref, {"layers": list(layers), "cues": list(matcher.cues), "exit_ids": exit_ids, "keep_events": True},
-                                     seed=self.cfg.seed, enable_prefix_caching=True)
+        self.llm, _ = build_lynx_llm(
+            self.ref, {"layers": list(layers), "cues": list(matcher.cues), "exit_ids": exit_ids, "keep_events": True}, seed=self.cfg.seed, enable_prefix_caching=True
+        )
         self._tags: list[str] = []
 
     def generate(self, prompts, seeds: list[int]):
@@ -351,8 +400,9 @@ class VLLMCollector(ModelFiles):
 
         c = self.cfg
         self._tags = [uuid.uuid4().hex for _ in prompts]
-        outs = generate_ids(self.llm, prompts, max_new_tokens=c.max_new_tokens + 1, temperature=c.temperature, top_p=c.top_p,
-                            seeds=seeds, extra_args=[{"lynx_record": t} for t in self._tags])
+        outs = generate_ids(
+            self.llm, prompts, max_new_tokens=c.max_new_tokens + 1, temperature=c.temperature, top_p=c.top_p, seeds=seeds, extra_args=[{"lynx_record": t} for t in self._tags]
+        )
         return [o[: c.max_new_tokens] for o in outs]
 
     def label(self, rollouts, kinds) -> None:
@@ -406,4 +456,3 @@ def summary_table(summary: dict) -> Table:
         if key != "out":
             t.add_row(key.replace("_", " "), f"{value:.3f}" if isinstance(value, float) else str(value))
     return t
-

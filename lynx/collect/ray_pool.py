@@ -66,8 +66,9 @@ def rows_of(results: list[dict]) -> dict:
     return {k: [r[k] for r in results] for k in ("index", "result", "error")}
 
 
-def map_on_pool(ray, indices: list[int], actor_cls, ctor_kwargs: dict, *, workers: int, retries: int, cpus: float = 1.0,
-                gpus: float = 0.0, on_result=None) -> tuple[dict[int, dict], dict[int, dict]]:
+def map_on_pool(
+    ray, indices: list[int], actor_cls, ctor_kwargs: dict, *, workers: int, retries: int, cpus: float = 1.0, gpus: float = 0.0, on_result=None
+) -> tuple[dict[int, dict], dict[int, dict]]:
     """Map item ``indices`` over ``workers`` actors of ``actor_cls(**ctor_kwargs)`` (one item per
     call, each actor one item at a time); returns ({index: result}, {index: error}) — an index in
     neither died on every attempt. ``on_result(index, result)`` runs on the driver as each item
@@ -87,8 +88,16 @@ def map_on_pool(ray, indices: list[int], actor_cls, ctor_kwargs: dict, *, worker
             # Ray 2.60 deprecates **ray_remote_args but has no named parameter for these two yet (its actor-pool operator
             # documents this route: map_batches(..., max_restarts=...)); revisit when Ray names them
             warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated", category=DeprecationWarning)
-            mapped = ds.map_batches(actor_cls, fn_constructor_kwargs=ctor_kwargs, batch_size=1, compute=pool, num_cpus=cpus,
-                                    num_gpus=gpus or None, max_task_retries=retries, max_restarts=len(indices) * (retries + 1))
+            mapped = ds.map_batches(
+                actor_cls,
+                fn_constructor_kwargs=ctor_kwargs,
+                batch_size=1,
+                compute=pool,
+                num_cpus=cpus,
+                num_gpus=gpus or None,
+                max_task_retries=retries,
+                max_restarts=len(indices) * (retries + 1),
+            )
         for r in mapped.iter_rows():
             index = int(r["index"])
             if r["error"]:
@@ -99,8 +108,7 @@ def map_on_pool(ray, indices: list[int], actor_cls, ctor_kwargs: dict, *, worker
                 on_result(index, done[index])
     except ray.exceptions.RayError as e:  # an actor that died while starting (Ray Data replaces none by default)
         first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
-        raise WorkFailed(f"a Ray worker died while starting its engine (out of memory?): {first[:300]}; finished items are written, "
-                         "rerun the same command to resume") from None
+        raise WorkFailed(f"a Ray worker died while starting its engine (out of memory?): {first[:300]}; finished items are written, rerun the same command to resume") from None
     finally:
         data_ctx.enable_progress_bars, data_ctx.max_errored_blocks = saved
     return done, failed
@@ -120,5 +128,7 @@ def raise_failures(indices: list[int], done: dict, failed: dict, *, what: str, r
     lost = [i for i in indices if i not in done]
     if lost:
         names = ", ".join(describe(i) for i in lost[:5]) + (f" and {len(lost) - 5} more" if len(lost) > 5 else "")
-        raise WorkFailed(f"{names}: the Ray worker died on every one of {retries + 1} attempts (--ray-retries {retries}; out of memory?); "
-                         f"the other {what}s are written, rerun the same command to retry")
+        raise WorkFailed(
+            f"{names}: the Ray worker died on every one of {retries + 1} attempts (--ray-retries {retries}; out of memory?); "
+            f"the other {what}s are written, rerun the same command to retry"
+        )

@@ -33,8 +33,7 @@ class EventSink:
             if len(self._events) >= self.max_requests:
                 self._events.popitem(last=False)
                 if not self.dropped:
-                    log.warning("lynx keeps events of at most %d requests; the oldest are being dropped (nobody took them)",
-                                self.max_requests)
+                    log.warning("lynx keeps events of at most %d requests; the oldest are being dropped (nobody took them)", self.max_requests)
                 self.dropped += 1
             slot = self._events[tag] = ([], [])
         return slot

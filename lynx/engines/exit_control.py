@@ -181,8 +181,7 @@ class ExitController:
         return table
 
     # -- requests -----------------------------------------------------------------
-    def new_request(self, extra_args: dict | None, prompt: list[int] | None, output: list[int],
-                    temperature: float | None = None, seed: int | None = None) -> RequestState | None:
+    def new_request(self, extra_args: dict | None, prompt: list[int] | None, output: list[int], temperature: float | None = None, seed: int | None = None) -> RequestState | None:
         """The state of a request that opted in (None: untouched). Bad switches raise
         :class:`~lynx.errors.InvalidInput` (vLLM refuses them earlier, in ``validate_params``).
 
@@ -219,8 +218,7 @@ class ExitController:
                 self._audit(state, {"event": "disabled", "reason": reason})
             else:
                 try:
-                    d = policy.threshold(opts.alpha, mode=opts.mode, method=opts.method, temperature=temperature,
-                                         domain=opts.domain, fallback=self.hook.fallback)
+                    d = policy.threshold(opts.alpha, mode=opts.mode, method=opts.method, temperature=temperature, domain=opts.domain, fallback=self.hook.fallback)
                 except InvalidInput as e:  # e.g. a mode or risk no calibration supports: this request only, never the engine
                     state.disabled = True
                     log.warning("lynx disabled for a request: %s", e)
@@ -258,9 +256,18 @@ class ExitController:
 
     def _flag_uncalibrated(self, state: RequestState, temperature, domain, decision) -> None:
         """Audit every request outside the calibrated conditions; warn once per condition."""
-        self._audit(state, {"event": "uncalibrated_condition", "temperature": temperature, "domain": domain,
-                            "fallback": self.hook.fallback, "threshold": None if math.isinf(decision.threshold) else decision.threshold,
-                            "alpha": decision.alpha, "detail": decision.fallback})
+        self._audit(
+            state,
+            {
+                "event": "uncalibrated_condition",
+                "temperature": temperature,
+                "domain": domain,
+                "fallback": self.hook.fallback,
+                "threshold": None if math.isinf(decision.threshold) else decision.threshold,
+                "alpha": decision.alpha,
+                "detail": decision.fallback,
+            },
+        )
         key = (temperature, domain)
         if key not in self._warned_conditions and len(self._warned_conditions) < MAX_WARNED_CONDITIONS:
             self._warned_conditions.add(key)  # bounded: domains come from requests
@@ -368,10 +375,22 @@ class ExitController:
             return None
         if score >= state.threshold:
             state.exit_from = len(out)
-            self._audit(state, {"event": "exit", "cue_position": pos, "cue_text": self.matcher._text(out[-1]), "score": float(score),
-                                "threshold": state.threshold, "alpha": state.alpha, "mode": state.mode, "output_tokens": len(out),
-                                "condition": state.condition, "uncalibrated_condition": state.uncalibrated}
-                        | ({"response": state.response} if state.response else {}))
+            self._audit(
+                state,
+                {
+                    "event": "exit",
+                    "cue_position": pos,
+                    "cue_text": self.matcher._text(out[-1]),
+                    "score": float(score),
+                    "threshold": state.threshold,
+                    "alpha": state.alpha,
+                    "mode": state.mode,
+                    "output_tokens": len(out),
+                    "condition": state.condition,
+                    "uncalibrated_condition": state.uncalibrated,
+                }
+                | ({"response": state.response} if state.response else {}),
+            )
             if state.cues is not None:
                 self.counts["exits"] += 1
             return self.exit_ids[0]
@@ -427,20 +446,42 @@ class ExitController:
         thinking = 0 if opened is None else (closed if closed is not None else len(ids)) - opened - 1
         exit_pos = None if state.exit_from is None else len(state.prompt) + state.exit_from - 1  # the exit's cue
         summary = {
-            "event": "request", "group": state.group, "temperature": state.temperature, "domain": state.domain, "alpha": state.alpha,
-            "condition": state.condition, "uncalibrated_condition": state.uncalibrated, "threshold": _finite(state.threshold),
-            "response": state.response, "audited": state.audit, "disabled": state.disabled, "exited": state.exit_from is not None,
+            "event": "request",
+            "group": state.group,
+            "temperature": state.temperature,
+            "domain": state.domain,
+            "alpha": state.alpha,
+            "condition": state.condition,
+            "uncalibrated_condition": state.uncalibrated,
+            "threshold": _finite(state.threshold),
+            "response": state.response,
+            "audited": state.audit,
+            "disabled": state.disabled,
+            "exited": state.exit_from is not None,
             "exit_thinking_position": None if exit_pos is None or opened is None else exit_pos - opened,
-            "thinking_tokens": thinking, "output_tokens": len(state.output), "n_cues": len(state.cues),
+            "thinking_tokens": thinking,
+            "output_tokens": len(state.output),
+            "n_cues": len(state.cues),
             "first_score": state.cues[0][1] if state.cues else None,
             # the label-free drift statistic: thinking tokens up to the first cue (all of them without a cue)
             "first_cue_position": (state.cues[0][0] - opened) if state.cues and opened is not None else thinking,
         }
         self._audit(state, summary)
         if state.audit:
-            self._audit(state, {"event": "audit_trace", "group": state.group, "temperature": state.temperature, "domain": state.domain,
-                                "condition": state.condition, "alpha": state.alpha, "prompt_ids": list(state.prompt),
-                                "output_ids": list(state.output), "cues": [[p, s] for p, s in state.cues]})
+            self._audit(
+                state,
+                {
+                    "event": "audit_trace",
+                    "group": state.group,
+                    "temperature": state.temperature,
+                    "domain": state.domain,
+                    "condition": state.condition,
+                    "alpha": state.alpha,
+                    "prompt_ids": list(state.prompt),
+                    "output_ids": list(state.output),
+                    "cues": [[p, s] for p, s in state.cues],
+                },
+            )
         state.cues = None  # released: a finished request is never summarised twice
         self.write_metrics()
 
@@ -453,8 +494,7 @@ class ExitController:
         self._metrics_written = now
         from lynx.monitor.metrics import write_state
 
-        write_state("engine", {"counts": dict(self.counts), "overrides": dict(self.overrides),
-                               "probe": str(self.policy.folder) if self.policy is not None else None})
+        write_state("engine", {"counts": dict(self.counts), "overrides": dict(self.overrides), "probe": str(self.policy.folder) if self.policy is not None else None})
 
     def _audit(self, state: RequestState, entry: dict) -> None:
         entry = {"tag": state.tag, "time": time.time()} | entry

@@ -125,9 +125,7 @@ def generate(
 
 
 @torch.inference_mode()
-def hidden_states_at(
-    model, sequences: Sequence[Sequence[int]], positions: Sequence[Sequence[int]], layers: Sequence[int], batch_size: int = 16
-) -> list[np.ndarray]:
+def hidden_states_at(model, sequences: Sequence[Sequence[int]], positions: Sequence[Sequence[int]], layers: Sequence[int], batch_size: int = 16) -> list[np.ndarray]:
     """Hidden states of ``sequences[i]`` at ``positions[i]`` for each of ``layers``.
 
     Returns, per sequence, an array ``(len(positions[i]), len(layers), hidden)`` in float32.

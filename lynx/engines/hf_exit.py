@@ -101,14 +101,24 @@ def generate_with_exit(
     made: dict[int, RequestState] = {}  # the requests' states, finished (monitor summaries) once their outputs are final
 
     def processors(idx: range, width: int) -> LogitsProcessorList:
-        states = [controller.new_request(request_args[i], prompts[i], [], temperature=temperature,
-                                         seed=None if seeds is None else int(seeds[i])) for i in idx]
+        states = [controller.new_request(request_args[i], prompts[i], [], temperature=temperature, seed=None if seeds is None else int(seeds[i])) for i in idx]
         made.update((i, s) for i, s in zip(idx, states, strict=True) if s is not None)
         return LogitsProcessorList([_ExitProcessor(controller, states, width, capture, probe)])
 
     try:
-        outs = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                        batch_size=batch_size, stop_ids=stop_ids, batch_processors=processors, seeds=seeds)
+        outs = generate(
+            model,
+            tokenizer,
+            prompts,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            batch_size=batch_size,
+            stop_ids=stop_ids,
+            batch_processors=processors,
+            seeds=seeds,
+        )
     finally:
         capture.close()
     for i, state in made.items():

@@ -30,8 +30,7 @@ def available() -> bool:
     return True
 
 
-def build_llm(ref: ModelRef, *, dtype: str | None = None, seed: int = 0, enforce_eager: bool | None = None,
-              max_model_len: int | None = None, **kwargs):
+def build_llm(ref: ModelRef, *, dtype: str | None = None, seed: int = 0, enforce_eager: bool | None = None, max_model_len: int | None = None, **kwargs):
     """An offline ``vllm.LLM`` for ``ref``: the organism in fp32 and eager (so it matches
     transformers exactly and starts in seconds), real models in their own dtype with vLLM's
     compilation (lynx's layers leave the compiled graph as outputs, so the hook still sees them);
@@ -102,8 +101,9 @@ def in_process_engine() -> None:
     if value is None:
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     elif value.strip().lower() not in ("0", "false"):
-        raise EngineUnavailable(f"VLLM_ENABLE_V1_MULTIPROCESSING={value} is set, but lynx reads its audits and recorded features "
-                                "from an in-process vLLM engine; unset it or set it to 0")
+        raise EngineUnavailable(
+            f"VLLM_ENABLE_V1_MULTIPROCESSING={value} is set, but lynx reads its audits and recorded features from an in-process vLLM engine; unset it or set it to 0"
+        )
 
 
 def build_lynx_llm(ref: ModelRef, lynx: ExitPolicy | HookConfig | dict, *, seed: int = 0, **kwargs):
@@ -137,8 +137,12 @@ def build_lynx_llm(ref: ModelRef, lynx: ExitPolicy | HookConfig | dict, *, seed:
     if hook.keep_events:
         in_process_engine()
     llm = build_llm(
-        ref, seed=seed, hf_overrides={"architectures": [wrapper_name(arch)]}, additional_config={"lynx": hook.to_dict()},
-        logits_processors=[processor], **kwargs,
+        ref,
+        seed=seed,
+        hf_overrides={"architectures": [wrapper_name(arch)]},
+        additional_config={"lynx": hook.to_dict()},
+        logits_processors=[processor],
+        **kwargs,
     )
     return llm, llm.get_tokenizer()
 
@@ -204,8 +208,16 @@ def _set_overrides(worker, overrides: dict) -> None:
 
 
 def generate_ids(
-    llm, prompts: list[list[int]], *, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
-    extra_args: list[dict | None] | None = None, seeds: list[int] | None = None, stop_ids: list[int] | None = None,
+    llm,
+    prompts: list[list[int]],
+    *,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    extra_args: list[dict | None] | None = None,
+    seeds: list[int] | None = None,
+    stop_ids: list[int] | None = None,
 ) -> list[list[int]]:
     """Continue token-id prompts; returns the new token ids of each (greedy when temperature is 0).
 
@@ -216,9 +228,14 @@ def generate_ids(
     from vllm import SamplingParams, TokensPrompt
 
     params = [
-        SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_new_tokens,
-                       seed=int(seeds[i]) if seeds is not None else None if seed is None else seed * 1_000_003 + i,
-                       extra_args=(extra_args[i] if extra_args is not None else None), stop_token_ids=stop_ids or None)
+        SamplingParams(
+            temperature=temperature,
+            top_p=top_p,
+            max_tokens=max_new_tokens,
+            seed=int(seeds[i]) if seeds is not None else None if seed is None else seed * 1_000_003 + i,
+            extra_args=(extra_args[i] if extra_args is not None else None),
+            stop_token_ids=stop_ids or None,
+        )
         for i in range(len(prompts))
     ]
     outs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)

@@ -57,25 +57,31 @@ class Backend:
         from lynx.monitor.driver import Monitoring
 
         def complete(prompts, max_tokens, stop_ids):
-            return [c.ids for c in self.complete(prompts, max_tokens=max_tokens, temperature=0.0, top_p=1.0, seeds=[0] * len(prompts),
-                                                 stop_ids=stop_ids)]
+            return [c.ids for c in self.complete(prompts, max_tokens=max_tokens, temperature=0.0, top_p=1.0, seeds=[0] * len(prompts), stop_ids=stop_ids)]
 
-        self.monitoring = Monitoring(self.policy, hook.monitor, tokenizer=self.tokenizer, complete=complete,
-                                     set_overrides=self.set_overrides, reload=self.reload_calibrations,
-                                     log_path=hook.audit_path)
+        self.monitoring = Monitoring(
+            self.policy, hook.monitor, tokenizer=self.tokenizer, complete=complete, set_overrides=self.set_overrides, reload=self.reload_calibrations, log_path=hook.audit_path
+        )
 
     def reload_calibrations(self) -> None:
         """Serve the calibrations now in the probe folder (one added since the engine started)."""
         raise NotImplementedError
 
     def complete(
-        self, prompts: Sequence[list[int]], *, max_tokens: int, temperature: float, top_p: float, seeds: Sequence[int],
-        stop_ids: Sequence[int] = (), probs: bool = False, extra_args: Sequence[dict | None] | None = None,
+        self,
+        prompts: Sequence[list[int]],
+        *,
+        max_tokens: int,
+        temperature: float,
+        top_p: float,
+        seeds: Sequence[int],
+        stop_ids: Sequence[int] = (),
+        probs: bool = False,
+        extra_args: Sequence[dict | None] | None = None,
     ) -> list[Completion]:
         raise NotImplementedError
 
-    def complete_with_budget(self, prompts, *, budget: int, max_tokens: int, temperature: float, top_p: float,
-                             seeds, stop_ids) -> list[Completion] | None:
+    def complete_with_budget(self, prompts, *, budget: int, max_tokens: int, temperature: float, top_p: float, seeds, stop_ids) -> list[Completion] | None:
         """Engine-native static thinking budget, or None when the engine has none."""
         return None
 
@@ -94,8 +100,7 @@ class VLLMBackend(Backend):
         # thinking_token_budget needs a reasoning config; vLLM forces its end string (`</think>`)
         # once the budget is spent and detects a natural end by the same token ids
         reasoning = ReasoningConfig(reasoning_parser="qwen3", reasoning_start_str="<think>", reasoning_end_str="</think>")
-        self.llm, self.tokenizer = build_lynx_llm(ref, hook, seed=seed, enable_prefix_caching=True,
-                                                  reasoning_config=reasoning, max_model_len=max_model_len)
+        self.llm, self.tokenizer = build_lynx_llm(ref, hook, seed=seed, enable_prefix_caching=True, reasoning_config=reasoning, max_model_len=max_model_len)
         self.policy, self.hook = policy, hook
         self._start_monitoring(hook)
 
@@ -120,10 +125,17 @@ class VLLMBackend(Backend):
         from vllm import SamplingParams
 
         return [
-            SamplingParams(temperature=temperature, top_p=top_p if temperature > 0 else 1.0, max_tokens=max_tokens, seed=int(seeds[i]),
-                           stop_token_ids=list(stop_ids) or None, logprobs=0 if probs else None,
-                           extra_args=extra_args[i] if extra_args is not None else None, thinking_token_budget=budget,
-                           skip_special_tokens=False)
+            SamplingParams(
+                temperature=temperature,
+                top_p=top_p if temperature > 0 else 1.0,
+                max_tokens=max_tokens,
+                seed=int(seeds[i]),
+                stop_token_ids=list(stop_ids) or None,
+                logprobs=0 if probs else None,
+                extra_args=extra_args[i] if extra_args is not None else None,
+                thinking_token_budget=budget,
+                skip_special_tokens=False,
+            )
             for i in range(n)
         ]
 
@@ -143,13 +155,13 @@ class VLLMBackend(Backend):
         return res
 
     def complete(self, prompts, *, max_tokens, temperature, top_p, seeds, stop_ids=(), probs=False, extra_args=None):
-        params = self._params(len(prompts), max_tokens=max_tokens, temperature=temperature, top_p=top_p, seeds=seeds,
-                              stop_ids=stop_ids, probs=probs, extra_args=extra_args)
+        params = self._params(len(prompts), max_tokens=max_tokens, temperature=temperature, top_p=top_p, seeds=seeds, stop_ids=stop_ids, probs=probs, extra_args=extra_args)
         return self._run(prompts, params, probs)
 
     def complete_with_budget(self, prompts, *, budget, max_tokens, temperature, top_p, seeds, stop_ids):
-        params = self._params(len(prompts), max_tokens=max_tokens, temperature=temperature, top_p=top_p, seeds=seeds,
-                              stop_ids=stop_ids, probs=False, extra_args=None, budget=budget)
+        params = self._params(
+            len(prompts), max_tokens=max_tokens, temperature=temperature, top_p=top_p, seeds=seeds, stop_ids=stop_ids, probs=False, extra_args=None, budget=budget
+        )
         return self._run(prompts, params, False)
 
 
@@ -190,12 +202,23 @@ class HFBackend(Backend):
         if probs:
             return self._greedy_with_probs(prompts, max_tokens, stops)
         if extra_args is not None and any(a for a in extra_args):
-            outs = generate_with_exit(self.model, self.tokenizer, prompts, self.controller, extra_args,
-                                      max_new_tokens=max_tokens, temperature=temperature, top_p=top_p, seeds=seeds,
-                                      batch_size=self.batch_size, stop_ids=stops)
+            outs = generate_with_exit(
+                self.model,
+                self.tokenizer,
+                prompts,
+                self.controller,
+                extra_args,
+                max_new_tokens=max_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                seeds=seeds,
+                batch_size=self.batch_size,
+                stop_ids=stops,
+            )
         else:
-            outs = hf.generate(self.model, self.tokenizer, prompts, max_new_tokens=max_tokens, temperature=temperature, top_p=top_p,
-                               seeds=seeds, batch_size=self.batch_size, stop_ids=stops)
+            outs = hf.generate(
+                self.model, self.tokenizer, prompts, max_new_tokens=max_tokens, temperature=temperature, top_p=top_p, seeds=seeds, batch_size=self.batch_size, stop_ids=stops
+            )
         return [Completion(o) for o in outs]
 
     @torch.inference_mode()
@@ -206,9 +229,17 @@ class HFBackend(Backend):
         res: list[Completion] = []
         for idx in _chunks(len(prompts), self.batch_size):
             ids, mask = _left_pad([prompts[i] for i in idx], pad, _device(self.model))
-            out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_tokens, do_sample=False,
-                                      eos_token_id=stops, pad_token_id=pad, output_scores=True, return_dict_in_generate=True)
-            gen = out.sequences[:, ids.shape[1]:]
+            out = self.model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=max_tokens,
+                do_sample=False,
+                eos_token_id=stops,
+                pad_token_id=pad,
+                output_scores=True,
+                return_dict_in_generate=True,
+            )
+            gen = out.sequences[:, ids.shape[1] :]
             step_probs = torch.stack([s.float().softmax(-1) for s in out.scores], dim=1)  # (B, T, V)
             chosen = step_probs.gather(-1, gen[:, : step_probs.shape[1], None]).squeeze(-1)
             for r in range(gen.shape[0]):

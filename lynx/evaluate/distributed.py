@@ -82,6 +82,7 @@ class CorruptSlice(InvalidInput):
 
 # -- slices on disk ---------------------------------------------------------------------------
 
+
 def slice_bounds(n_problems: int, size: int) -> list[tuple[int, int]]:
     """Contiguous problem ranges ``[lo, hi)`` of ``size`` problems (the last may be shorter)."""
     return [(lo, min(n_problems, lo + size)) for lo in range(0, n_problems, size)]
@@ -117,8 +118,16 @@ def runs_table(runs: list[Run]) -> pa.Table:
             for k in names:
                 v = getattr(s, k)
                 cols[k].append(json.dumps(v) if k in JSON_FIELDS and v is not None else v)
-    types = {"run": pa.int64(), "method": pa.string(), "setting": pa.string(), "alpha": pa.float64(), "seconds": pa.float64(),
-             "generated": pa.list_(pa.int64()), "answer": pa.string(), "problem_id": pa.string()} | {k: pa.string() for k in JSON_FIELDS}
+    types = {
+        "run": pa.int64(),
+        "method": pa.string(),
+        "setting": pa.string(),
+        "alpha": pa.float64(),
+        "seconds": pa.float64(),
+        "generated": pa.list_(pa.int64()),
+        "answer": pa.string(),
+        "problem_id": pa.string(),
+    } | {k: pa.string() for k in JSON_FIELDS}
     return pa.table({k: pa.array(v, type=types.get(k)) for k, v in cols.items()})
 
 
@@ -153,6 +162,7 @@ def read_slice(path: Path) -> list[Run]:
 
 # -- the plan: what a folder's slices were made with ------------------------------------------
 
+
 def _probe_digest(folder: Path | None) -> str | None:
     """A hash of every file of the probe folder (probe, calibrations, baselines): another
     calibration can change lynx's rows, so resuming across one is refused."""
@@ -169,9 +179,13 @@ def plan_identity(cfg: EvalConfig, engine: str, n_problems: int, policy) -> dict
     """Everything that determines an evaluation's samples (every EvalConfig field but where it
     is written and how it is titled, so a field added later counts too), JSON-normalised."""
     fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in NOT_IDENTITY}
-    ident = fields | {"engine": engine, "n_problems": n_problems, "model_fingerprint": model_fingerprint(resolve_model(cfg.model)),
-                      "probe": str(Path(cfg.probe).resolve()) if cfg.probe else None,
-                      "probe_digest": _probe_digest(policy.folder if policy is not None else None)}
+    ident = fields | {
+        "engine": engine,
+        "n_problems": n_problems,
+        "model_fingerprint": model_fingerprint(resolve_model(cfg.model)),
+        "probe": str(Path(cfg.probe).resolve()) if cfg.probe else None,
+        "probe_digest": _probe_digest(policy.folder if policy is not None else None),
+    }
     return json.loads(json.dumps(ident, default=str))
 
 
@@ -186,11 +200,9 @@ def open_plan(out: Path, identity: dict, slice_size: int | None, workers: int) -
             raise InvalidInput(f"{path} is corrupt ({e.msg}); delete {path.parent} to start the evaluation again") from None
         diff = sorted(k for k in set(plan["identity"]) | set(identity) if plan["identity"].get(k) != identity.get(k))
         if diff:
-            raise IncompatibleFolder(f"{out} holds slices of another evaluation (differs in: {', '.join(diff)}); "
-                                     "use a new --out or the original settings")
+            raise IncompatibleFolder(f"{out} holds slices of another evaluation (differs in: {', '.join(diff)}); use a new --out or the original settings")
         if slice_size is not None and slice_size != plan["slice_size"]:
-            raise InvalidInput(f"--ray-slice {slice_size}: {out}'s slices were cut with {plan['slice_size']} problems; "
-                               "omit --ray-slice to resume them")
+            raise InvalidInput(f"--ray-slice {slice_size}: {out}'s slices were cut with {plan['slice_size']} problems; omit --ray-slice to resume them")
         return plan["slice_size"]
     if slice_size is not None and slice_size < 1:
         raise InvalidInput(f"--ray-slice must be at least 1, got {slice_size}")
@@ -204,14 +216,14 @@ def open_plan(out: Path, identity: dict, slice_size: int | None, workers: int) -
 
 # -- the workers ------------------------------------------------------------------------------
 
+
 class SliceWorker:
     """A Ray Data actor: one backend (engine + lynx's hook), built once, whole slices.
 
     ``kind`` VANILLA: vanilla alone; METHODS: vanilla (read back from the first pass when it
     ran) and then every method of the plan. ``mean_think``: vanilla's mean over all problems."""
 
-    def __init__(self, cfg: EvalConfig, records: list, slice_size: int, kind: str, mean_think: float | None = None,
-                 before_write=None):
+    def __init__(self, cfg: EvalConfig, records: list, slice_size: int, kind: str, mean_think: float | None = None, before_write=None):
         self.cfg, self.records, self.size, self.kind, self.mean_think = cfg, records, slice_size, kind, mean_think
         self.out, self.before_write = Path(cfg.out), before_write
         self.backend = None
@@ -266,8 +278,24 @@ class SliceProgress:
 
 # -- the driver -------------------------------------------------------------------------------
 
-def _pass(ray, out: Path, cfg: EvalConfig, records: list, bounds, size: int, kind: str, progress: SliceProgress, *, workers: int,
-          retries: int, cpus: float, gpus: float, mean_think: float | None = None, before_write=None) -> None:
+
+def _pass(
+    ray,
+    out: Path,
+    cfg: EvalConfig,
+    records: list,
+    bounds,
+    size: int,
+    kind: str,
+    progress: SliceProgress,
+    *,
+    workers: int,
+    retries: int,
+    cpus: float,
+    gpus: float,
+    mean_think: float | None = None,
+    before_write=None,
+) -> None:
     """Run the slices of this pass that are not written yet; one clear line for any that failed."""
     done = finished_slices(out, kind, len(bounds))
     if done:
@@ -278,8 +306,9 @@ def _pass(ray, out: Path, cfg: EvalConfig, records: list, bounds, size: int, kin
         return
     ctor = {"cfg": cfg, "records": records, "slice_size": size, "kind": kind, "mean_think": mean_think, "before_write": before_write}
     ok, failed = map_on_pool(ray, todo, SliceWorker, ctor, workers=workers, retries=retries, cpus=cpus, gpus=gpus, on_result=on_result)
-    raise_failures(todo, ok, failed, what="slice", retries=retries,
-                   describe=lambda i: f"{'vanilla of ' if kind == VANILLA else ''}slice {i} (problems {bounds[i][0]}-{bounds[i][1] - 1})")
+    raise_failures(
+        todo, ok, failed, what="slice", retries=retries, describe=lambda i: f"{'vanilla of ' if kind == VANILLA else ''}slice {i} (problems {bounds[i][0]}-{bounds[i][1] - 1})"
+    )
 
 
 def assemble(out: Path, bounds, records: list) -> list[Run]:
@@ -297,8 +326,17 @@ def assemble(out: Path, bounds, records: list) -> list[Run]:
     return runs
 
 
-def evaluate_on_ray(cfg: EvalConfig, workers: int = 2, address: str | None = None, *, slice_size: int | None = None,
-                    cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0, retries: int = DEFAULT_RETRIES, before_write=None) -> dict:
+def evaluate_on_ray(
+    cfg: EvalConfig,
+    workers: int = 2,
+    address: str | None = None,
+    *,
+    slice_size: int | None = None,
+    cpus_per_worker: float = 1.0,
+    gpus_per_worker: float = 0.0,
+    retries: int = DEFAULT_RETRIES,
+    before_write=None,
+) -> dict:
     """Run (or resume) ``cfg``'s evaluation on ``workers`` Ray actors; writes and returns what
     :func:`~lynx.evaluate.pipeline.evaluate` does (``meta`` adds ``ray_workers``, ``slices``,
     ``slice_size``, ``wall_seconds``; per-method seconds are summed over workers). A slice whose
@@ -331,6 +369,10 @@ def evaluate_on_ray(cfg: EvalConfig, workers: int = 2, address: str | None = Non
             _pass(ray, out, wcfg, records, bounds, size, METHODS, progress, mean_think=mean_think, **opts)
         runs = assemble(out, bounds, records)
         meta = eval_meta(cfg, len(records), engine, hook.fallback, lynx_meta) | {
-            "seconds": "summed over workers", "ray_workers": workers, "slices": len(bounds), "slice_size": size,
-            "wall_seconds": round(time.monotonic() - t0, 1)}
+            "seconds": "summed over workers",
+            "ray_workers": workers,
+            "slices": len(bounds),
+            "slice_size": size,
+            "wall_seconds": round(time.monotonic() - t0, 1),
+        }
         return write_results(cfg, runs, records, meta, lynx_meta, engine)

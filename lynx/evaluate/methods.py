@@ -91,13 +91,11 @@ class EvalContext:
         rec = self.records[i]
         text = self.tok.decode(generated, skip_special_tokens=True)
         answer = extract_boxed(text)
-        return Sample(rec.id, list(generated), answer, grader_for(rec.kind)(answer, rec.answer), self.thinking(generated), exited,
-                      extra, exit)
+        return Sample(rec.id, list(generated), answer, grader_for(rec.kind)(answer, rec.answer), self.thinking(generated), exited, extra, exit)
 
 
 def vanilla(ctx: EvalContext) -> list[Sample]:
-    outs = ctx.backend.complete(ctx.prompts, max_tokens=ctx.max_new_tokens, temperature=ctx.temperature, top_p=ctx.top_p,
-                                seeds=ctx.seeds, stop_ids=[ctx.eos])
+    outs = ctx.backend.complete(ctx.prompts, max_tokens=ctx.max_new_tokens, temperature=ctx.temperature, top_p=ctx.top_p, seeds=ctx.seeds, stop_ids=[ctx.eos])
     return [ctx.sample(i, o.ids, exited=False) for i, o in enumerate(outs)]
 
 
@@ -106,8 +104,7 @@ def lynx(ctx: EvalContext, alpha: float, *, mode: str | None = None, method: str
     (``scorer``: a baseline trained beside the probe, e.g. ``context-only``, instead of the probe)."""
     tags = [uuid.uuid4().hex for _ in ctx.prompts]
     args = [request_args(alpha=alpha, mode=mode, method=method, tag=t, domain=ctx.domain, scorer=scorer) for t in tags]
-    outs = ctx.backend.complete(ctx.prompts, max_tokens=ctx.max_new_tokens, temperature=ctx.temperature, top_p=ctx.top_p,
-                                seeds=ctx.seeds, stop_ids=[ctx.eos], extra_args=args)
+    outs = ctx.backend.complete(ctx.prompts, max_tokens=ctx.max_new_tokens, temperature=ctx.temperature, top_p=ctx.top_p, seeds=ctx.seeds, stop_ids=[ctx.eos], extra_args=args)
     events = ctx.backend.take_events(tags)
     res = []
     for i, (o, t) in enumerate(zip(outs, tags, strict=True)):
@@ -118,8 +115,9 @@ def lynx(ctx: EvalContext, alpha: float, *, mode: str | None = None, method: str
 
 def _forced_answers(ctx: EvalContext, prefixes: list[list[int]], probs: bool = False):
     """Greedy answers after ``prefix + exit string`` (stop at the closing brace)."""
-    return ctx.backend.complete([p + ctx.exit_ids for p in prefixes], max_tokens=ctx.answer_tokens, temperature=0.0, top_p=1.0,
-                                seeds=[0] * len(prefixes), stop_ids=ctx.answer_stops, probs=probs)
+    return ctx.backend.complete(
+        [p + ctx.exit_ids for p in prefixes], max_tokens=ctx.answer_tokens, temperature=0.0, top_p=1.0, seeds=[0] * len(prefixes), stop_ids=ctx.answer_stops, probs=probs
+    )
 
 
 def oracle(ctx: EvalContext, base: list[Sample]) -> list[Sample]:
@@ -153,9 +151,14 @@ def _finish(ctx: EvalContext, seqs: dict[int, list[int]], gens: dict[int, list[i
     ``rounds[i]``: the problem's own round number, which seeds its answer: never the batch's, so a
     problem's sample does not depend on which problems ran with it (``lynx eval --ray`` slices)."""
     idx = [i for i in seqs if (not gens[i] or gens[i][-1] != ctx.eos) and len(gens[i]) < ctx.max_new_tokens]
-    outs = ctx.backend.complete([seqs[i] for i in idx], max_tokens=max(1, ctx.max_new_tokens - min((len(gens[i]) for i in idx), default=0)),
-                                temperature=ctx.temperature, top_p=ctx.top_p, seeds=[ctx.seeds[i] + 7919 * rounds[i] for i in idx],
-                                stop_ids=[ctx.eos])
+    outs = ctx.backend.complete(
+        [seqs[i] for i in idx],
+        max_tokens=max(1, ctx.max_new_tokens - min((len(gens[i]) for i in idx), default=0)),
+        temperature=ctx.temperature,
+        top_p=ctx.top_p,
+        seeds=[ctx.seeds[i] + 7919 * rounds[i] for i in idx],
+        stop_ids=[ctx.eos],
+    )
     for i, o in zip(idx, outs, strict=True):
         gens[i] += o.ids[: ctx.max_new_tokens - len(gens[i])]
 
@@ -163,15 +166,15 @@ def _finish(ctx: EvalContext, seqs: dict[int, list[int]], gens: dict[int, list[i
 def budget(ctx: EvalContext, n_tokens: int) -> list[Sample]:
     """Static thinking budget: at ``n_tokens`` thinking tokens ``</think>`` is forced (what vLLM's
     ``thinking_token_budget`` does), then the model answers on its own."""
-    native = ctx.backend.complete_with_budget(ctx.prompts, budget=n_tokens, max_tokens=ctx.max_new_tokens,
-                                              temperature=ctx.temperature, top_p=ctx.top_p, seeds=ctx.seeds, stop_ids=[ctx.eos])
+    native = ctx.backend.complete_with_budget(
+        ctx.prompts, budget=n_tokens, max_tokens=ctx.max_new_tokens, temperature=ctx.temperature, top_p=ctx.top_p, seeds=ctx.seeds, stop_ids=[ctx.eos]
+    )
     if native is not None:
         # vLLM forces </think> once thinking reaches the budget: thinking ran to n_tokens
         return [ctx.sample(i, o.ids, exited=ctx.thinking(o.ids) >= n_tokens) for i, o in enumerate(native)]
     # two rounds: think up to the budget (+1 for the <think> token the model writes), then exit or go on
     close = ctx.matcher.think_close_id
-    first = ctx.backend.complete(ctx.prompts, max_tokens=n_tokens + 1, temperature=ctx.temperature, top_p=ctx.top_p, seeds=ctx.seeds,
-                                 stop_ids=[ctx.eos, close])
+    first = ctx.backend.complete(ctx.prompts, max_tokens=n_tokens + 1, temperature=ctx.temperature, top_p=ctx.top_p, seeds=ctx.seeds, stop_ids=[ctx.eos, close])
     gens = {i: list(o.ids) for i, o in enumerate(first)}
     cut = [i for i, g in gens.items() if close not in g and ctx.eos not in g]
     for i in cut:
@@ -203,9 +206,14 @@ def _probe_loop(ctx: EvalContext, *, chunk: int | None, decide) -> list[Sample]:
     while active:
         room = {i: ctx.max_new_tokens - len(gens[i]) for i in active}
         step = max(room.values()) if chunk is None else chunk
-        outs = ctx.backend.complete([ctx.prompts[i] + gens[i] for i in active], max_tokens=max(1, step), temperature=ctx.temperature,
-                                    top_p=ctx.top_p, seeds=[ctx.seeds[i] + 7919 * round_ for i in active],
-                                    stop_ids=[ctx.eos, close] + cue_ids)
+        outs = ctx.backend.complete(
+            [ctx.prompts[i] + gens[i] for i in active],
+            max_tokens=max(1, step),
+            temperature=ctx.temperature,
+            top_p=ctx.top_p,
+            seeds=[ctx.seeds[i] + 7919 * round_ for i in active],
+            stop_ids=[ctx.eos, close] + cue_ids,
+        )
         round_ += 1
         probe = []
         for i, o in zip(active, outs, strict=True):

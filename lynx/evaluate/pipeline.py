@@ -55,19 +55,20 @@ def load_policy(model: str, probe: ExitPolicy | str | Path | None) -> ExitPolicy
     return policy
 
 
-def engine_hook(policy: ExitPolicy | None, fallback: str = EvalConfig.fallback, monitor: dict | None = None,
-                audit_path: str | None = None) -> HookConfig:
+def engine_hook(policy: ExitPolicy | None, fallback: str = EvalConfig.fallback, monitor: dict | None = None, audit_path: str | None = None) -> HookConfig:
     """The hook an evaluation's engine runs (what :func:`build_backend` installs; a Ray driver
     reads its checked settings without starting an engine)."""
     if monitor is not None and policy is None:
         raise InvalidInput("a monitor needs a calibrated probe (--probe)")
     settings = {"keep_events": True, "fallback": fallback, "monitor": monitor, "audit_path": audit_path}
-    return (policy.hook_config({k: v for k, v in settings.items() if v is not None}) if policy is not None
-            else HookConfig(exit_string=DEFAULT_EXIT, keep_events=True, fallback=fallback))
+    return (
+        policy.hook_config({k: v for k, v in settings.items() if v is not None})
+        if policy is not None
+        else HookConfig(exit_string=DEFAULT_EXIT, keep_events=True, fallback=fallback)
+    )
 
 
-def build_backend(engine: str, model: str, probe: ExitPolicy | str | Path | None, fallback: str = EvalConfig.fallback,
-                  monitor: dict | None = None, audit_path: str | None = None):
+def build_backend(engine: str, model: str, probe: ExitPolicy | str | Path | None, fallback: str = EvalConfig.fallback, monitor: dict | None = None, audit_path: str | None = None):
     """The engine every method of an evaluation runs on (lynx's hook installed when a probe is
     given; the probe folder is read here, once, and checked against the model). ``fallback``:
     what lynx's requests outside every calibrated condition get; ``monitor``: a live monitor
@@ -116,8 +117,11 @@ def lynx_condition(cfg: EvalConfig, policy: ExitPolicy | None, fallback: str) ->
     labels = policy.calibrations[d.condition].labels if d.condition is not None else None
     if d.uncalibrated_condition:
         console.print(f"[yellow]warning[/]: {d.fallback}")
-    return {"condition": d.condition if not d.uncalibrated_condition else f"uncalibrated ({fallback})",
-            "calibration_labels": labels, "uncalibrated_condition": d.uncalibrated_condition}
+    return {
+        "condition": d.condition if not d.uncalibrated_condition else f"uncalibrated ({fallback})",
+        "calibration_labels": labels,
+        "uncalibrated_condition": d.uncalibrated_condition,
+    }
 
 
 def load_records(cfg: EvalConfig) -> list:
@@ -133,16 +137,39 @@ def eval_context(cfg: EvalConfig, backend, records: list, start: int = 0) -> M.E
     exit_string = policy.exit_string if policy is not None else DEFAULT_EXIT
     prompts = [tok(chat_prompt(tok, r.question, suffix=suffix), add_special_tokens=False)["input_ids"] for r in records]
     matcher = CueMatcher(tok, cues=tuple(policy.cues) if policy is not None else DEFAULT_CUES)
-    return M.EvalContext(backend, records, prompts, [cfg.seed * 1_000_003 + start + i for i in range(len(records))], matcher,
-                         tok(exit_string, add_special_tokens=False)["input_ids"], max_new_tokens=cfg.max_new_tokens,
-                         temperature=cfg.temperature, top_p=cfg.top_p, domain=cfg.domain)
+    return M.EvalContext(
+        backend,
+        records,
+        prompts,
+        [cfg.seed * 1_000_003 + start + i for i in range(len(records))],
+        matcher,
+        tok(exit_string, add_special_tokens=False)["input_ids"],
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        domain=cfg.domain,
+    )
 
 
 def eval_meta(cfg: EvalConfig, n_problems: int, engine: str, fallback: str, lynx_meta: dict) -> dict:
     """``eval.json``'s settings (the monitor's state and a Ray run's figures are added later)."""
-    return {"model": cfg.model, "probe": cfg.probe, "dataset": cfg.dataset, "n_problems": n_problems, "engine": engine,
-            "temperature": cfg.temperature, "top_p": cfg.top_p, "seed": cfg.seed, "max_new_tokens": cfg.max_new_tokens,
-            "domain": cfg.domain, "fallback": fallback} | lynx_meta | cfg.extra
+    return (
+        {
+            "model": cfg.model,
+            "probe": cfg.probe,
+            "dataset": cfg.dataset,
+            "n_problems": n_problems,
+            "engine": engine,
+            "temperature": cfg.temperature,
+            "top_p": cfg.top_p,
+            "seed": cfg.seed,
+            "max_new_tokens": cfg.max_new_tokens,
+            "domain": cfg.domain,
+            "fallback": fallback,
+        }
+        | lynx_meta
+        | cfg.extra
+    )
 
 
 def mean_thinking(base: list) -> float:
@@ -170,8 +197,7 @@ def method_plan(cfg: EvalConfig, ctx: M.EvalContext, base: list, mean_think: flo
         if baseline is not None and baseline.is_calibrated:  # the same exit rule and alphas, no hidden state
             plan += [("context-only", f"alpha={a:g}", a, lambda a=a: M.lynx(ctx, a, scorer="context-only")) for a in cfg.alphas]
         else:
-            console.print(f"[yellow]note[/]: no context-only rows: {policy.folder} has no calibrated context-only baseline "
-                          "(lynx train writes it, lynx calibrate calibrates it)")
+            console.print(f"[yellow]note[/]: no context-only rows: {policy.folder} has no calibrated context-only baseline (lynx train writes it, lynx calibrate calibrates it)")
     if "oracle" in cfg.baselines:
         plan.append(("oracle", "first right cue", None, lambda: M.oracle(ctx, base)))
     if "budget" in cfg.baselines:
@@ -234,10 +260,22 @@ def write_results(cfg: EvalConfig, runs: list[Run], records: list, meta: dict, l
     df = pd.DataFrame([row(m, s, smp, base, secs, a, graders) | (lynx_meta if m == "lynx" else {}) for m, s, a, smp, secs in runs])
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    sample_rows = [{"method": m, "setting": s, "problem_id": x.problem_id, "answer": x.answer, "gold": records[i].answer,
-                    "correct": x.correct, "thinking_tokens": x.thinking_tokens, "exited": x.exited, "extra_tokens": x.extra_tokens,
-                    "exit": json.dumps(x.exit) if x.exit else None}
-                   for m, s, _a, smp, _t in runs for i, x in enumerate(smp)]
+    sample_rows = [
+        {
+            "method": m,
+            "setting": s,
+            "problem_id": x.problem_id,
+            "answer": x.answer,
+            "gold": records[i].answer,
+            "correct": x.correct,
+            "thinking_tokens": x.thinking_tokens,
+            "exited": x.exited,
+            "extra_tokens": x.extra_tokens,
+            "exit": json.dumps(x.exit) if x.exit else None,
+        }
+        for m, s, _a, smp, _t in runs
+        for i, x in enumerate(smp)
+    ]
     pd.DataFrame(sample_rows).to_parquet(out / "samples.parquet", index=False)
     df.to_csv(out / "results.csv", index=False)
     df.to_parquet(out / "results.parquet", index=False)
@@ -259,8 +297,17 @@ def write_results(cfg: EvalConfig, runs: list[Run], records: list, meta: dict, l
         md += ["## Live monitor", "", "```", json.dumps(meta["monitor"]["groups"], indent=1, default=str)[:4000], "```", ""]
     (out / "results.md").write_text("\n".join(md))
     (out / "eval.json").write_text(json.dumps(meta, indent=2, default=str))
-    return {"meta": meta, "table": df, "pareto": cmp, "context_comparison": ctx_cmp, "acceptance": checks, "out": out, "title": title, "vanilla": base,
-            "vanilla_seconds": vanilla_secs}
+    return {
+        "meta": meta,
+        "table": df,
+        "pareto": cmp,
+        "context_comparison": ctx_cmp,
+        "acceptance": checks,
+        "out": out,
+        "title": title,
+        "vanilla": base,
+        "vanilla_seconds": vanilla_secs,
+    }
 
 
 def records_json(df: pd.DataFrame) -> list[dict]:

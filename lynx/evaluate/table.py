@@ -50,10 +50,17 @@ def row(method: str, setting: str, samples, base, seconds: float, alpha: float |
     half = Z95 * diff.std(ddof=1) / math.sqrt(n) if n > 1 else float("nan")
     lo, hi = wilson(int(correct.sum()), n)
     return {
-        "method": method, "setting": setting, "alpha": alpha, "n": n,
-        "accuracy": float(correct.mean()), "accuracy_ci_low": lo, "accuracy_ci_high": hi,
-        "accuracy_vs_vanilla": float(diff.mean()), "accuracy_vs_vanilla_ci": float(half),
-        "mean_thinking_tokens": float(think.mean()), "median_thinking_tokens": float(np.median(think)),
+        "method": method,
+        "setting": setting,
+        "alpha": alpha,
+        "n": n,
+        "accuracy": float(correct.mean()),
+        "accuracy_ci_low": lo,
+        "accuracy_ci_high": hi,
+        "accuracy_vs_vanilla": float(diff.mean()),
+        "accuracy_vs_vanilla_ci": float(half),
+        "mean_thinking_tokens": float(think.mean()),
+        "median_thinking_tokens": float(np.median(think)),
         "saving": 1.0 - float(think.mean()) / base_think if base_think > 0 else 0.0,
         "exit_rate": float(np.mean([s.exited for s in samples])),
         "premature_exit_rate": float(np.mean((base_correct == 1) & (correct == 0))),
@@ -64,9 +71,10 @@ def row(method: str, setting: str, samples, base, seconds: float, alpha: float |
 
 
 def to_markdown(df: pd.DataFrame) -> str:
-    lines = ["| method | setting | accuracy (95% CI) | vs vanilla | mean / median thinking | saving | exit rate | premature (promised) | "
-             "answer changed | probe tokens | s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| method | setting | accuracy (95% CI) | vs vanilla | mean / median thinking | saving | exit rate | premature (promised) | answer changed | probe tokens | s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in df.itertuples():
         promised = f" (<= {r.alpha:g})" if isinstance(r.alpha, float) and not math.isnan(r.alpha) else ""
         lines.append(
@@ -151,10 +159,19 @@ def context_comparison(df: pd.DataFrame, samples: dict | None = None, base=None)
         c = df[(df.method == "context-only") & np.isclose(df.alpha.astype(float), float(r.alpha))]
         if len(c):
             c = c.iloc[0]
-            cmp = {"alpha": float(r.alpha), "lynx_saving": r.saving, "context_saving": float(c.saving), "lynx_accuracy": r.accuracy,
-                   "context_accuracy": float(c.accuracy), "lynx_premature": r.premature_exit_rate,
-                   "context_premature": float(c.premature_exit_rate), "saving_delta": r.saving - float(c.saving),
-                   "accuracy_delta": r.accuracy - float(c.accuracy), "saving_delta_ci": float("nan"), "accuracy_delta_ci": float("nan")}
+            cmp = {
+                "alpha": float(r.alpha),
+                "lynx_saving": r.saving,
+                "context_saving": float(c.saving),
+                "lynx_accuracy": r.accuracy,
+                "context_accuracy": float(c.accuracy),
+                "lynx_premature": r.premature_exit_rate,
+                "context_premature": float(c.premature_exit_rate),
+                "saving_delta": r.saving - float(c.saving),
+                "accuracy_delta": r.accuracy - float(c.accuracy),
+                "saving_delta_ci": float("nan"),
+                "accuracy_delta_ci": float("nan"),
+            }
             ly, co = _samples_at(samples, "lynx", r.alpha), _samples_at(samples, "context-only", r.alpha)
             if ly is not None and co is not None and base and len(ly) == len(co) > 1:
                 base_think = float(np.mean([s.thinking_tokens for s in base]))
@@ -177,13 +194,16 @@ def _pm(delta: float, half: float, fmt: str) -> str:
 
 
 def context_markdown(cmp: list[dict]) -> str:
-    lines = ["| alpha | lynx saving | context-only saving | lynx - context (paired 95%) | lynx accuracy | context-only accuracy | "
-             "accuracy lynx - context | lynx / context premature |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| alpha | lynx saving | context-only saving | lynx - context (paired 95%) | lynx accuracy | context-only accuracy | accuracy lynx - context | lynx / context premature |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for c in cmp:
-        lines.append(f"| {c['alpha']:g} | {c['lynx_saving']:.1%} | {c['context_saving']:.1%} | {_pm(c['saving_delta'], c['saving_delta_ci'], '+.1%')} | "
-                     f"{c['lynx_accuracy']:.3f} | {c['context_accuracy']:.3f} | {_pm(c['accuracy_delta'], c['accuracy_delta_ci'], '+.3f')} | "
-                     f"{c['lynx_premature']:.3f} / {c['context_premature']:.3f} |")
+        lines.append(
+            f"| {c['alpha']:g} | {c['lynx_saving']:.1%} | {c['context_saving']:.1%} | {_pm(c['saving_delta'], c['saving_delta_ci'], '+.1%')} | "
+            f"{c['lynx_accuracy']:.3f} | {c['context_accuracy']:.3f} | {_pm(c['accuracy_delta'], c['accuracy_delta_ci'], '+.3f')} | "
+            f"{c['lynx_premature']:.3f} / {c['context_premature']:.3f} |"
+        )
     return "\n".join(lines)
 
 
@@ -197,8 +217,11 @@ def acceptance(df: pd.DataFrame, alpha: float = 0.1, context: list[dict] | None 
     ly = ly.iloc[0]
     checks = [
         (f"premature-exit rate <= {alpha}", ly.premature_exit_rate <= alpha, f"{ly.premature_exit_rate:.3f}"),
-        ("accuracy >= vanilla - 0.1", ly.accuracy >= v.accuracy - 0.1,
-         f"{ly.accuracy:.3f} vs {v.accuracy:.3f} (diff {ly.accuracy_vs_vanilla:+.3f} ± {ly.accuracy_vs_vanilla_ci:.3f})"),
+        (
+            "accuracy >= vanilla - 0.1",
+            ly.accuracy >= v.accuracy - 0.1,
+            f"{ly.accuracy:.3f} vs {v.accuracy:.3f} (diff {ly.accuracy_vs_vanilla:+.3f} ± {ly.accuracy_vs_vanilla_ci:.3f})",
+        ),
         ("thinking-token saving >= 30%", ly.saving >= 0.3, f"{ly.saving:.1%}"),
     ]
     orc = df[df.method == "oracle"]
@@ -210,7 +233,11 @@ def acceptance(df: pd.DataFrame, alpha: float = 0.1, context: list[dict] | None 
     if len(ctx):
         c = ctx.iloc[0]
         half = next((x["saving_delta_ci"] for x in context or [] if np.isclose(x["alpha"], alpha)), float("nan"))
-        checks.append(("saving >= the context-only baseline's (the hidden state adds something)", bool(ly.saving >= c.saving),
-                       f"{ly.saving:.1%} vs {c.saving:.1%}, difference {_pm(ly.saving - c.saving, half, '+.1%')} "
-                       f"(premature {ly.premature_exit_rate:.3f} vs {c.premature_exit_rate:.3f})"))
+        checks.append(
+            (
+                "saving >= the context-only baseline's (the hidden state adds something)",
+                bool(ly.saving >= c.saving),
+                f"{ly.saving:.1%} vs {c.saving:.1%}, difference {_pm(ly.saving - c.saving, half, '+.1%')} (premature {ly.premature_exit_rate:.3f} vs {c.premature_exit_rate:.3f})",
+            )
+        )
     return checks

@@ -14,8 +14,13 @@ Lazy: importing this package (as the engines do for the metrics files) loads not
 
 from __future__ import annotations
 
-_EXPORTS = {"LiveMonitor": "lynx.monitor.live", "Monitoring": "lynx.monitor.driver", "label_audits": "lynx.monitor.labels",
-            "RiskBound": "lynx.monitor.sequences", "DriftTest": "lynx.monitor.sequences"}
+_EXPORTS = {
+    "LiveMonitor": "lynx.monitor.live",
+    "Monitoring": "lynx.monitor.driver",
+    "label_audits": "lynx.monitor.labels",
+    "RiskBound": "lynx.monitor.sequences",
+    "DriftTest": "lynx.monitor.sequences",
+}
 
 
 def __getattr__(name):

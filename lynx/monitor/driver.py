@@ -43,8 +43,7 @@ class Monitoring:
         JSONL file the labels and the monitor's events are appended to (the engine's audit file).
     """
 
-    def __init__(self, policy, cfg, *, tokenizer, complete: Complete, set_overrides: Callable[[dict], None],
-                 reload: Callable[[], None], log_path: str | Path | None = None):
+    def __init__(self, policy, cfg, *, tokenizer, complete: Complete, set_overrides: Callable[[dict], None], reload: Callable[[], None], log_path: str | Path | None = None):
         self.cfg = parse_monitor(cfg)
         self.monitor = LiveMonitor(policy, self.cfg)
         self.tokenizer, self.complete = tokenizer, complete
@@ -77,8 +76,16 @@ class Monitoring:
                 out += self.monitor.observe(e)
             elif kind == "audit_trace":
                 traces.append(e)
-        labels = label_audits(traces, tokenizer=self.tokenizer, matcher=self.matcher, exit_ids=self.exit_ids, stop_ids=self.stops,
-                              complete=self.complete, answer_tokens=self.cfg.answer_tokens, kind=self.cfg.grader)
+        labels = label_audits(
+            traces,
+            tokenizer=self.tokenizer,
+            matcher=self.matcher,
+            exit_ids=self.exit_ids,
+            stop_ids=self.stops,
+            complete=self.complete,
+            answer_tokens=self.cfg.answer_tokens,
+            kind=self.cfg.grader,
+        )
         for lab in labels:
             self.totals["extra_tokens"] += lab["extra_tokens"]
             out.append(lab)

@@ -34,9 +34,16 @@ def http_complete(server: str, model: str, tokenizer, timeout: float = 300.0, pr
     url = server.rstrip("/") + "/v1/completions"
 
     def complete(prompts, max_tokens, stop_ids):
-        body = {"model": model, "prompt": [list(map(int, p)) for p in prompts], "max_tokens": int(max_tokens), "temperature": 0.0,
-                "stop_token_ids": list(map(int, stop_ids)), "return_token_ids": True, "skip_special_tokens": False,
-                "include_stop_str_in_output": True} | ({"priority": int(priority)} if priority is not None else {})
+        body = {
+            "model": model,
+            "prompt": [list(map(int, p)) for p in prompts],
+            "max_tokens": int(max_tokens),
+            "temperature": 0.0,
+            "stop_token_ids": list(map(int, stop_ids)),
+            "return_token_ids": True,
+            "skip_special_tokens": False,
+            "include_stop_str_in_output": True,
+        } | ({"priority": int(priority)} if priority is not None else {})
         req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=timeout) as r:
             choices = sorted(json.loads(r.read())["choices"], key=lambda c: c["index"])
@@ -78,8 +85,9 @@ class ControlFile:
         self.write()
 
 
-def follow(audit_path: str | Path, server: str, policy, cfg=None, *, once: bool = False, poll: float = 1.0, model: str | None = None,
-           on_events=None, priority: int | None = None) -> Monitoring:
+def follow(
+    audit_path: str | Path, server: str, policy, cfg=None, *, once: bool = False, poll: float = 1.0, model: str | None = None, on_events=None, priority: int | None = None
+) -> Monitoring:
     """Tail ``audit_path`` and monitor it (forever, or one pass over what is there with ``once``)."""
     from transformers import AutoTokenizer
 
@@ -92,8 +100,15 @@ def follow(audit_path: str | Path, server: str, policy, cfg=None, *, once: bool 
     control = ControlFile(audit_path)
     # the control file's overrides are the previous run's: start from none, the replay re-derives them
     control.set_overrides({})
-    mon = Monitoring(policy, cfg or {}, tokenizer=tokenizer, complete=http_complete(server, model or served_model(server), tokenizer, priority=priority),
-                     set_overrides=control.set_overrides, reload=control.request_reload, log_path=audit_path)
+    mon = Monitoring(
+        policy,
+        cfg or {},
+        tokenizer=tokenizer,
+        complete=http_complete(server, model or served_model(server), tokenizer, priority=priority),
+        set_overrides=control.set_overrides,
+        reload=control.request_reload,
+        log_path=audit_path,
+    )
     labelled: dict[str, dict] = {}
     offset, catching_up = 0, True
     while True:

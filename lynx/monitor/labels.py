@@ -23,8 +23,9 @@ from lynx.rollouts import grade_cue, make_rollouts, parse_forced_answer
 Complete = Callable[[list[list[int]], int, list[int]], list[list[int]]]
 
 
-def label_audits(traces: Sequence[dict], *, tokenizer, matcher, exit_ids: Sequence[int], stop_ids: Sequence[int], complete: Complete,
-                 answer_tokens: int, kind: str = "math") -> list[dict]:
+def label_audits(
+    traces: Sequence[dict], *, tokenizer, matcher, exit_ids: Sequence[int], stop_ids: Sequence[int], complete: Complete, answer_tokens: int, kind: str = "math"
+) -> list[dict]:
     """One ``audit_label`` event per ``audit_trace`` event, forced exits of all of them in one batch.
 
     A cue the engine never scored (one on the very last generated token: its hidden state only
@@ -32,8 +33,15 @@ def label_audits(traces: Sequence[dict], *, tokenizer, matcher, exit_ids: Sequen
     if not traces:
         return []
     grade = grader_for(kind)
-    rollouts = make_rollouts(tokenizer, matcher, [t.get("tag") or str(i) for i, t in enumerate(traces)], [None] * len(traces),
-                             [t["prompt_ids"] for t in traces], [t["output_ids"] for t in traces], [grade] * len(traces))
+    rollouts = make_rollouts(
+        tokenizer,
+        matcher,
+        [t.get("tag") or str(i) for i, t in enumerate(traces)],
+        [None] * len(traces),
+        [t["prompt_ids"] for t in traces],
+        [t["output_ids"] for t in traces],
+        [grade] * len(traces),
+    )
     jobs = []
     kept: list[list] = []
     for i, (t, r) in enumerate(zip(traces, rollouts, strict=True)):
@@ -50,13 +58,20 @@ def label_audits(traces: Sequence[dict], *, tokenizer, matcher, exit_ids: Sequen
     out = []
     for i, (t, r) in enumerate(zip(traces, rollouts, strict=True)):
         scores = {int(p): float(s) for p, s in t["cues"]}
-        out.append({
-            "event": "audit_label", "tag": t.get("tag"), "time": time.time(),
-            **{k: t.get(k) for k in ("group", "temperature", "domain", "condition", "alpha")},
-            # [thinking position, probe score, agreement (1: exiting here gives the request's own answer)]
-            "cues": [[cp.thinking_position, scores[cp.cue.position], int(bool(cp.agrees))] for cp in kept[i]],
-            "cue_positions": [cp.cue.position for cp in kept[i]],
-            "thinking_tokens": r.thinking_tokens, "final_answer": r.final_answer, "forced_answers": [cp.forced_answer for cp in kept[i]],
-            "extra_tokens": extra[i], "output_tokens": len(t["output_ids"]),
-        })
+        out.append(
+            {
+                "event": "audit_label",
+                "tag": t.get("tag"),
+                "time": time.time(),
+                **{k: t.get(k) for k in ("group", "temperature", "domain", "condition", "alpha")},
+                # [thinking position, probe score, agreement (1: exiting here gives the request's own answer)]
+                "cues": [[cp.thinking_position, scores[cp.cue.position], int(bool(cp.agrees))] for cp in kept[i]],
+                "cue_positions": [cp.cue.position for cp in kept[i]],
+                "thinking_tokens": r.thinking_tokens,
+                "final_answer": r.final_answer,
+                "forced_answers": [cp.forced_answer for cp in kept[i]],
+                "extra_tokens": extra[i],
+                "output_tokens": len(t["output_ids"]),
+            }
+        )
     return out

@@ -77,12 +77,20 @@ class Group:
     notes: list = field(default_factory=list)
 
     def state(self) -> dict:
-        return {"requests": self.requests, "audits": self.audits, "audits_since_reset": len(self.window), "reference": self.reference,
-                "alarm": self.alarm, "alarm_request": self.alarm_request, "first_alarm": dict(self.first_alarm), "response_active": self.response_active,
-                "drift_martingale": None if self.drift is None else self.drift.value,
-                "drift": None if self.drift is None else self.drift.state(),
-                "risk": {str(a): r.state() | {"threshold": self.thresholds.get(a)} for a, r in self.risks.items()},
-                "notes": list(self.notes)}
+        return {
+            "requests": self.requests,
+            "audits": self.audits,
+            "audits_since_reset": len(self.window),
+            "reference": self.reference,
+            "alarm": self.alarm,
+            "alarm_request": self.alarm_request,
+            "first_alarm": dict(self.first_alarm),
+            "response_active": self.response_active,
+            "drift_martingale": None if self.drift is None else self.drift.value,
+            "drift": None if self.drift is None else self.drift.state(),
+            "risk": {str(a): r.state() | {"threshold": self.thresholds.get(a)} for a, r in self.risks.items()},
+            "notes": list(self.notes),
+        }
 
 
 class LiveMonitor:
@@ -168,10 +176,18 @@ class LiveMonitor:
             g.window.append(event)
             for a, rb in g.risks.items():
                 rb.update(audit_loss(event["cues"], g.thresholds[a]))
-            out.append({"event": "bound", "group": g.key, "request": g.requests, "audits": g.audits,
-                        "risk": {str(a): {k: rb.state()[k] for k in ("n", "rate", "lower", "upper", "alarm_level")} for a, rb in g.risks.items()},
-                        "drift_martingale": None if g.drift is None else g.drift.value,
-                        "drift_reject_above": None if g.drift is None else g.drift.reject_threshold, "response_active": g.response_active})
+            out.append(
+                {
+                    "event": "bound",
+                    "group": g.key,
+                    "request": g.requests,
+                    "audits": g.audits,
+                    "risk": {str(a): {k: rb.state()[k] for k in ("n", "rate", "lower", "upper", "alarm_level")} for a, rb in g.risks.items()},
+                    "drift_martingale": None if g.drift is None else g.drift.value,
+                    "drift_reject_above": None if g.drift is None else g.drift.reject_threshold,
+                    "response_active": g.response_active,
+                }
+            )
         out += self._check(g)
         return [e | {"time": time.time()} for e in out]
 
@@ -184,14 +200,16 @@ class LiveMonitor:
             if hit and kind not in g.raised:
                 g.raised.add(kind)
                 g.first_alarm.setdefault(kind, g.requests)
-                detail = (f"live answer-change risk at alpha {', '.join(map(str, risky))} is above the calibration's "
-                          f"(lower bound {max(g.risks[a].lower for a in risky):.3f} > {min(g.risks[a].alarm_level for a in risky):.3f})"
-                          if kind == "risk" else f"the probe's scores drifted from calibration {g.reference}'s (martingale "
-                          f"{g.drift.value:.3g} > {g.drift.reject_threshold:g})")
-                log.warning("lynx monitor: %s alarm for %s after %d requests: %s; response: %s", kind, g.key, g.requests, detail,
-                            self.cfg.response)
-                events.append({"event": "alarm", "group": g.key, "kind": kind, "alphas": risky, "request": g.requests,
-                               "audits": g.audits, "detail": detail, "response": self.cfg.response})
+                detail = (
+                    f"live answer-change risk at alpha {', '.join(map(str, risky))} is above the calibration's "
+                    f"(lower bound {max(g.risks[a].lower for a in risky):.3f} > {min(g.risks[a].alarm_level for a in risky):.3f})"
+                    if kind == "risk"
+                    else f"the probe's scores drifted from calibration {g.reference}'s (martingale {g.drift.value:.3g} > {g.drift.reject_threshold:g})"
+                )
+                log.warning("lynx monitor: %s alarm for %s after %d requests: %s; response: %s", kind, g.key, g.requests, detail, self.cfg.response)
+                events.append(
+                    {"event": "alarm", "group": g.key, "kind": kind, "alphas": risky, "request": g.requests, "audits": g.audits, "detail": detail, "response": self.cfg.response}
+                )
         if g.response_active:
             return events + self._respond(g)
         if g.alarm is not None or not events:
@@ -227,8 +245,7 @@ class LiveMonitor:
             g.window = deque(maxlen=self.cfg.window)
             return [{"event": "recalibration_failed", "group": g.key, "reason": str(e)[:300], "request": g.requests}]
         self.policy = self.policy.reloaded()
-        log.warning("lynx monitor: %s recalibrated on %d audits since the alarm; condition %s stored in %s and served",
-                    g.key, len(g.window), key, folder)
+        log.warning("lynx monitor: %s recalibrated on %d audits since the alarm; condition %s stored in %s and served", g.key, len(g.window), key, folder)
         n = len(g.window)
         g.response_active = False
         self._set_reference(g, key)
@@ -241,9 +258,13 @@ class LiveMonitor:
         return {k: "conservative" for k, g in self.groups.items() if g.response_active}
 
     def state(self) -> dict:
-        return {"requests": self.requests, "config": {k: getattr(self.cfg, k) for k in ("audit_fraction", "alphas", "test_level", "tolerance", "response")},
-                "groups": {k: g.state() for k, g in self.groups.items()}, "ignored_groups": self.ignored_groups,
-                "overrides": self.overrides}
+        return {
+            "requests": self.requests,
+            "config": {k: getattr(self.cfg, k) for k in ("audit_fraction", "alphas", "test_level", "tolerance", "response")},
+            "groups": {k: g.state() for k, g in self.groups.items()},
+            "ignored_groups": self.ignored_groups,
+            "overrides": self.overrides,
+        }
 
 
 def first_cue_positions(traces) -> np.ndarray:

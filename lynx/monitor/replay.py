@@ -18,8 +18,7 @@ from lynx.engines.exit_control import audit_selected
 from lynx.monitor.live import first_cue_positions
 
 
-def trace_events(traces: Traces, order, *, group: str, condition: str, temperature: float | None, audit_fraction: float,
-                 seed: int = 0, tag_prefix: str = "r") -> Iterator[dict]:
+def trace_events(traces: Traces, order, *, group: str, condition: str, temperature: float | None, audit_fraction: float, seed: int = 0, tag_prefix: str = "r") -> Iterator[dict]:
     """The ``request`` event of each trace in ``order`` and, for the ones a seeded hash picks as
     audits, the ``audit_label`` event (what the live path yields for them)."""
     first_positions = first_cue_positions(traces)
@@ -31,8 +30,11 @@ def trace_events(traces: Traces, order, *, group: str, condition: str, temperatu
         yield base | {"event": "request", "first_cue_position": int(first_positions[i]), "audited": audited}
         if audited:
             agree = traces.agreement if traces.agreement is not None else traces.label
-            yield base | {"event": "audit_label", "thinking_tokens": int(traces.total[i]),
-                          "cues": [[int(traces.position[j]), float(traces.score[j]), int(agree[j])] for j in range(s, e)]}
+            yield base | {
+                "event": "audit_label",
+                "thinking_tokens": int(traces.total[i]),
+                "cues": [[int(traces.position[j]), float(traces.score[j]), int(agree[j])] for j in range(s, e)],
+            }
 
 
 def replay(monitor, events) -> dict:

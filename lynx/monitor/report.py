@@ -46,8 +46,9 @@ def summarize(events: list[dict]) -> dict:
     groups: dict[str, dict] = {}
 
     def group(key):
-        return groups.setdefault(key or "default", {"requests": 0, "exits": 0, "audits": 0, "labelled": 0, "uncalibrated": 0,
-                                                    "risk": {}, "drift_martingale": None, "alarms": [], "responses": []})
+        return groups.setdefault(
+            key or "default", {"requests": 0, "exits": 0, "audits": 0, "labelled": 0, "uncalibrated": 0, "risk": {}, "drift_martingale": None, "alarms": [], "responses": []}
+        )
 
     for e in events:
         kind, g = e.get("event"), None
@@ -69,10 +70,17 @@ def summarize(events: list[dict]) -> dict:
             g["responses"].append({"event": kind} | {k: e.get(k) for k in ("response", "request", "condition", "audits") if e.get(k) is not None})
     extra = sum(int(e.get("extra_tokens") or 0) for e in events if e.get("event") == "audit_label")
     out_tokens = sum(int(e.get("output_tokens") or 0) for e in requests)
-    return {"events": dict(kinds), "requests": len(requests), "exits": sum(bool(e.get("exited")) for e in requests),
-            "audits": sum(bool(e.get("audited")) for e in requests), "labelled": kinds.get("audit_label", 0),
-            "output_tokens": out_tokens, "audit_extra_tokens": extra,
-            "audit_extra_share": extra / out_tokens if out_tokens else None, "groups": groups}
+    return {
+        "events": dict(kinds),
+        "requests": len(requests),
+        "exits": sum(bool(e.get("exited")) for e in requests),
+        "audits": sum(bool(e.get("audited")) for e in requests),
+        "labelled": kinds.get("audit_label", 0),
+        "output_tokens": out_tokens,
+        "audit_extra_tokens": extra,
+        "audit_extra_share": extra / out_tokens if out_tokens else None,
+        "groups": groups,
+    }
 
 
 def tables(summary: dict) -> list:
@@ -84,11 +92,14 @@ def tables(summary: dict) -> list:
         t.add_column(c, justify="left" if c in ("group", "alarms", "responses") else "right")
     for key, g in summary["groups"].items():
         alarms = "; ".join(f"{a['kind']} @ {a['request']}" for a in g["alarms"]) or "-"
-        resp = "; ".join(f"{r['event']}{' ' + r['response'] if r.get('response') else ''}{' ' + r['condition'] if r.get('condition') else ''} @ {r.get('request')}"
-                         for r in g["responses"]) or "-"
+        resp = (
+            "; ".join(
+                f"{r['event']}{' ' + r['response'] if r.get('response') else ''}{' ' + r['condition'] if r.get('condition') else ''} @ {r.get('request')}" for r in g["responses"]
+            )
+            or "-"
+        )
         dm = g["drift_martingale"]
-        t.add_row(key, str(g["requests"]), str(g["exits"]), str(g["audits"]), str(g["labelled"]), str(g["uncalibrated"]),
-                  "-" if dm is None else f"{dm:.3g}", alarms, resp)
+        t.add_row(key, str(g["requests"]), str(g["exits"]), str(g["audits"]), str(g["labelled"]), str(g["uncalibrated"]), "-" if dm is None else f"{dm:.3g}", alarms, resp)
     r = Table(title="lynx monitor: live answer-change risk of the audited requests (time-uniform bounds)")
     for c in ("group", "alpha", "audits", "live rate", "lower bound", "upper bound", "alarm above"):
         r.add_column(c, justify="left" if c == "group" else "right")
@@ -125,8 +136,7 @@ def plot(events: list[dict], out: str | Path) -> Path | None:
             pts = [(xi, b["risk"].get(alpha)) for xi, b in zip(x, bs, strict=True) if (b.get("risk") or {}).get(alpha)]
             xs = [p for p, _ in pts]
             line = ax.plot(xs, [r["rate"] for _, r in pts], label=f"alpha {alpha}: live rate")[0]
-            ax.fill_between(xs, [r["lower"] for _, r in pts], [r["upper"] for _, r in pts], color=line.get_color(), alpha=0.15,
-                            label=f"alpha {alpha}: time-uniform bounds")
+            ax.fill_between(xs, [r["lower"] for _, r in pts], [r["upper"] for _, r in pts], color=line.get_color(), alpha=0.15, label=f"alpha {alpha}: time-uniform bounds")
             ax.plot(xs, [r["alarm_level"] for _, r in pts], "--", color=line.get_color(), label=f"alpha {alpha}: alarm level")
         dm = [(xi, b.get("drift_martingale")) for xi, b in zip(x, bs, strict=True) if b.get("drift_martingale") is not None]
         if dm:

@@ -86,9 +86,16 @@ class RiskBound:
         return self.n > 0 and self.upper <= self.alarm_level
 
     def state(self) -> dict:
-        return {"n": self.n, "rate": self.rate, "lower": self.lower if self.n else None, "upper": self.upper if self.n else None,
-                "reference": self.reference_risk, "reference_upper": self.reference_upper, "alarm_level": self.alarm_level,
-                "alarm": self.alarm}
+        return {
+            "n": self.n,
+            "rate": self.rate,
+            "lower": self.lower if self.n else None,
+            "upper": self.upper if self.n else None,
+            "reference": self.reference_risk,
+            "reference_upper": self.reference_upper,
+            "alarm_level": self.alarm_level,
+            "alarm": self.alarm,
+        }
 
 
 class DriftTest:
@@ -138,5 +145,11 @@ class DriftTest:
         return float(self.test.reject_threshold)
 
     def state(self) -> dict:
-        return {"n": self.n, "n_reference": self.n_reference, "martingale": self.value, "max_martingale": self.max_value,
-                "reject_above": self.reject_threshold, "alarm": self.alarm}
+        return {
+            "n": self.n,
+            "n_reference": self.n_reference,
+            "martingale": self.value,
+            "max_martingale": self.max_value,
+            "reject_above": self.reject_threshold,
+            "alarm": self.alarm,
+        }

@@ -34,10 +34,7 @@ def figures_markdown(figs: dict, command: str) -> str:
             f"| probe AUC vs phase-baseline AUC, {name.replace('_', '-')} cues (n={p[name]['n_cues']}) | "
             f"{p[name]['probe_auc']:.3f} vs {p[name]['baseline_auc']:.3f} | margin ≥ 0.05 |"
         )
-    rows.append(
-        f"| cues per trace before / after the first stated answer | {figs['cues_before_answer_per_trace']:.2f} / "
-        f"{figs['cues_after_answer_per_trace']:.2f} | both > 0 |"
-    )
+    rows.append(f"| cues per trace before / after the first stated answer | {figs['cues_before_answer_per_trace']:.2f} / {figs['cues_after_answer_per_trace']:.2f} | both > 0 |")
     head = (
         f"Measured on {figs['n_problems']} `{figs['split']}` problems at temperature {figs['temperature']}, "
         f"top-p {figs['top_p']}, seed {figs['seed']} ({figs['seconds']:.0f} s on 2 CPU cores) by `{command}`:\n\n"

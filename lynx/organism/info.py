@@ -129,8 +129,15 @@ def measure(
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task(f"sampling {n_problems} traces (T={temperature})", total=n_problems)
         gens = hf.generate(
-            lm, tok, prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
-            batch_size=batch_size, on_batch=lambda n: bar.advance(task, n),
+            lm,
+            tok,
+            prompts,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            batch_size=batch_size,
+            on_batch=lambda n: bar.advance(task, n),
         )
     rollouts = make_rollouts(tok, matcher, [p.problem_id for p in problems], [str(p.answer) for p in problems], prompts, gens, [grade_integer] * len(problems))
     n_cues = sum(len(r.cue_points) for r in rollouts)

@@ -96,9 +96,7 @@ def _check_step(step: Step, careful: bool, written: int | None = None) -> str:
     return f"{step.before} {step.op} {step.operand}: {inner}, so {step.after}"
 
 
-def write_thinking(
-    problem: Problem, rng: random.Random, prefix: str = "", done: list[_Line] | None = None
-) -> tuple[str, int]:
+def write_thinking(problem: Problem, rng: random.Random, prefix: str = "", done: list[_Line] | None = None) -> tuple[str, int]:
     """Return (thinking text without the ``<think>`` tags, final stated answer).
 
     Mid-work cues judge the step just written (a local check); cues after an answer judge

@@ -206,9 +206,13 @@ def train_organism(out: Path, cfg: OrganismTrainConfig) -> Path:
         history["onpolicy_loss"] = fit(model, mixed, cfg.onpolicy_steps, cfg, "stage 2 (on-policy)", deadline, lr=cfg.lr / 4)
     history["seconds"] = round(time.monotonic() - t0, 1)
     history["loss_final"] = {k: sum(v[-50:]) / len(v[-50:]) for k, v in history.items() if isinstance(v, list)}
-    save_checkpoint(model, tokenizer, out, cfg, {k: v for k, v in history.items() if not isinstance(v, list)} | {
-        k: v[:: max(1, len(v) // 100)] for k, v in history.items() if isinstance(v, list)
-    })
+    save_checkpoint(
+        model,
+        tokenizer,
+        out,
+        cfg,
+        {k: v for k, v in history.items() if not isinstance(v, list)} | {k: v[:: max(1, len(v) // 100)] for k, v in history.items() if isinstance(v, list)},
+    )
     console.print(f"saved organism to {out} after {history['seconds']:.0f} s")
     return out
 

@@ -82,9 +82,7 @@ class Probe:
         """Raise unless the probe was trained on hidden states of the model with ``fingerprint``."""
         mine = self.meta.get("model_fingerprint")
         if mine != fingerprint:
-            raise ProbeModelMismatch(
-                f"probe belongs to model {self.meta.get('model')!r} (fingerprint {mine}), not to {what} (fingerprint {fingerprint})"
-            )
+            raise ProbeModelMismatch(f"probe belongs to model {self.meta.get('model')!r} (fingerprint {mine}), not to {what} (fingerprint {fingerprint})")
 
 
 class DeviceProbe:
@@ -168,8 +166,7 @@ def load_probe(folder: Path | str) -> Probe:
         n = meta["n_layers_mlp"]
         head = TreeEnsemble.from_tensors(t, meta["head"]) if "head" in meta else None
         empty = torch.zeros(0)
-        probe = Probe(t.get("scaler.mean", empty), t.get("scaler.scale", empty), [t[f"mlp.{i}.weight"] for i in range(n)],
-                      [t[f"mlp.{i}.bias"] for i in range(n)], meta, head)
+        probe = Probe(t.get("scaler.mean", empty), t.get("scaler.scale", empty), [t[f"mlp.{i}.weight"] for i in range(n)], [t[f"mlp.{i}.bias"] for i in range(n)], meta, head)
         expected = len(meta["layers"]) * meta["hidden_size"] if n else 0
         missing = [k for k in ("model", "model_fingerprint", "cues", "exit_string") if k not in meta]
     except (KeyError, TypeError) as e:

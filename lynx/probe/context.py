@@ -31,21 +31,27 @@ def context_names(cues: Sequence[str]) -> list[str]:
     return list(CONTEXT_BASE) + [f"cue_is_{w}" for w in cues]
 
 
-def context_row(cue_index: int, thinking_position: int, previous_position: int, thinking_start: int, cue_word: str,
-                cues: Sequence[str]) -> list[float]:
+def context_row(cue_index: int, thinking_position: int, previous_position: int, thinking_start: int, cue_word: str, cues: Sequence[str]) -> list[float]:
     """One cue's context columns (:func:`context_names`), in plain Python: the one definition,
     used per cue by the engine and row by row by :func:`context_matrix`. ``previous_position``:
     the thinking position of the trace's previous cue (0 for its first cue)."""
     pos = float(thinking_position)
-    return [float(cue_index), pos, math.log1p(max(pos, 0.0)), pos - float(previous_position), float(thinking_start),
-            *(1.0 if cue_word == w else 0.0 for w in cues)]
+    return [float(cue_index), pos, math.log1p(max(pos, 0.0)), pos - float(previous_position), float(thinking_start), *(1.0 if cue_word == w else 0.0 for w in cues)]
 
 
 def context_matrix(cue_index, thinking_position, previous_position, thinking_start, cue_word, cues: Sequence[str]) -> np.ndarray:
     """``(n, len(context_names(cues)))`` context rows (:func:`context_row` of each cue)."""
-    rows = [context_row(*r, cues) for r in zip(np.asarray(cue_index).tolist(), np.asarray(thinking_position).tolist(),
-                                               np.asarray(previous_position).tolist(), np.asarray(thinking_start).tolist(),
-                                               np.asarray(cue_word, dtype=object).tolist(), strict=True)]
+    rows = [
+        context_row(*r, cues)
+        for r in zip(
+            np.asarray(cue_index).tolist(),
+            np.asarray(thinking_position).tolist(),
+            np.asarray(previous_position).tolist(),
+            np.asarray(thinking_start).tolist(),
+            np.asarray(cue_word, dtype=object).tolist(),
+            strict=True,
+        )
+    ]
     return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(context_names(cues)))
 
 

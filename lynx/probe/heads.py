@@ -34,10 +34,16 @@ def fit_trees(X: np.ndarray, y: np.ndarray, cfg: ProbeTrainConfig) -> TreeEnsemb
 
     if len(np.unique(y)) < 2:
         raise InvalidInput("the tree head's training cues hold only one class; collect more problems")
-    model = HistGradientBoostingClassifier(max_iter=cfg.tree_iterations, learning_rate=cfg.tree_learning_rate,
-                                           max_leaf_nodes=cfg.tree_leaves, min_samples_leaf=cfg.tree_min_leaf,
-                                           l2_regularization=cfg.tree_l2, early_stopping=False,
-                                           class_weight="balanced" if cfg.class_balanced else None, random_state=cfg.seed)
+    model = HistGradientBoostingClassifier(
+        max_iter=cfg.tree_iterations,
+        learning_rate=cfg.tree_learning_rate,
+        max_leaf_nodes=cfg.tree_leaves,
+        min_samples_leaf=cfg.tree_min_leaf,
+        l2_regularization=cfg.tree_l2,
+        early_stopping=False,
+        class_weight="balanced" if cfg.class_balanced else None,
+        random_state=cfg.seed,
+    )
     return TreeEnsemble.from_sklearn(model.fit(X, y))
 
 

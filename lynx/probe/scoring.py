@@ -42,8 +42,14 @@ def data_context(data) -> np.ndarray:
     """Context rows of a collection's cues (:class:`lynx.store.cue_data.CueData`, trace order)."""
     if data.cue_word is None or data.token_position is None:
         raise InvalidInput(f"{data.source} predates cue words and token positions in its cue rows: collect it again for a v2 probe")
-    return context_matrix(data.cue_index, data.thinking_position, previous_positions(data.cue_index, data.thinking_position),
-                          data.token_position - data.thinking_position, data.cue_word, data.manifest["cues"])
+    return context_matrix(
+        data.cue_index,
+        data.thinking_position,
+        previous_positions(data.cue_index, data.thinking_position),
+        data.token_position - data.thinking_position,
+        data.cue_word,
+        data.manifest["cues"],
+    )
 
 
 def cue_scores(probe: Probe, data) -> np.ndarray:

@@ -17,13 +17,18 @@ from lynx.calibrate.procedures import crc_index
 from lynx.calibrate.store import traces_from_rows
 
 
-def operating_figure(data, scores: np.ndarray, traces: dict, alpha: float = 0.1, risk: str = "premature", n_splits: int = 100,
-                     seed: int = 0) -> dict:
+def operating_figure(data, scores: np.ndarray, traces: dict, alpha: float = 0.1, risk: str = "premature", n_splits: int = 100, seed: int = 0) -> dict:
     """Mean (and spread) of saving, risk and accuracy on the held-out halves. ``data``: the
     cue rows scored (:class:`~lynx.store.cue_data.CueData`); ``traces``: the trace rows of the
     same problems (every trace, with or without a cue)."""
-    cues = {"problem_id": data.problem_id, "sample_id": data.sample_id, "cue_index": data.cue_index, "score": scores,
-            "label": data.label, "thinking_position": data.thinking_position}
+    cues = {
+        "problem_id": data.problem_id,
+        "sample_id": data.sample_id,
+        "cue_index": data.cue_index,
+        "score": scores,
+        "label": data.label,
+        "thinking_position": data.thinking_position,
+    }
     if data.agreement is not None:
         cues["agreement"] = data.agreement
     T = traces_from_rows(cues, traces)
@@ -47,6 +52,14 @@ def operating_figure(data, scores: np.ndarray, traces: dict, alpha: float = 0.1,
             continue
         rows.append((1 - used[test, k].sum() / max(1, T.total[test].sum()), losses[test, k].mean(), correct[test, k].mean()))
     r = np.asarray(rows)
-    return {"alpha": alpha, "risk": risk, "n_splits": n_splits, "n_problems": int(P), "saving": float(r[:, 0].mean()),
-            "saving_sd": float(r[:, 0].std()), "risk_measured": float(r[:, 1].mean()), "accuracy": float(r[:, 2].mean()),
-            "full_cot_accuracy": float(T.final_correct.mean())}
+    return {
+        "alpha": alpha,
+        "risk": risk,
+        "n_splits": n_splits,
+        "n_problems": int(P),
+        "saving": float(r[:, 0].mean()),
+        "saving_sd": float(r[:, 0].std()),
+        "risk_measured": float(r[:, 1].mean()),
+        "accuracy": float(r[:, 2].mean()),
+        "full_cot_accuracy": float(T.final_correct.mean()),
+    }

@@ -70,12 +70,16 @@ def fit_mlp(X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray, cfg: P
     Xs, Xvs = scaler.transform(X), scaler.transform(Xv) if len(Xv) else Xv
     w, wv = _weights(y, cfg.class_balanced), _weights(yv, cfg.class_balanced)
     clf = MLPClassifier(
-        hidden_layer_sizes=cfg.hidden_layer_sizes, activation="relu", solver="adam", alpha=cfg.l2,
-        batch_size=min(cfg.batch_size, len(y)), learning_rate_init=cfg.learning_rate, random_state=cfg.seed,
+        hidden_layer_sizes=cfg.hidden_layer_sizes,
+        activation="relu",
+        solver="adam",
+        alpha=cfg.l2,
+        batch_size=min(cfg.batch_size, len(y)),
+        learning_rate_init=cfg.learning_rate,
+        random_state=cfg.seed,
     )
     best, best_loss, since, history = None, np.inf, 0, []
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-                  console=console, transient=True) as bar:
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console, transient=True) as bar:
         task = bar.add_task("training probe", total=epochs or cfg.max_epochs, info="")
         for epoch in range(epochs or cfg.max_epochs):
             with warnings.catch_warnings():
@@ -106,9 +110,15 @@ def _architecture(kind: str, cfg: ProbeTrainConfig, cues) -> dict:
     if kind != "context-only":
         arch |= {"hidden_layer_sizes": list(cfg.hidden_layer_sizes), "activation": "relu", "output": "sigmoid"}
     if kind != "mlp":
-        arch |= {"head": "boosted trees (HistGradientBoosting)", "head_inputs": head_input_names(kind, cues),
-                 "tree_iterations": cfg.tree_iterations, "tree_learning_rate": cfg.tree_learning_rate, "tree_leaves": cfg.tree_leaves,
-                 "tree_min_leaf": cfg.tree_min_leaf, "tree_l2": cfg.tree_l2}
+        arch |= {
+            "head": "boosted trees (HistGradientBoosting)",
+            "head_inputs": head_input_names(kind, cues),
+            "tree_iterations": cfg.tree_iterations,
+            "tree_learning_rate": cfg.tree_learning_rate,
+            "tree_leaves": cfg.tree_leaves,
+            "tree_min_leaf": cfg.tree_min_leaf,
+            "tree_l2": cfg.tree_l2,
+        }
     return arch
 
 
@@ -145,13 +155,28 @@ def train_probe(data_dir: Path | str | list, out: Path | str, cfg: ProbeTrainCon
 
     m = data.manifest
     base = {
-        "lynx_version": __version__, "model": m["model"], "model_fingerprint": m["model_fingerprint"],
-        "tokenizer_hash": m["tokenizer_hash"], "num_layers": m["num_layers"], "hidden_size": m["hidden_size"],
-        "layers": m["layers"], "cues": m["cues"], "exit_string": m["exit_string"], "answer_tokens": m.get("answer_tokens"),
+        "lynx_version": __version__,
+        "model": m["model"],
+        "model_fingerprint": m["model_fingerprint"],
+        "tokenizer_hash": m["tokenizer_hash"],
+        "num_layers": m["num_layers"],
+        "hidden_size": m["hidden_size"],
+        "layers": m["layers"],
+        "cues": m["cues"],
+        "exit_string": m["exit_string"],
+        "answer_tokens": m.get("answer_tokens"),
         "prompt_suffix": m.get("prompt_suffix"),
-        "data": {"folder": data.source, "manifest_hash": manifest_hash(m), "dataset": m["dataset"], "sampling": m["sampling"],
-                 "n_cues": len(data), "n_problems": int(len(problems)), "safe_share": float(data.label.mean()),
-                 "labels": data.labels} | ({"merged_from": m["merged_from"]} if "merged_from" in m else {}),
+        "data": {
+            "folder": data.source,
+            "manifest_hash": manifest_hash(m),
+            "dataset": m["dataset"],
+            "sampling": m["sampling"],
+            "n_cues": len(data),
+            "n_problems": int(len(problems)),
+            "safe_share": float(data.label.mean()),
+            "labels": data.labels,
+        }
+        | ({"merged_from": m["merged_from"]} if "merged_from" in m else {}),
         "target": cfg.target,
         "training": asdict(cfg) | {"epochs": len(history), "best_epochs": best_epochs, "best_val_loss": float(min(history))},
     }
@@ -170,6 +195,7 @@ def train_probe(data_dir: Path | str | list, out: Path | str, cfg: ProbeTrainCon
     if has_context and (cfg.kind != "mlp" or cfg.baseline):
         ctx = data_context(fd)
         with console.status("out-of-fold scores (problem-grouped folds)"):
+
             def mlp_fold(trm, tem):
                 sc, c, _ = fit_mlp(fd.features[trm], yf[trm], fd.features[:0], yf[:0], cfg, epochs=best_epochs)
                 return c.predict_proba(sc.transform(fd.features[tem]))[:, 1]
@@ -178,12 +204,12 @@ def train_probe(data_dir: Path | str | list, out: Path | str, cfg: ProbeTrainCon
                 oof["mlp"] = out_of_fold(folds, mlp_fold)
                 X2 = head_inputs("stacked", m["cues"], ctx, history_matrix(fd.cue_index, oof["mlp"]))
                 oof["stacked"] = out_of_fold(folds, lambda trm, tem: fit_trees(X2[trm], yf[trm], cfg).predict(X2[tem]))
-                candidates["stacked"] = to_probe(scaler, clf, base | {"architecture": _architecture("stacked", cfg, m["cues"])},
-                                                 head=fit_trees(X2, yf, cfg))
+                candidates["stacked"] = to_probe(scaler, clf, base | {"architecture": _architecture("stacked", cfg, m["cues"])}, head=fit_trees(X2, yf, cfg))
             if cfg.baseline:
                 oof["context-only"] = out_of_fold(folds, lambda trm, tem: fit_trees(ctx[trm], yf[trm], cfg).predict(ctx[tem]))
-                candidates["context-only"] = Probe(torch.zeros(0), torch.zeros(0), [], [], base | {
-                    "architecture": _architecture("context-only", cfg, m["cues"])}, head=fit_trees(ctx, yf, cfg))
+                candidates["context-only"] = Probe(
+                    torch.zeros(0), torch.zeros(0), [], [], base | {"architecture": _architecture("context-only", cfg, m["cues"])}, head=fit_trees(ctx, yf, cfg)
+                )
     elif cfg.baseline:
         console.print(f"[yellow]warning[/]: {data_dir} predates cue words in its cue rows: no context-only baseline (collect again)")
 
@@ -192,8 +218,7 @@ def train_probe(data_dir: Path | str | list, out: Path | str, cfg: ProbeTrainCon
     risk = "premature" if data.labels == "gold" else "answer-change"
     pick = lambda d, ids: {k: [v for v, p in zip(col, d["problem_id"], strict=True) if p in ids] for k, col in d.items()}  # noqa: E731
     selection = {k: operating_figure(fd, s, pick(traces, set(map(str, fd.problems))), cfg.select_alpha, risk) for k, s in oof.items()}
-    kind = cfg.kind if cfg.kind != "auto" else (
-        "stacked" if "stacked" in selection and selection["stacked"]["saving"] > selection["mlp"]["saving"] else "mlp")
+    kind = cfg.kind if cfg.kind != "auto" else ("stacked" if "stacked" in selection and selection["stacked"]["saving"] > selection["mlp"]["saving"] else "mlp")
     comparison = {}
     te = data.subset(mte)
     if len(te.problems) >= 10:
@@ -218,58 +243,62 @@ def train_probe(data_dir: Path | str | list, out: Path | str, cfg: ProbeTrainCon
         save_probe(pr, folder)
         (folder / TRAIN_PROBLEMS).write_text(json.dumps(sorted(map(str, problems))) + "\n")
         if len(te):
-            reliability_plot(cue_scores(pr, te), target_labels(te, cfg.target), folder / "reliability.png",
-                             title=f"{pr.kind} probe reliability, {len(te.problems)} held-out problems")
+            reliability_plot(
+                cue_scores(pr, te), target_labels(te, cfg.target), folder / "reliability.png", title=f"{pr.kind} probe reliability, {len(te.problems)} held-out problems"
+            )
         (folder / "README.md").write_text(model_card(pr.meta))
     return probe.meta
 
 
 def split_metrics(probe: Probe, splits: dict, target: str) -> dict:
     """AUC, accuracy, Brier, ECE of the final score against the target labels, per split."""
-    return {name: binary_metrics(cue_scores(probe, d), target_labels(d, target)) | {"n_cues": len(d), "n_problems": int(len(d.problems))}
-            for name, d in splits.items() if len(d)}
+    return {name: binary_metrics(cue_scores(probe, d), target_labels(d, target)) | {"n_cues": len(d), "n_problems": int(len(d.problems))} for name, d in splits.items() if len(d)}
 
 
 def model_card(meta: dict) -> str:
     t = meta["metrics"].get("test", {})
-    rows = "\n".join(
-        f"| {k} | {v['n_problems']} | {v['n_cues']} | {v['auc']:.3f} | {v['accuracy']:.3f} | {v['brier']:.3f} | {v['ece']:.3f} |"
-        for k, v in meta["metrics"].items()
-    )
+    rows = "\n".join(f"| {k} | {v['n_problems']} | {v['n_cues']} | {v['auc']:.3f} | {v['accuracy']:.3f} | {v['brier']:.3f} | {v['ece']:.3f} |" for k, v in meta["metrics"].items())
     arch = meta["architecture"]
-    what = {"mlp": f"An MLP {tuple(arch.get('hidden_layer_sizes', ()))} on the hidden states of cue tokens",
-            "stacked": f"Probe v2: an MLP {tuple(arch.get('hidden_layer_sizes', ()))} on the hidden states of cue tokens, whose logit, the "
-                       "logits of the trace's earlier cues and the cue's context (index, position, word) go through boosted trees",
-            "context-only": "The context-only baseline: boosted trees on the cue's context alone (index, position, word), no hidden state"}
+    what = {
+        "mlp": f"An MLP {tuple(arch.get('hidden_layer_sizes', ()))} on the hidden states of cue tokens",
+        "stacked": f"Probe v2: an MLP {tuple(arch.get('hidden_layer_sizes', ()))} on the hidden states of cue tokens, whose logit, the "
+        "logits of the trace's earlier cues and the cue's context (index, position, word) go through boosted trees",
+        "context-only": "The context-only baseline: boosted trees on the cue's context alone (index, position, word), no hidden state",
+    }
     sel = meta.get("selection", {})
     figures = ""
     if sel.get("out_of_fold") or sel.get("test"):
         lines = ["| candidate | where | problems | saving (sd) | risk | accuracy (full CoT) |", "|---|---|---|---|---|---|"]
         for where, figs in (("out-of-fold (training problems)", sel.get("out_of_fold") or {}), ("held-out test problems", sel.get("test") or {})):
             for k, f in figs.items():
-                lines.append(f"| {k} | {where} | {f['n_problems']} | {f['saving']:.1%} ({f['saving_sd']:.1%}) | {f['risk_measured']:.3f} "
-                             f"({f['risk']}) | {f['accuracy']:.3f} ({f['full_cot_accuracy']:.3f}) |")
+                lines.append(
+                    f"| {k} | {where} | {f['n_problems']} | {f['saving']:.1%} ({f['saving_sd']:.1%}) | {f['risk_measured']:.3f} "
+                    f"({f['risk']}) | {f['accuracy']:.3f} ({f['full_cot_accuracy']:.3f}) |"
+                )
         alpha = next(iter((sel.get("test") or sel.get("out_of_fold")).values()))["alpha"]
-        figures = (f"\n## Operating figures at alpha {alpha:g}\n\nThe thinking saved when CRC sets the threshold on half of the problems, "
-                   "measured on the other half (mean over 100 halvings). "
-                   + (f"Chosen: **{sel['chosen']}** (rule: `{sel['rule']}`; auto = the better out-of-fold saving).\n\n" if "chosen" in sel else "\n\n")
-                   + "\n".join(lines) + "\n")
-    return f"""# lynx probe for `{meta['model']}` ({meta['architecture']['kind']})
+        figures = (
+            f"\n## Operating figures at alpha {alpha:g}\n\nThe thinking saved when CRC sets the threshold on half of the problems, "
+            "measured on the other half (mean over 100 halvings). "
+            + (f"Chosen: **{sel['chosen']}** (rule: `{sel['rule']}`; auto = the better out-of-fold saving).\n\n" if "chosen" in sel else "\n\n")
+            + "\n".join(lines)
+            + "\n"
+        )
+    return f"""# lynx probe for `{meta["model"]}` ({meta["architecture"]["kind"]})
 
-{what[arch['kind']]} (layers {meta['layers']} of {meta['num_layers']}, hidden size {meta['hidden_size']}); it predicts whether
-forcing an exit at that cue (`{meta['exit_string']!r}`) is safe (target `{meta.get('target', 'safe')}`).
+{what[arch["kind"]]} (layers {meta["layers"]} of {meta["num_layers"]}, hidden size {meta["hidden_size"]}); it predicts whether
+forcing an exit at that cue (`{meta["exit_string"]!r}`) is safe (target `{meta.get("target", "safe")}`).
 
-- model fingerprint: `{meta['model_fingerprint']}` (the probe refuses any other model)
-- cues: {', '.join(meta['cues'])}
-- training data: `{meta['data']['dataset']}`, {meta['data']['n_problems']} problems, {meta['data']['n_cues']} cue points
-  ({meta['data']['safe_share']:.1%} safe), sampling {meta['data']['sampling']}, manifest hash `{meta['data']['manifest_hash']}`
+- model fingerprint: `{meta["model_fingerprint"]}` (the probe refuses any other model)
+- cues: {", ".join(meta["cues"])}
+- training data: `{meta["data"]["dataset"]}`, {meta["data"]["n_problems"]} problems, {meta["data"]["n_cues"]} cue points
+  ({meta["data"]["safe_share"]:.1%} safe), sampling {meta["data"]["sampling"]}, manifest hash `{meta["data"]["manifest_hash"]}`
 - split by problem: train / validation (early stopping) / test (the figures below)
 
 | split | problems | cues | AUC | accuracy | Brier | ECE |
 |---|---|---|---|---|---|---|
 {rows}
 
-Held-out AUC {t.get('auc', float('nan')):.3f}. Reliability diagram: `reliability.png`.
+Held-out AUC {t.get("auc", float("nan")):.3f}. Reliability diagram: `reliability.png`.
 {figures}
 Calibrate before use: `lynx calibrate --probe <this folder> --data <collect folder on other problems>`.
 """

@@ -84,11 +84,17 @@ class TreeEnsemble:
         shift = np.concatenate([np.full(len(n), o) for n, o in zip(nodes, offsets[:-1], strict=True)])
         leaf = cat("is_leaf").astype(bool)
         return cls(
-            feature=cat("feature_idx").astype(np.int64), threshold=cat("num_threshold").astype(np.float64),
-            left=np.where(leaf, 0, cat("left").astype(np.int64) + shift), right=np.where(leaf, 0, cat("right").astype(np.int64) + shift),
-            leaf=leaf, value=np.where(leaf, cat("value"), 0.0).astype(np.float64), missing_left=cat("missing_go_to_left").astype(bool),
-            roots=offsets[:-1].astype(np.int64), baseline=float(np.ravel(model._baseline_prediction)[0]),
-            depth=int(max(n["depth"].max() for n in nodes)) if nodes else 0, n_features=int(model.n_features_in_),
+            feature=cat("feature_idx").astype(np.int64),
+            threshold=cat("num_threshold").astype(np.float64),
+            left=np.where(leaf, 0, cat("left").astype(np.int64) + shift),
+            right=np.where(leaf, 0, cat("right").astype(np.int64) + shift),
+            leaf=leaf,
+            value=np.where(leaf, cat("value"), 0.0).astype(np.float64),
+            missing_left=cat("missing_go_to_left").astype(bool),
+            roots=offsets[:-1].astype(np.int64),
+            baseline=float(np.ravel(model._baseline_prediction)[0]),
+            depth=int(max(n["depth"].max() for n in nodes)) if nodes else 0,
+            n_features=int(model.n_features_in_),
         )
 
     def raw(self, X: np.ndarray) -> np.ndarray:
@@ -167,10 +173,19 @@ class TreeEnsemble:
         """The ensemble stored by :meth:`tensors` / :meth:`scalars`; a missing or inconsistent array is one clear error."""
         try:
             arr = {k: tensors[f"{prefix}{k}"].numpy() for k in (*NODE_FIELDS, "roots")}
-            ens = cls(feature=arr["feature"].astype(np.int64), threshold=arr["threshold"].astype(np.float64), left=arr["left"].astype(np.int64),
-                      right=arr["right"].astype(np.int64), leaf=arr["leaf"].astype(bool), value=arr["value"].astype(np.float64),
-                      missing_left=arr["missing_left"].astype(bool), roots=arr["roots"].astype(np.int64),
-                      baseline=float(scalars["baseline"]), depth=int(scalars["depth"]), n_features=int(scalars["n_features"]))
+            ens = cls(
+                feature=arr["feature"].astype(np.int64),
+                threshold=arr["threshold"].astype(np.float64),
+                left=arr["left"].astype(np.int64),
+                right=arr["right"].astype(np.int64),
+                leaf=arr["leaf"].astype(bool),
+                value=arr["value"].astype(np.float64),
+                missing_left=arr["missing_left"].astype(bool),
+                roots=arr["roots"].astype(np.int64),
+                baseline=float(scalars["baseline"]),
+                depth=int(scalars["depth"]),
+                n_features=int(scalars["n_features"]),
+            )
         except (KeyError, TypeError, ValueError) as e:
             raise InvalidInput(f"the probe's trees are incomplete ({type(e).__name__}: {e})") from None
         n = len(ens.feature)

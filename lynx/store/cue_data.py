@@ -21,6 +21,7 @@ from lynx.store.shards import completed_shards, read_folder
 
 log = logging.getLogger("lynx.store")
 
+
 class EmptyData(InvalidInput):
     """A collect folder without usable cue points."""
 
@@ -62,11 +63,17 @@ class CueData:
         return np.unique(self.problem_id)
 
     def subset(self, mask: np.ndarray) -> CueData:
-        fields = {k: getattr(self, k)[mask] for k in (
-            "features", "label", "problem_id", "sample_id", "cue_index", "thinking_position", "thinking_tokens_total", "final_correct")}
+        fields = {k: getattr(self, k)[mask] for k in ("features", "label", "problem_id", "sample_id", "cue_index", "thinking_position", "thinking_tokens_total", "final_correct")}
         opt = lambda a: None if a is None else a[mask]  # noqa: E731
-        return CueData(**fields, manifest=self.manifest, folder=self.folder, agreement=opt(self.agreement), folders=self.folders,
-                       token_position=opt(self.token_position), cue_word=opt(self.cue_word))
+        return CueData(
+            **fields,
+            manifest=self.manifest,
+            folder=self.folder,
+            agreement=opt(self.agreement),
+            folders=self.folders,
+            token_position=opt(self.token_position),
+            cue_word=opt(self.cue_word),
+        )
 
 
 def manifest_hash(manifest: dict) -> str:
@@ -86,15 +93,20 @@ def warn_if_incomplete(folder: Path, manifest: dict) -> list[int]:
     missing = [i for i in expected if i not in completed_shards(folder)]
     if missing:
         lost = sum(min(size, n - i * size) for i in missing)
-        log.warning("%s holds %d of its %d shards (%d of %d problems; missing shard(s) %s): using what is there; "
-                    "rerun lynx collect with the same options and --out to complete it",
-                    folder, len(expected) - len(missing), len(expected), n - lost, n, ", ".join(map(str, missing[:10])))
+        log.warning(
+            "%s holds %d of its %d shards (%d of %d problems; missing shard(s) %s): using what is there; rerun lynx collect with the same options and --out to complete it",
+            folder,
+            len(expected) - len(missing),
+            len(expected),
+            n - lost,
+            n,
+            ", ".join(map(str, missing[:10])),
+        )
     return missing
 
 
 #: what several collect folders must share to be read as one training / calibration set
-MERGE_IDENTITY = ("model_fingerprint", "tokenizer_hash", "hidden_size", "layers", "cues", "exit_string", "labels", "prompt_suffix",
-                  "answer_tokens")
+MERGE_IDENTITY = ("model_fingerprint", "tokenizer_hash", "hidden_size", "layers", "cues", "exit_string", "labels", "prompt_suffix", "answer_tokens")
 Folders = Path | str | list | tuple
 
 
@@ -123,8 +135,9 @@ def collection_manifest(folders: Folders) -> dict:
     for f, m in zip(paths[1:], manifests[1:], strict=True):
         for key in MERGE_IDENTITY:
             if identity_value(m, key) != identity_value(first, key):
-                raise InvalidInput(f"{paths[0]} and {f} cannot be read as one collection: they differ in {key} "
-                                   f"({_short(identity_value(first, key))} vs {_short(identity_value(m, key))})")
+                raise InvalidInput(
+                    f"{paths[0]} and {f} cannot be read as one collection: they differ in {key} ({_short(identity_value(first, key))} vs {_short(identity_value(m, key))})"
+                )
     merged = dict(first)
     merged["dataset"] = " + ".join(str(m["dataset"]) for m in manifests)
     merged["n_problems"] = sum(int(m.get("n_problems") or 0) for m in manifests)
@@ -158,15 +171,26 @@ def load_cue_data(folders: Folders) -> CueData:
     for part in parts:
         for key in set(zip(part.problem_id.tolist(), part.sample_id.tolist(), strict=True)):
             if key in seen:
-                raise InvalidInput(f"{seen[key]} and {part.folder} both hold problem {key[0]!r} sample {key[1]}: merge collections of "
-                                   "disjoint problems (or samples)")
+                raise InvalidInput(f"{seen[key]} and {part.folder} both hold problem {key[0]!r} sample {key[1]}: merge collections of disjoint problems (or samples)")
             seen[key] = part.folder
     cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
     opt = lambda name: None if any(getattr(p, name) is None for p in parts) else cat(name)  # noqa: E731
-    data = CueData(features=cat("features"), label=cat("label"), problem_id=cat("problem_id"), sample_id=cat("sample_id"),
-                   cue_index=cat("cue_index"), thinking_position=cat("thinking_position"), thinking_tokens_total=cat("thinking_tokens_total"),
-                   final_correct=cat("final_correct"), manifest=manifest, folder=paths[0], agreement=opt("agreement"), folders=tuple(paths),
-                   token_position=opt("token_position"), cue_word=opt("cue_word"))
+    data = CueData(
+        features=cat("features"),
+        label=cat("label"),
+        problem_id=cat("problem_id"),
+        sample_id=cat("sample_id"),
+        cue_index=cat("cue_index"),
+        thinking_position=cat("thinking_position"),
+        thinking_tokens_total=cat("thinking_tokens_total"),
+        final_correct=cat("final_correct"),
+        manifest=manifest,
+        folder=paths[0],
+        agreement=opt("agreement"),
+        folders=tuple(paths),
+        token_position=opt("token_position"),
+        cue_word=opt("cue_word"),
+    )
     return data.subset(np.lexsort((data.cue_index, data.sample_id, data.problem_id)))
 
 
@@ -186,20 +210,24 @@ def _load_one(folder: Path) -> CueData:
     if missing:
         raise InvalidInput(f"{folder} lacks feature columns {missing} named by its manifest")
     hidden = manifest["hidden_size"]
-    feats = np.concatenate(
-        [table.column(c).combine_chunks().flatten().to_numpy().reshape(-1, hidden) for c in cols], axis=1
-    ).astype(np.float32)
+    feats = np.concatenate([table.column(c).combine_chunks().flatten().to_numpy().reshape(-1, hidden) for c in cols], axis=1).astype(np.float32)
     col = lambda name: table.column(name).to_numpy(zero_copy_only=False)  # noqa: E731
     order = np.lexsort((col("cue_index"), col("sample_id"), col("problem_id")))
     agreement = table.column("agreement") if "agreement" in table.column_names else None
     if agreement is not None and agreement.null_count:
         agreement = None  # shards from before agreement labels
     data = CueData(
-        features=feats, label=col("label").astype(np.int8), problem_id=col("problem_id").astype(str),
-        sample_id=col("sample_id").astype(int), cue_index=col("cue_index").astype(int),
-        thinking_position=col("thinking_position").astype(int), thinking_tokens_total=col("thinking_tokens_total").astype(int),
-        final_correct=np.array([bool(x) for x in table.column("final_correct").to_pylist()], dtype=bool), manifest=manifest,
-        folder=folder, agreement=None if agreement is None else agreement.to_numpy(zero_copy_only=False).astype(np.int8),
+        features=feats,
+        label=col("label").astype(np.int8),
+        problem_id=col("problem_id").astype(str),
+        sample_id=col("sample_id").astype(int),
+        cue_index=col("cue_index").astype(int),
+        thinking_position=col("thinking_position").astype(int),
+        thinking_tokens_total=col("thinking_tokens_total").astype(int),
+        final_correct=np.array([bool(x) for x in table.column("final_correct").to_pylist()], dtype=bool),
+        manifest=manifest,
+        folder=folder,
+        agreement=None if agreement is None else agreement.to_numpy(zero_copy_only=False).astype(np.int8),
         token_position=col("token_position").astype(int) if "token_position" in table.column_names else None,
         cue_word=col("cue_word").astype(str) if "cue_word" in table.column_names else None,
     )

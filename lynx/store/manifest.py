@@ -16,9 +16,23 @@ from lynx.errors import InvalidInput, MissingInput
 MANIFEST = "manifest.json"
 #: fields that define the rows; anything else (versions, paths) may differ on resume
 IDENTITY = (
-    "model_fingerprint", "tokenizer_hash", "layers", "cues", "exit_string", "sampling",
-    "samples_per_problem", "answer_tokens", "dataset", "n_problems", "shard_size", "engine",
-    "question_field", "answer_field", "prompt_suffix", "seeding", "labels",
+    "model_fingerprint",
+    "tokenizer_hash",
+    "layers",
+    "cues",
+    "exit_string",
+    "sampling",
+    "samples_per_problem",
+    "answer_tokens",
+    "dataset",
+    "n_problems",
+    "shard_size",
+    "engine",
+    "question_field",
+    "answer_field",
+    "prompt_suffix",
+    "seeding",
+    "labels",
 )
 #: identity fields added later, with the value a manifest without them implies
 LEGACY_IDENTITY = {"labels": "gold"}
@@ -54,10 +68,7 @@ def check_compatible(folder: Path, manifest: dict) -> None:
     old = read_manifest(folder)
     diff = [k for k in IDENTITY if identity_value(old, k) != identity_value(manifest, k)]
     if diff:
-        raise IncompatibleFolder(
-            f"output folder {folder} was made for another model or config (differs in: {', '.join(diff)}); "
-            "use a new --out or the original settings"
-        )
+        raise IncompatibleFolder(f"output folder {folder} was made for another model or config (differs in: {', '.join(diff)}); use a new --out or the original settings")
 
 
 def write_manifest(folder: Path, manifest: dict) -> None:

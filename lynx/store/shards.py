@@ -24,19 +24,36 @@ _NAME = re.compile(r"shard-(\d{5})\.traces\.parquet$")
 #: answers happen to be all missing still has a string column, never a null-typed one that no
 #: other shard's schema matches.
 CUE_FIELDS = (
-    ("problem_id", pa.string()), ("sample_id", pa.int64()), ("cue_index", pa.int64()), ("token_position", pa.int64()),
-    ("thinking_position", pa.int64()), ("cue_text", pa.string()), ("cue_word", pa.string()), ("label", pa.int8()),
-    ("forced_answer", pa.string()), ("final_answer", pa.string()), ("gold", pa.string()), ("final_correct", pa.bool_()),
+    ("problem_id", pa.string()),
+    ("sample_id", pa.int64()),
+    ("cue_index", pa.int64()),
+    ("token_position", pa.int64()),
+    ("thinking_position", pa.int64()),
+    ("cue_text", pa.string()),
+    ("cue_word", pa.string()),
+    ("label", pa.int8()),
+    ("forced_answer", pa.string()),
+    ("final_answer", pa.string()),
+    ("gold", pa.string()),
+    ("final_correct", pa.bool_()),
     ("thinking_tokens_total", pa.int64()),
     # 1 = the forced answer equals the trace's own final answer (no gold needed); ``label`` is the
     # label the collection was made with (manifest "labels": gold or this agreement)
     ("agreement", pa.int8()),
 )
-TRACE_SCHEMA = pa.schema([
-    ("problem_id", pa.string()), ("sample_id", pa.int64()), ("n_cues", pa.int64()), ("final_answer", pa.string()),
-    ("final_correct", pa.bool_()), ("gold", pa.string()), ("thinking_tokens_total", pa.int64()), ("generated_tokens", pa.int64()),
-    ("closed_thinking", pa.bool_()),
-])
+TRACE_SCHEMA = pa.schema(
+    [
+        ("problem_id", pa.string()),
+        ("sample_id", pa.int64()),
+        ("n_cues", pa.int64()),
+        ("final_answer", pa.string()),
+        ("final_correct", pa.bool_()),
+        ("gold", pa.string()),
+        ("thinking_tokens_total", pa.int64()),
+        ("generated_tokens", pa.int64()),
+        ("closed_thinking", pa.bool_()),
+    ]
+)
 
 
 def cue_schema(layers, hidden: int) -> pa.Schema:

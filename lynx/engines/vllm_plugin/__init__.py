@@ -14,11 +14,13 @@ from types import MappingProxyType
 from lynx.errors import InvalidInput
 
 #: base architecture -> (vLLM module, class); the wrapper is ``Lynx<base>`` (read-only)
-SUPPORTED = MappingProxyType({
-    "Qwen3ForCausalLM": "vllm.model_executor.models.qwen3:Qwen3ForCausalLM",
-    "Qwen2ForCausalLM": "vllm.model_executor.models.qwen2:Qwen2ForCausalLM",
-    "LlamaForCausalLM": "vllm.model_executor.models.llama:LlamaForCausalLM",
-})
+SUPPORTED = MappingProxyType(
+    {
+        "Qwen3ForCausalLM": "vllm.model_executor.models.qwen3:Qwen3ForCausalLM",
+        "Qwen2ForCausalLM": "vllm.model_executor.models.qwen2:Qwen2ForCausalLM",
+        "LlamaForCausalLM": "vllm.model_executor.models.llama:LlamaForCausalLM",
+    }
+)
 
 
 def wrapper_name(arch: str) -> str:

@@ -154,7 +154,7 @@ def _make(arch: str):
 def __getattr__(name: str):
     """The wrapper classes (``LynxQwen3ForCausalLM``, ...), built on first use: importing this
     module does not import vLLM's model code (vLLM's registry names them lazily too)."""
-    arch = name[len("Lynx"):] if name.startswith("Lynx") else None
+    arch = name[len("Lynx") :] if name.startswith("Lynx") else None
     if arch in SUPPORTED:
         return _make(arch)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -52,9 +52,13 @@ class LynxLogitsProcessor(LogitsProcessor):
             old = self.rows.pop(index, None)
             if old is not None:
                 finish(old)
-            state = self.controller.new_request(params.extra_args if params is not None else None, prompt, output,
-                                                temperature=params.temperature if params is not None else None,
-                                                seed=params.seed if params is not None else None)
+            state = self.controller.new_request(
+                params.extra_args if params is not None else None,
+                prompt,
+                output,
+                temperature=params.temperature if params is not None else None,
+                seed=params.seed if params is not None else None,
+            )
             if state is not None:
                 self.rows[index] = state
         for index in batch_update.removed:

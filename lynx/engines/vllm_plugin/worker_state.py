@@ -42,10 +42,8 @@ class StepFeatures:
     features, ``f[[i, j]]`` a ``(2, width)`` batch; :meth:`dense` is every row.
     """
 
-    def __init__(self, parts: list[tuple[torch.Tensor, bool]], n_rows: int, query_start_loc: torch.Tensor | None = None,
-                 input_ids: torch.Tensor | None = None):
-        if (any(per_token for _, per_token in parts) or input_ids is not None) and (
-                query_start_loc is None or query_start_loc.shape[0] < n_rows + 1):
+    def __init__(self, parts: list[tuple[torch.Tensor, bool]], n_rows: int, query_start_loc: torch.Tensor | None = None, input_ids: torch.Tensor | None = None):
+        if (any(per_token for _, per_token in parts) or input_ids is not None) and (query_start_loc is None or query_start_loc.shape[0] < n_rows + 1):
             raise ValueError("per-token features need query_start_loc with one entry per logits row plus one")
         self.parts, self.n_rows, self.query_start_loc, self.input_ids = parts, n_rows, query_start_loc, input_ids
         self.shape = (n_rows, sum(t.shape[-1] for t, _ in parts))
