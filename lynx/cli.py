@@ -392,19 +392,13 @@ def monitor(
         from lynx.monitor.follow import follow
 
         cfg = _monitor_settings(settings) or {}
-        follow(
-            audit_file,
-            server,
-            ExitPolicy.load(probe),
-            cfg,
-            once=once,
-            priority=priority,
-            on_events=lambda evs: [
-                err.print(f"lynx monitor: {e['event']} {e.get('group')} {e.get('kind') or e.get('response') or e.get('condition') or ''}")
-                for e in evs
-                if e.get("event") in ("alarm", "response", "cleared", "recalibrated")
-            ],
-        )
+
+        def announce(evs: list[dict]) -> None:
+            for e in evs:
+                if e.get("event") in ("alarm", "response", "cleared", "recalibrated"):
+                    err.print(f"lynx monitor: {e['event']} {e.get('group')} {e.get('kind') or e.get('response') or e.get('condition') or ''}")
+
+        follow(audit_file, server, ExitPolicy.load(probe), cfg, once=once, priority=priority, on_events=announce)
     events = read_events(audit_file)
     summary = summarize(events)
     png = plot(events, plot_path or audit_file.with_suffix(".png"))
@@ -489,7 +483,7 @@ def run(
                 f"exited at cue {r.exit['cue_text']!r} (position {r.exit['cue_position']}, score {r.exit['score']:.3f} >= "
                 f"threshold {r.exit['threshold']:.3f}, alpha {r.exit['alpha']}, {r.exit['mode']})"
             )
-            if r.exited
+            if r.exit is not None  # run() sets exit exactly when the request exited
             else "thought to the end"
         )
         out.print(f"[dim]{r.thinking_tokens} thinking tokens; {how}; answer {r.answer!r}" + (f" (gold {g})" if g is not None else ""))

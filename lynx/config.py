@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import overload
 
 from lynx.cues import DEFAULT_CUES
 from lynx.prompting import INSTRUCTION
@@ -208,6 +209,10 @@ class EvalConfig:
     extra: dict = field(default_factory=dict)
 
 
+@overload
+def parse_monitor(settings: dict | MonitorConfig) -> MonitorConfig: ...
+@overload
+def parse_monitor(settings: dict | MonitorConfig | None) -> MonitorConfig | None: ...
 def parse_monitor(settings: dict | MonitorConfig | None) -> MonitorConfig | None:
     """A monitor's settings, checked (an unknown key or a bad value is one clear error)."""
     from dataclasses import fields

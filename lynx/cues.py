@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from lynx.errors import InvalidInput
 
@@ -48,7 +49,7 @@ class Cue:
 class CueMatcher:
     """Finds cue decision tokens for one tokenizer; build once, reuse everywhere."""
 
-    tokenizer: object
+    tokenizer: Any  # a transformers tokenizer (get_vocab, decode, len)
     cues: tuple[str, ...] = DEFAULT_CUES
     think_open_id: int = field(init=False)
     think_close_id: int = field(init=False)

@@ -122,8 +122,9 @@ def to_record(row: dict, index: int, question_field: str | None = None, answer_f
     if isinstance(choices, dict) and "label" in choices and "text" in choices:
         question += "\n" + "\n".join(f"{lab}. {txt}" for lab, txt in zip(choices["label"], choices["text"], strict=True))
     letter = _LETTER.match(answer)
-    is_choice = bool(letter) and (choices is not None or "options" in row or re.search(r"(?m)^\(?A[.)]", question))
-    return Record(rid, question, letter.group(1) if is_choice else answer, "choice" if is_choice else "math")
+    if letter is not None and (choices is not None or "options" in row or re.search(r"(?m)^\(?A[.)]", question)):
+        return Record(rid, question, letter.group(1), "choice")
+    return Record(rid, question, answer, "math")
 
 
 #: ``owner/name``, ``owner/name:split`` or ``owner/name:config:split``; a split may slice (``train[:3000]``)

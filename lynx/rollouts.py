@@ -67,7 +67,7 @@ def make_rollouts(
     tokenizer,
     matcher: CueMatcher,
     problem_ids: Sequence[str],
-    golds: Sequence[str],
+    golds: Sequence[str | None],
     prompt_ids: Sequence[list[int]],
     generated: Sequence[list[int]],
     graders: Sequence[Callable[[str | None, str], bool]],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -126,7 +127,7 @@ def generate(
 
             return hf_generate(lm, tok, prompts_, max_new_tokens=max_tokens, temperature=0.0, stop_ids=sorted(set(stop_ids) | {tok.eos_token_id}), batch_size=batch_size)
 
-        respond = (controller.set_overrides, controller.reload_calibrations)
+        respond: tuple[Callable[[dict[str, str]], None], Callable[[], None]] = (controller.set_overrides, controller.reload_calibrations)
     else:
         from lynx.engines.vllm_engine import build_lynx_llm, generate_ids, take_events
 

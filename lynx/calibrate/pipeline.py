@@ -96,6 +96,7 @@ def calibrate(
     if risk == AGREEMENT_RISK and data.agreement is None:
         raise InvalidInput(f"{data_dir} predates agreement labels, so risk {AGREEMENT_RISK!r} cannot be measured on it: collect it again")
     target = data.label if risk != AGREEMENT_RISK else data.agreement
+    assert target is not None  # data.agreement is checked just above
     if len(np.unique(target)) < 2:
         raise InvalidInput(f"calibration data in {data_dir} has only {'safe' if target[0] else 'unsafe'} cue points; it needs both")
     scores = cue_scores(probe, data)  # the final score the engine computes at each cue (v2: with context and history)

@@ -64,7 +64,7 @@ def held_out(cal: Calibration, alphas, risk: str, delta: float, n_splits: int = 
     ev = Evaluator(cal, risk)
     n = len(ev.problem_ids)
     rng = np.random.default_rng(seed)
-    res = {s: {a: {"risk": [], "saving": []} for a in alphas} for s in SETTINGS}
+    res: dict = {s: {a: {"risk": [], "saving": []} for a in alphas} for s in SETTINGS}
     for _ in range(n_splits):
         perm = rng.permutation(n)
         a_half, b_half = perm[: n // 2], perm[n // 2 :]

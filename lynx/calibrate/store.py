@@ -66,8 +66,10 @@ def guarantee_text(mode: str, method: str | None, risk: str | None, alpha: float
             f"for a cue where exiting would give a wrong answer, the chance lynx exits there is at most {alpha:g} (per cue, not per "
             "problem; cues of one problem are treated as exchangeable, and a larger alpha does not always exit more)"
         )
+    assert risk is not None  # a per-trace decision always names its risk
     what = RISKS[risk]
     if method == "ltt":
+        assert delta is not None  # an LTT decision always has its delta
         return f"with probability at least {1 - delta:g} over the calibration draw, the share of problems where {what} is at most {alpha:g}"
     return f"on average over problems like the calibration ones, the share of problems where {what} is at most {alpha:g}"
 

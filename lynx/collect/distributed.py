@@ -34,7 +34,7 @@ class ShardWorker:
 
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the hook's recorded features are read in-process
         self.out, self.before_write = Path(cfg.out), before_write
-        self.runner = None
+        self.runner: ShardRunner | None = None
         self.failure = guarded(-1, lambda: self._start(cfg))  # an engine that cannot start fails every shard, in one line
 
     def _start(self, cfg: CollectConfig) -> dict:

@@ -368,12 +368,14 @@ class VLLMCollector(ModelFiles):
     its features too (same rows as the transformers path).
     """
 
+    _shared: bool  # set by on_engine: the engine is the caller's (never started here)
+
     @classmethod
     def on_engine(cls, ref, llm, cfg: CollectConfig | None = None) -> VLLMCollector:
         """A collector on an engine that is already running lynx's hook with the probe whose
         layers, cues and exit string the collection uses (``lynx recalibrate`` next to an
         evaluation): recording is per request, so no second engine is started."""
-        self = cls(ref, cfg)
+        self = cls(ref, cfg)  # type: ignore[arg-type]  # cfg None: collect() hands the collector its config (ShardRunner)
         self.llm, self._tags, self._shared = llm, [], True
         return self
 

@@ -28,8 +28,10 @@ import json
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lynx.calibrate.conditions import Condition
 from lynx.config import parse_monitor
@@ -37,6 +39,10 @@ from lynx.cues import WINDOW
 from lynx.engines.events import EventSink
 from lynx.errors import InvalidInput
 from lynx.exit_policy import ExitPolicy, HookConfig, RequestOptions
+
+if TYPE_CHECKING:
+    from lynx.probe.artifact import Probe
+    from lynx.probe.scoring import OnlineContext
 
 log = logging.getLogger("lynx.exit")
 #: distinct uncalibrated (temperature, domain) pairs warned about once each; every request is audited anyway
@@ -90,8 +96,8 @@ class RequestState:
     domain: str | None = None
     response: str | None = None  # an override a monitor asked for (e.g. "conservative")
     # -- a probe with a tree head (v2, or the context-only baseline) --
-    head: object = None  # the Probe whose final score the threshold applies to (None: the engine's MLP score)
-    online: object = None  # its per-request memory (lynx.probe.scoring.OnlineContext)
+    head: Probe | None = None  # the Probe whose final score the threshold applies to (None: the engine's MLP score)
+    online: OnlineContext | None = None  # its per-request memory (lynx.probe.scoring.OnlineContext)
     think_start: int | None = None  # index of the thinking span's opener in prompt + output
     cue_word: str | None = None  # the word of the cue the last token completed
 
@@ -181,7 +187,9 @@ class ExitController:
         return table
 
     # -- requests -----------------------------------------------------------------
-    def new_request(self, extra_args: dict | None, prompt: list[int] | None, output: list[int], temperature: float | None = None, seed: int | None = None) -> RequestState | None:
+    def new_request(
+        self, extra_args: dict | None, prompt: Sequence[int] | None, output: list[int], temperature: float | None = None, seed: int | None = None
+    ) -> RequestState | None:
         """The state of a request that opted in (None: untouched). Bad switches raise
         :class:`~lynx.errors.InvalidInput` (vLLM refuses them earlier, in ``validate_params``).
 
@@ -199,7 +207,7 @@ class ExitController:
         policy = self.policy
         if policy is not None and (opts.alpha is not None or opts.threshold is not None):
             try:
-                policy = self.policy.scorer(opts.scorer)
+                policy = policy.scorer(opts.scorer)
             except InvalidInput as e:  # this request only: a baseline the probe folder does not have
                 state.disabled = True
                 self._audit(state, {"event": "disabled", "reason": str(e)})
@@ -234,6 +242,7 @@ class ExitController:
 
     def _monitor_request(self, state: RequestState, opts, temperature, seed) -> None:
         """A monitored request: keep its cues; a shadow audit never exits; a monitor's override applies."""
+        assert self.monitor is not None and state.alpha is not None  # called for an alpha request of a monitored engine only
         state.cues, state.temperature, state.domain = [], temperature, opts.domain
         state.group = condition_key(temperature, opts.domain)
         self.counts["requests"] += 1
@@ -251,6 +260,7 @@ class ExitController:
             self.counts["overridden"] += 1
 
     def _all_decisions(self, alpha: float) -> list:
+        assert self.policy is not None and self.policy.calibrations is not None  # an alpha request's policy is calibrated
         cals = self.policy.calibrations
         return [cals[k].threshold(alpha) for k in cals]
 
@@ -396,7 +406,7 @@ class ExitController:
             return self.exit_ids[0]
         return None
 
-    def final_scores(self, cues: list[tuple[RequestState, int]], scores: list) -> list:
+    def final_scores(self, cues: list[tuple[RequestState, int]], scores: Sequence[float | None]) -> list:
         """The scores the thresholds apply to, for a step's ``(state, cue position)`` pairs given
         their MLP scores (None where unavailable). A v1 probe's score is its MLP's; a probe with
         a tree head (v2, context-only) scores the columns the calibration replayed
@@ -416,11 +426,13 @@ class ExitController:
                 state.think_start = at
             _, idx, rows = pending.setdefault(id(head), (head, [], []))
             idx.append(i)
+            assert state.online is not None and state.cue_word is not None  # set with state.head (new_request) and at the cue (cue_position)
             rows.append(state.online.advance(head, pos - state.think_start, state.think_start, state.cue_word, score))
         if pending:
             from lynx.probe.scoring import online_scores
 
             for head, idx, rows in pending.values():
+                values: Sequence[float | None]
                 try:
                     values = online_scores(head, rows)
                 except Exception as e:  # never take the engine down for the probe: these requests are disabled

@@ -105,7 +105,7 @@ def generate(
         processors = LogitsProcessorList(batch_processors(idx, ids.shape[1]) if batch_processors is not None else [])
         if seeds is not None and temperature > 0:
             processors.append(RowSampler([seeds[i] for i in idx], temperature, top_p, ids.device))
-            kwargs = dict(do_sample=False)
+            kwargs: dict[str, bool | float | int] = dict(do_sample=False)
         else:
             kwargs = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 else dict(do_sample=False)
         gen = model.generate(

@@ -14,10 +14,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
-from lynx.exit_policy import HookConfig
+from lynx.exit_policy import ExitPolicy, HookConfig
 
 
 @dataclass
@@ -30,8 +31,8 @@ class Backend:
     """What a method may ask of an engine."""
 
     name = "?"
-    tokenizer = None
-    policy = None  # the ExitPolicy lynx's requests run with (None: baselines only)
+    tokenizer: Any = None  # the model's transformers tokenizer
+    policy: ExitPolicy | None = None  # the ExitPolicy lynx's requests run with (None: baselines only)
     monitoring = None  # lynx.monitor.Monitoring when the hook has a monitor
 
     def take_events(self, tags) -> dict[str, tuple[list[dict], list[tuple]]]:

@@ -29,6 +29,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from lynx.config import Sampling
+from lynx.cues import CueMatcher
 from lynx.evaluate.backends import Backend
 from lynx.exit_policy import request_args
 from lynx.grading import extract_boxed, grader_for
@@ -60,7 +61,7 @@ class EvalContext:
     records: list
     prompts: list[list[int]]
     seeds: list[int]
-    matcher: object
+    matcher: CueMatcher
     exit_ids: list[int]
     max_new_tokens: int = Sampling.max_new_tokens
     temperature: float = Sampling.temperature
@@ -195,7 +196,7 @@ def _probe_loop(ctx: EvalContext, *, chunk: int | None, decide) -> list[Sample]:
     trial answer after the exit string, exit with that answer or continue."""
     close = ctx.matcher.think_close_id
     n = len(ctx.prompts)
-    gens = {i: [] for i in range(n)}
+    gens: dict[int, list[int]] = {i: [] for i in range(n)}
     extra = [0] * n
     exited: dict[int, list[int]] = {}
     cue_ids = _cue_word_ids(ctx) if chunk is None else []
@@ -274,6 +275,7 @@ def dynasor(ctx: EvalContext, k: int = 2, chunk: int = 32) -> list[Sample]:
             return False
         from lynx.grading import grade_math
 
+        assert last[-1] is not None  # none of the last k answers is None (checked above)
         return all(grade_math(a, last[-1]) for a in last[:-1])
 
     return _probe_loop(ctx, chunk=chunk, decide=decide)

@@ -114,6 +114,7 @@ def lynx_condition(cfg: EvalConfig, policy: ExitPolicy | None, fallback: str) ->
     if not cfg.alphas or policy is None:
         return {}
     d = policy.threshold(cfg.alphas[0], temperature=cfg.temperature, domain=cfg.domain, fallback=fallback)
+    assert policy.calibrations is not None  # threshold() raised NotCalibrated otherwise
     labels = policy.calibrations[d.condition].labels if d.condition is not None else None
     if d.uncalibrated_condition:
         console.print(f"[yellow]warning[/]: {d.fallback}")
@@ -201,7 +202,11 @@ def method_plan(cfg: EvalConfig, ctx: M.EvalContext, base: list, mean_think: flo
     if "oracle" in cfg.baselines:
         plan.append(("oracle", "first right cue", None, lambda: M.oracle(ctx, base)))
     if "budget" in cfg.baselines:
-        budgets = cfg.budgets or tuple(max(1, round(mean_think * f)) for f in (0.25, 0.5, 0.75))
+        if cfg.budgets:
+            budgets = cfg.budgets
+        else:
+            assert mean_think is not None  # passed whenever needs_mean_thinking(cfg)
+            budgets = tuple(max(1, round(mean_think * f)) for f in (0.25, 0.5, 0.75))
         plan += [("budget", f"N={n}", None, lambda n=n: M.budget(ctx, n)) for n in budgets]
     if "deer" in cfg.baselines:
         plan += [("deer", f"p>{t:g}", None, lambda t=t: M.deer(ctx, t)) for t in cfg.deer_thresholds]

@@ -192,7 +192,7 @@ class LiveMonitor:
         return [e | {"time": time.time()} for e in out]
 
     def _check(self, g: Group) -> list[dict]:
-        events = []
+        events: list[dict] = []
         # each test's first crossing is reported on its own (their detection delays differ)
         risky = [a for a, rb in g.risks.items() if rb.alarm]
         crossed = {"risk": bool(risky), "drift": g.drift is not None and g.drift.alarm}
@@ -200,12 +200,14 @@ class LiveMonitor:
             if hit and kind not in g.raised:
                 g.raised.add(kind)
                 g.first_alarm.setdefault(kind, g.requests)
-                detail = (
-                    f"live answer-change risk at alpha {', '.join(map(str, risky))} is above the calibration's "
-                    f"(lower bound {max(g.risks[a].lower for a in risky):.3f} > {min(g.risks[a].alarm_level for a in risky):.3f})"
-                    if kind == "risk"
-                    else f"the probe's scores drifted from calibration {g.reference}'s (martingale {g.drift.value:.3g} > {g.drift.reject_threshold:g})"
-                )
+                if kind == "risk":
+                    detail = (
+                        f"live answer-change risk at alpha {', '.join(map(str, risky))} is above the calibration's "
+                        f"(lower bound {max(g.risks[a].lower for a in risky):.3f} > {min(g.risks[a].alarm_level for a in risky):.3f})"
+                    )
+                else:
+                    assert g.drift is not None  # only a drift test raises a drift alarm
+                    detail = f"the probe's scores drifted from calibration {g.reference}'s (martingale {g.drift.value:.3g} > {g.drift.reject_threshold:g})"
                 log.warning("lynx monitor: %s alarm for %s after %d requests: %s; response: %s", kind, g.key, g.requests, detail, self.cfg.response)
                 events.append(
                     {"event": "alarm", "group": g.key, "kind": kind, "alphas": risky, "request": g.requests, "audits": g.audits, "detail": detail, "response": self.cfg.response}

@@ -62,7 +62,7 @@ def _alive(pid: int) -> bool:
 
 def read_states() -> list[tuple[str, int, dict]]:
     """(kind, pid, state) of every live lynx process's state file."""
-    out = []
+    out: list[tuple[str, int, dict]] = []
     folder = metrics_dir()
     if not folder.is_dir():
         return out

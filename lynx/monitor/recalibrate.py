@@ -25,8 +25,8 @@ def calibration_from_audits(policy, audits: list[dict], temperature: float, doma
     """A per-problem CRC calibration (answer-change risk, agreement labels) of ``audits``."""
     if not audits:
         raise InvalidInput("no labelled audits to calibrate on")
-    cues = {k: [] for k in ("problem_id", "sample_id", "cue_index", "score", "label", "agreement", "thinking_position")}
-    traces = {k: [] for k in ("problem_id", "sample_id", "final_correct", "thinking_tokens_total")}
+    cues: dict[str, list] = {k: [] for k in ("problem_id", "sample_id", "cue_index", "score", "label", "agreement", "thinking_position")}
+    traces: dict[str, list] = {k: [] for k in ("problem_id", "sample_id", "final_correct", "thinking_tokens_total")}
     for i, a in enumerate(audits):
         pid = f"{a.get('tag') or 'audit'}#{i}"
         for k, (pos, score, agrees) in enumerate(a["cues"]):

@@ -51,9 +51,10 @@ def summarize(events: list[dict]) -> dict:
         )
 
     for e in events:
-        kind, g = e.get("event"), None
-        if kind in ("request", "audit_label", "bound", "alarm", "response", "cleared", "recalibrated"):
-            g = group(e.get("group"))
+        kind = e.get("event")
+        if kind not in ("request", "audit_label", "bound", "alarm", "response", "cleared", "recalibrated"):
+            continue
+        g = group(e.get("group"))
         if kind == "request":
             g["requests"] += 1
             g["exits"] += bool(e.get("exited"))
@@ -138,7 +139,7 @@ def plot(events: list[dict], out: str | Path) -> Path | None:
             line = ax.plot(xs, [r["rate"] for _, r in pts], label=f"alpha {alpha}: live rate")[0]
             ax.fill_between(xs, [r["lower"] for _, r in pts], [r["upper"] for _, r in pts], color=line.get_color(), alpha=0.15, label=f"alpha {alpha}: time-uniform bounds")
             ax.plot(xs, [r["alarm_level"] for _, r in pts], "--", color=line.get_color(), label=f"alpha {alpha}: alarm level")
-        dm = [(xi, b.get("drift_martingale")) for xi, b in zip(x, bs, strict=True) if b.get("drift_martingale") is not None]
+        dm = [(xi, v) for xi, b in zip(x, bs, strict=True) if (v := b.get("drift_martingale")) is not None]
         if dm:
             ax2.semilogy([p for p, _ in dm], [max(v, 1e-6) for _, v in dm], label="drift martingale")
         level = next((b["drift_reject_above"] for b in bs if b.get("drift_reject_above")), None)

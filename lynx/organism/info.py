@@ -55,11 +55,13 @@ def cue_table(model, tokenizer, rollouts: list[Rollout], layers) -> CueTable:
         seqs.append(r.ids)
         positions.append([cp.cue.position for cp in r.cue_points])
         total = max(1, r.thinking_tokens)
+        assert r.think_open is not None  # cue points lie inside an opened thinking span (make_rollouts)
         for k, cp in enumerate(r.cue_points):
             before = tokenizer.decode(r.ids[r.think_open + 1 : cp.cue.position], skip_special_tokens=False)
             stated = bool(ANSWER_STATED.search(before))
             onehot = [float(cp.cue.word == w) for w in words]
             phase.append([cp.thinking_position, cp.thinking_position / total, k, float(stated), *onehot])
+            assert cp.safe is not None  # organism problems have gold answers, and force_exits grades every cue
             label.append(int(cp.safe))
             after.append(stated)
             group.append(gi)

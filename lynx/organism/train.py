@@ -19,6 +19,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -191,7 +192,7 @@ def train_organism(out: Path, cfg: OrganismTrainConfig) -> Path:
         if not (stage1 / "config.json").exists():
             raise MissingInput(f"--resume-stage1: {stage1} holds no stage-1 model")
         console.print(f"stage 1: reusing {stage1}")
-        history = {"scripted_loss": f"resumed from {stage1.name}"}
+        history: dict[str, Any] = {"scripted_loss": f"resumed from {stage1.name}"}
     else:
         model = build_model(cfg, tokenizer)
         console.print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")

@@ -42,7 +42,9 @@ def reliability_plot(p: np.ndarray, y: np.ndarray, path: Path, title: str, bins:
     for b in range(bins):
         sel = idx == b
         if sel.any():
-            xs.append(p[sel].mean()), ys.append(y[sel].mean()), ns.append(int(sel.sum()))
+            xs.append(p[sel].mean())
+            ys.append(y[sel].mean())
+            ns.append(int(sel.sum()))
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1)
     ax.plot(xs, ys, marker="o")

@@ -60,8 +60,12 @@ def cue_scores(probe: Probe, data) -> np.ndarray:
         with torch.no_grad():
             stage1 = probe(torch.from_numpy(data.features)).double().numpy()
     if probe.head is None:
+        assert stage1 is not None  # a probe without a tree head is an MLP (v1): load_probe checks it
         return stage1
-    history = history_matrix(data.cue_index, stage1) if probe.kind == "stacked" else None
+    history = None
+    if probe.kind == "stacked":
+        assert stage1 is not None  # a stacked probe has the MLP stage: load_probe checks it
+        history = history_matrix(data.cue_index, stage1)
     return probe.head.predict(head_inputs(probe.kind, probe.meta["cues"], data_context(data), history))
 
 
@@ -71,7 +75,7 @@ class OnlineContext:
 
     __slots__ = ("n_cues", "logits", "previous_position")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.n_cues = 0
         self.logits: list[float] = []
         self.previous_position = 0
@@ -96,4 +100,5 @@ def online_scores(probe: Probe, rows: Sequence[list[float]]) -> list[float]:
     """Final scores of several requests' cues (rows from :meth:`OnlineContext.advance`, all for
     ``probe``), in plain Python (the trees' compiled function, :mod:`lynx.probe.trees`): the
     same function and summation order :func:`cue_scores` uses offline."""
+    assert probe.head is not None  # only a probe with a tree head keeps an OnlineContext
     return probe.head.predict_rows(rows)

@@ -106,7 +106,7 @@ def to_probe(scaler, clf, meta: dict, head=None) -> Probe:
 
 
 def _architecture(kind: str, cfg: ProbeTrainConfig, cues) -> dict:
-    arch = {"kind": kind, "description": KINDS[kind]}
+    arch: dict = {"kind": kind, "description": KINDS[kind]}
     if kind != "context-only":
         arch |= {"hidden_layer_sizes": list(cfg.hidden_layer_sizes), "activation": "relu", "output": "sigmoid"}
     if kind != "mlp":

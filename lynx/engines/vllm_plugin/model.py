@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import functools
 import importlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -40,6 +42,9 @@ from lynx.engines.vllm_plugin import SUPPORTED
 from lynx.engines.vllm_plugin.worker_state import LynxWorker, StepFeatures
 from lynx.errors import InvalidInput
 
+if TYPE_CHECKING:
+    from lynx.probe.artifact import DeviceProbe
+
 
 def _base(arch: str):
     mod, cls = SUPPORTED[arch].split(":")
@@ -47,6 +52,10 @@ def _base(arch: str):
 
 
 class _LynxMixin:
+    # provided by the vLLM model class the wrapper combines this mixin with (_make)
+    config: Any
+    set_aux_hidden_state_layers: Callable[[tuple[int, ...]], None]
+
     def _lynx_setup(self, vllm_config) -> None:
         lynx = LynxWorker.of(vllm_config)  # settings and probe folder, read once per worker (shared with the processor)
         hook, n = lynx.hook, self.config.num_hidden_layers
@@ -59,7 +68,7 @@ class _LynxMixin:
         if self.lynx_aux:
             self.set_aux_hidden_state_layers(self.lynx_aux)
         self.lynx_probe = lynx.policy.probe if lynx.policy is not None else None  # its layers were checked against the hook's
-        self._lynx_device_probe = None
+        self._lynx_device_probe: DeviceProbe | None = None
         self.lynx_probe_rows = hook.probe_rows
         handoff = hook.handoff
         if handoff == "auto":
@@ -122,7 +131,7 @@ class _LynxMixin:
                 scores = probe_scores(self._lynx_device_probe, feats.dense(), handoff.errors)
         # references, no copy: the processor scores (lazy mode) or records only the rows at a cue
         handoff.publish(feats, scores)
-        return super().compute_logits(final)
+        return super().compute_logits(final)  # type: ignore[misc]  # the superclass is vLLM's model class, combined at runtime (_make)
 
 
 def _query_start_loc() -> torch.Tensor | None:
@@ -142,7 +151,7 @@ def _query_start_loc() -> torch.Tensor | None:
 def _make(arch: str):
     base = _base(arch)
 
-    class Wrapper(_LynxMixin, base):
+    class Wrapper(_LynxMixin, base):  # type: ignore[valid-type, misc]  # base: vLLM's model class, picked at runtime
         def __init__(self, *, vllm_config, prefix: str = ""):
             super().__init__(vllm_config=vllm_config, prefix=prefix)
             self._lynx_setup(vllm_config)

@@ -80,11 +80,13 @@ class LynxLogitsProcessor(LogitsProcessor):
         summaries now rather than when the next call's first step reuses their rows."""
         rows, self.rows = self.rows, {}
         for state in rows.values():
+            assert self.controller is not None  # rows are only kept with lynx configured (update_state)
             self.controller.finish_request(state)
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         if not self.rows:
             return logits
+        assert self.handoff is not None and self.controller is not None  # rows are only kept with lynx configured (update_state)
         n = logits.shape[0]
         feats = self.handoff.features_for(n)  # None: not this step's hand-off, never act on a stale score
         rows = self._rows_to_check(feats, n, logits.shape[1])
@@ -94,6 +96,7 @@ class LynxLogitsProcessor(LogitsProcessor):
         """(row, state) pairs of the opted-in rows that may need a decision this step."""
         if feats is not None and feats.input_ids is not None:
             if self._watch is None or self._watch.device != feats.input_ids.device:
+                assert self.controller is not None  # called from apply, with lynx configured
                 # a lookup table over the vocabulary (the logits' width bounds every token id)
                 self._watch = self.controller.watch_table(logits_width, feats.input_ids.device)
             try:

@@ -13,6 +13,8 @@ candidate cue shows up. Nothing runs while no request has opted in.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from vllm.v1.worker.gpu.sample.logits_processor.interface import LogitsProcessor
 
@@ -22,7 +24,7 @@ from lynx.exit_policy import RequestOptions
 
 
 class LynxLogitsProcessorV2(LogitsProcessor):
-    def __init__(self, vllm_config, req_states):
+    def __init__(self, vllm_config, req_states) -> None:
         lynx = LynxWorker.of(vllm_config) if (vllm_config.additional_config or {}).get("lynx") else None
         self.req_states = req_states
         self.handoff = lynx.handoff if lynx is not None else None
@@ -56,6 +58,7 @@ class LynxLogitsProcessorV2(LogitsProcessor):
         then one copy of just those rows to the host (no Python work for the other rows)."""
         ids = ctx.input_ids
         if self._watch is None or self._watch.device != ids.device:
+            assert self.controller is not None  # called from apply, with lynx configured
             self._watch = self.controller.watch_table(logits.shape[1], ids.device)
         rows = self._watch[ids.long()].nonzero().view(-1)
         return torch.stack([rows, ctx.expanded_idx_mapping[rows].long(), ids[rows].long(), ctx.pos[rows].long()]).tolist()
@@ -63,6 +66,7 @@ class LynxLogitsProcessorV2(LogitsProcessor):
     def apply(self, logits: torch.Tensor, ctx) -> torch.Tensor:
         if not self.slots:
             return logits
+        assert self.handoff is not None and self.controller is not None  # slots are only kept with lynx configured (add_request)
         n = logits.shape[0]
         controller = self.controller
         forced: list[tuple[int, int]] = []
@@ -83,7 +87,7 @@ class LynxLogitsProcessorV2(LogitsProcessor):
                     cues.append((row, state, cue))
         if cues:
             feats = self.handoff.features_for(n)
-            scores = self.handoff.scores_for([row for row, _, _ in cues], n) or [None] * len(cues)
+            scores: Sequence[float | None] = self.handoff.scores_for([row for row, _, _ in cues], n) or [None] * len(cues)
             scores = controller.final_scores([(state, cue) for _, state, cue in cues], scores)
             for (row, state, cue), score in zip(cues, scores, strict=True):
                 tok = controller.decide(state, cue, score, feats[row] if feats is not None and state.record else None)

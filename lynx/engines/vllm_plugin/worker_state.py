@@ -24,10 +24,15 @@ instead (the dense variant: no per-step row selection, constant work).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from lynx.engines.exit_control import ExitController, score_rows
 from lynx.exit_policy import ExitPolicy
+
+if TYPE_CHECKING:
+    from lynx.probe.artifact import DeviceProbe
 
 
 class StepFeatures:
@@ -57,6 +62,7 @@ class StepFeatures:
     def _token_index(self, device) -> torch.Tensor:
         """The step's token index of each logits row (``query_start_loc[r + 1] - 1``)."""
         if self._token_rows is None or self._token_rows.device != device:
+            assert self.query_start_loc is not None  # checked in __init__ for per-token parts and input ids, the only callers
             self._token_rows = self.query_start_loc[1 : self.n_rows + 1].to(device, torch.long) - 1
         return self._token_rows
 
@@ -99,10 +105,10 @@ class StepFeatures:
 class StepHandoff:
     """What the wrapper model leaves for the logits processor of the same step."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.features: StepFeatures | None = None  # this step's probe input of every logits row
         self.scores: torch.Tensor | None = None  # (rows,) P(safe) of every row, only in all-rows mode
-        self.probe = None  # the probe on the features' device, set by the model
+        self.probe: DeviceProbe | None = None  # the probe on the features' device, set by the model
         self.step = 0  # incremented by every compute_logits call
         self.errors: list[str] = []  # probe failures, reported once each
         #: the wrapper's forward -> its compute_logits, in the "direct" hand-off: the probe's
@@ -136,7 +142,7 @@ class LynxWorker:
 
     _ATTR = "_lynx_worker"
 
-    def __init__(self, vllm_config):
+    def __init__(self, vllm_config) -> None:
         # the probe folder, read once per worker
         self.policy, self.hook = ExitPolicy.resolve((vllm_config.additional_config or {}).get("lynx"))
         self.handoff = StepHandoff()
