@@ -21,8 +21,9 @@ from pathlib import Path
 from lynx.calibrate.conditions import DEFAULT_FALLBACK, CalibrationSet, Condition, check_domain, check_fallback, load_calibrations
 from lynx.calibrate.procedures import METHODS, MODES, check_alpha
 from lynx.calibrate.store import Calibration, Decision
-from lynx.config import PROBE_BASELINES, parse_monitor
+from lynx.config import PROBE_BASELINES, Sampling, parse_monitor
 from lynx.errors import InvalidInput, MissingInput
+from lynx.models import resolve_probe_folder
 from lynx.probe.artifact import BASELINES_DIR, Probe, ProbeModelMismatch, load_probe
 from lynx.prompting import INSTRUCTION
 
@@ -161,8 +162,9 @@ class ExitPolicy:
     @classmethod
     def load(cls, folder: Path | str) -> ExitPolicy:
         """Read a probe folder once: the probe (safetensors + JSON), its calibrations if any, and
-        the baselines ``lynx train`` wrote beside it (``baselines/<name>``, each a probe folder)."""
-        folder = Path(folder)
+        the baselines ``lynx train`` wrote beside it (``baselines/<name>``, each a probe folder).
+        ``organism`` names the probe shipped with the bundled organism."""
+        folder = resolve_probe_folder(folder)
         probe = load_probe(folder)
         calibrations = _calibrations_of(folder)  # first: a stale calibration of the probe itself is the error to report
         baselines = {name: cls.load(folder / BASELINES_DIR / name) for name in PROBE_BASELINES if (folder / BASELINES_DIR / name / "probe.json").exists()}
@@ -266,8 +268,13 @@ class ExitPolicy:
             probability >= 1 - delta), or the paper's ``per-cue`` rule.
         temperature, domain
             The request's condition: the calibration measured at this sampling temperature
-            (and domain tag) gives the threshold. ``temperature`` None picks the only
-            calibration of ``domain`` (an error when there are several).
+            (and domain tag) gives the threshold. ``temperature`` None means the temperature
+            lynx samples at by default (``Sampling.temperature``, 0.6, what ``lynx.generate``
+            and ``lynx run`` use when none is given): a folder with one calibration of
+            ``domain`` gives that one; a folder with several gives the one at the default
+            temperature, and an error naming them when none is at it (a guess between
+            conditions would be a promise for the wrong requests). The decision's
+            ``condition`` says which calibration answered.
         fallback : {"conservative", "no-exit"}
             What a request outside every calibrated condition gets: the most conservative
             calibrated threshold at ``alpha``, or no exit. Either way the decision says
@@ -287,6 +294,13 @@ class ExitPolicy:
         """
         if self.calibrations is None:
             raise NotCalibrated(f"{self.folder} is not calibrated; run lynx calibrate --probe {self.folder} --data ... (or give a raw threshold, which carries no guarantee)")
+        if temperature is None and sum(c.domain == check_domain(domain) for c in self.calibrations.conditions.values()) > 1:
+            temperature = Sampling.temperature  # several conditions: the one lynx.generate samples at by default
+            if self.calibrations.select(temperature, domain) is None:
+                raise InvalidInput(
+                    f"{self.folder} is calibrated for several conditions ({self.calibrations.describe()}), none at the default temperature {temperature}: "
+                    "give the request's temperature"
+                )
         return self.calibrations.threshold(alpha, mode, method, risk, delta, temperature=temperature, domain=domain, fallback=fallback)
 
     def check_model(self, model) -> None:

@@ -18,6 +18,9 @@ from lynx.errors import InvalidInput
 
 ORGANISM_NAME = "organism"
 ORGANISM_DIR = Path(__file__).parent / "organism" / "checkpoint"
+#: the calibrated probe shipped for the organism (package data, so a wheel has it too; ``probes/organism``
+#: in the repository is a link to it)
+ORGANISM_PROBE_DIR = Path(__file__).parent / "organism" / "probe"
 
 
 class ModelNotFound(InvalidInput):
@@ -49,6 +52,20 @@ def resolve_model(name: str) -> ModelRef:
     if name.count("/") == 1 and not name.startswith((".", "/")):
         return ModelRef(name, name)  # a hub id: transformers/vLLM resolve (and cache) it
     raise ModelNotFound(f"unknown model {name!r}: use 'organism', a local model folder, or a hub id like Qwen/Qwen3-1.7B")
+
+
+def resolve_probe_folder(folder: Path | str) -> Path:
+    """A probe folder as the user named it: ``organism`` is the probe shipped with the bundled
+    organism (inside the package, so it resolves the same from a wheel as from the repository);
+    anything else is a folder path, returned as given.
+
+    Why a name: outside the repository there is no ``probes/organism``, and the README's
+    ``lynx run --probe ...`` must still work after ``pip install lynx``."""
+    if str(folder) == ORGANISM_NAME:
+        if not (ORGANISM_PROBE_DIR / "probe.json").exists():
+            raise ModelNotFound(f"the organism's probe is missing from {ORGANISM_PROBE_DIR}; reinstall lynx")
+        return ORGANISM_PROBE_DIR
+    return Path(folder)
 
 
 def model_fingerprint(ref: ModelRef) -> str:

@@ -4,7 +4,6 @@ risk from above problem by problem."""
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +11,9 @@ import pytest
 from lynx.calibrate.policy import Traces, exit_cues, problem_losses, threshold_grid, trace_losses
 from lynx.calibrate.store import Calibration
 from lynx.errors import InvalidInput
+from lynx.models import ORGANISM_PROBE_DIR
 
-PROBE = Path(__file__).resolve().parents[1] / "probes" / "organism"
+PROBE = ORGANISM_PROBE_DIR
 
 
 def _synthetic(n: int, seed: int = 0) -> Traces:

@@ -1,13 +1,12 @@
 """The top-level Python API (``lynx.load_probe``, ``lynx.load_calibration``, ``lynx.generate``)
 is the same code as the modules it names, and works on the shipped organism probe."""
 
-from pathlib import Path
-
 import pytest
 
 import lynx
+from lynx.models import ORGANISM_PROBE_DIR
 
-SHIPPED = Path(__file__).resolve().parents[1] / "probes" / "organism"
+SHIPPED = ORGANISM_PROBE_DIR
 
 
 def test_top_level_names_are_the_modules_own():

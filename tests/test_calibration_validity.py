@@ -156,7 +156,7 @@ def test_guarantee_on_organism_data(organism_probe, organism_collections, alpha)
     assert sum(r > alpha for r in ltt) <= binom.ppf(0.999, len(ltt), min(1.0, 0.1 + noisy))
 
 
-SHIPPED = __import__("pathlib").Path(__file__).resolve().parents[1] / "probes" / "organism"
+SHIPPED = __import__("lynx.models").models.ORGANISM_PROBE_DIR
 
 
 @pytest.mark.parametrize("alpha", [0.05, 0.1, 0.2])

@@ -4,6 +4,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lynx.cli import app
+from lynx.models import ORGANISM_PROBE_DIR
 
 runner = CliRunner()
 
@@ -44,7 +45,7 @@ def test_output_paths_are_checked_before_any_work(tmp_path):
     on it only after their work), and organism data refuses a folder where a file goes."""
     a_file = tmp_path / "f.txt"
     a_file.write_text("x")
-    probe = "probes/organism"
+    probe = "organism"
     for args in (
         ["collect", "--model", "organism", "--dataset", "organism:train:2", "--out", str(a_file)],
         ["collect", "--model", "organism", "--dataset", "organism:train:2", "--out", str(a_file / "sub")],
@@ -58,7 +59,7 @@ def test_output_paths_are_checked_before_any_work(tmp_path):
 
 
 def test_numbers_out_of_their_range_are_refused_with_the_range(tmp_path):
-    probe = "probes/organism"
+    probe = "organism"
     cases = [
         (["eval", "--probe", probe, "--deer-thresholds", "2", "--out", str(tmp_path)], "--deer-thresholds: 2 is outside (0, 1)"),
         (["eval", "--probe", probe, "--dynasor-k", "0", "--out", str(tmp_path)], "--dynasor-k takes whole numbers >= 1"),
@@ -93,12 +94,12 @@ def test_dataset_rows_that_are_not_problems_are_named(tmp_path):
 
 
 def test_calibrate_refuses_data_of_another_hidden_size_before_scoring(tmp_path):
-    meta = json.loads(open("probes/organism/probe.json").read())
+    meta = json.loads((ORGANISM_PROBE_DIR / "probe.json").read_text())
     (tmp_path / "manifest.json").write_text(
         json.dumps({"hidden_size": meta["hidden_size"] * 2, "layers": meta["layers"], "model_fingerprint": meta["model_fingerprint"], "model": "organism"})
     )
     _one_line(
-        runner.invoke(app, ["calibrate", "--probe", "probes/organism", "--data", str(tmp_path)]),
+        runner.invoke(app, ["calibrate", "--probe", "organism", "--data", str(tmp_path)]),
         f"hidden size {meta['hidden_size'] * 2} but the probe reads hidden size {meta['hidden_size']}",
     )
 

@@ -14,8 +14,9 @@ from lynx.calibrate.conditions import CONDITIONS_DIR, Condition, load_calibratio
 from lynx.calibrate.store import Calibration, load_calibration_files
 from lynx.errors import InvalidInput
 from lynx.exit_policy import ExitPolicy, HookConfig, RequestOptions
+from lynx.models import ORGANISM_PROBE_DIR
 
-PROBE = Path(__file__).resolve().parents[1] / "probes" / "organism"
+PROBE = ORGANISM_PROBE_DIR
 
 
 def _legacy_probe(tmp_path: Path) -> Path:
@@ -67,8 +68,19 @@ def test_adding_a_condition_keeps_the_others_and_requests_get_their_own(tmp_path
     at06, at1 = policy.threshold(0.1, temperature=0.6), policy.threshold(0.1, temperature=1.0)
     assert at06.threshold == before and at06.condition == "T0.6"  # T = 0.6 requests still get the T = 0.6 figures
     assert at1.condition == "T1" and at1.threshold > at06.threshold
+    # no temperature given: the one lynx.generate samples at by default (0.6), and the decision says so
+    default = policy.threshold(0.1)
+    assert default.condition == "T0.6" and default.threshold == at06.threshold and not default.uncalibrated_condition
+    # the engine, which cannot tell a request's temperature, still never picks one (the request is disabled, see below)
     with pytest.raises(InvalidInput, match="several conditions"):
-        policy.threshold(0.1)  # which one? never a silent pick
+        policy.calibrations.threshold(0.1)
+    # several conditions and none at the default temperature: an error naming them, never a guess
+    other = tmp_path / "other"
+    shutil.copytree(folder, other)
+    _add_condition(other, 0.9, shift=0.1)
+    shutil.rmtree(other / CONDITIONS_DIR / "T0.6")
+    with pytest.raises(InvalidInput, match="several conditions .*none at the default temperature 0.6"):
+        ExitPolicy.load(other).threshold(0.1)
     # replacing a condition replaces it, and only it
     _add_condition(folder, 1.0, shift=0.1)
     again = ExitPolicy.load(folder)

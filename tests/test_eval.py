@@ -3,7 +3,6 @@
 
 import json
 import math
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -12,8 +11,9 @@ from typer.testing import CliRunner
 from lynx.cli import app
 from lynx.evaluate.methods import Sample
 from lynx.evaluate.table import acceptance, context_comparison, context_markdown, pareto_comparison, row, wilson
+from lynx.models import ORGANISM_PROBE_DIR
 
-PROBE = Path(__file__).resolve().parents[1] / "probes" / "organism"
+PROBE = ORGANISM_PROBE_DIR
 runner = CliRunner()
 
 

@@ -12,9 +12,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from lynx.models import ORGANISM_PROBE_DIR
+
 pytestmark = pytest.mark.slow
 
-PROBE = Path(__file__).resolve().parents[1] / "probes" / "organism"
+PROBE = ORGANISM_PROBE_DIR
 #: every method of the plan; default budgets, so the run takes two passes (vanilla's mean over all problems)
 BASE = {"probe": str(PROBE), "n_problems": 6, "alphas": (0.1,), "engine": "hf", "deer_thresholds": (0.95,), "dynasor_k": (2,), "max_new_tokens": 100}
 #: the lynx exit audit's fields that differ between any two runs (a request tag, a clock) or to float rounding (the

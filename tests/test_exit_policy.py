@@ -4,15 +4,15 @@ and ``RequestOptions`` (one request's switches), on the shipped probe."""
 import json
 import math
 import shutil
-from pathlib import Path
 
 import pytest
 
 from lynx.errors import InvalidInput, LynxError
 from lynx.exit_policy import ExitPolicy, HookConfig, NotCalibrated, RequestOptions, request_args
+from lynx.models import ORGANISM_PROBE_DIR
 from lynx.probe import ProbeModelMismatch
 
-PROBE = Path(__file__).resolve().parents[1] / "probes" / "organism"
+PROBE = ORGANISM_PROBE_DIR
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +28,8 @@ def test_the_folder_as_one_object(policy):
     d = policy.threshold(0.1, temperature=0.6)
     assert 0 < d.threshold < 1 and d.attainable and "at most 0.1" in d.promise and d.mode == "per-problem"
     assert policy.threshold(0.1, method="ltt", temperature=0.6).threshold >= d.threshold  # LTT is the more conservative
-    with pytest.raises(InvalidInput, match="several conditions"):
-        policy.threshold(0.1)  # two conditions (T0.6, T1): which one is never guessed
+    # two conditions (T0.6, T1) and no temperature given: the default sampling temperature's (README's example)
+    assert policy.threshold(0.1).condition == "T0.6" and policy.threshold(0.1).threshold == d.threshold
     policy.check_model("organism")
 
 

@@ -19,11 +19,12 @@ from lynx.config import MonitorConfig, parse_monitor
 from lynx.engines.exit_control import audit_selected, condition_key
 from lynx.errors import InvalidInput
 from lynx.exit_policy import ExitPolicy, HookConfig
+from lynx.models import ORGANISM_PROBE_DIR
 from lynx.monitor.live import LiveMonitor, audit_loss, first_cue_positions
 from lynx.monitor.replay import replay, trace_events
 from lynx.monitor.sequences import DriftTest, RiskBound
 
-PROBE = Path(__file__).resolve().parents[1] / "probes" / "organism"
+PROBE = ORGANISM_PROBE_DIR
 
 
 @pytest.fixture(scope="module")
@@ -314,9 +315,9 @@ def test_lynx_monitor_command_prints_the_state_and_plots(cals, tmp_path):
     [
         (["monitor", "nope.jsonl"], "does not exist"),
         (["monitor", "{audit}", "--follow"], "--follow needs --server"),
-        (["run", "--probe", "probes/organism", "--alpha", "0.1", "--prompt", "x", "--monitor", "{bad"], "--monitor must be a JSON object"),
-        (["run", "--probe", "probes/organism", "--alpha", "0.1", "--prompt", "x", "--monitor", '{"response": "panic"}'], "response must be one of"),
-        (["eval", "--probe", "probes/organism", "--monitor", '{"audit_fraction": 2}'], "audit_fraction must be"),
+        (["run", "--probe", "organism", "--alpha", "0.1", "--prompt", "x", "--monitor", "{bad"], "--monitor must be a JSON object"),
+        (["run", "--probe", "organism", "--alpha", "0.1", "--prompt", "x", "--monitor", '{"response": "panic"}'], "response must be one of"),
+        (["eval", "--probe", "organism", "--monitor", '{"audit_fraction": 2}'], "audit_fraction must be"),
     ],
 )
 def test_monitor_options_refuse_bad_input_with_one_line(cals, tmp_path, argv, expect):

@@ -7,12 +7,13 @@ the control file reaches the served engine."""
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
+from lynx.models import ORGANISM_PROBE_DIR
+
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
-PROBE = Path(__file__).resolve().parents[1] / "probes" / "organism"
+PROBE = ORGANISM_PROBE_DIR
 
 
 def _metrics(base: str) -> str:

@@ -5,15 +5,14 @@ thousands of monitored requests."""
 
 import tracemalloc
 import uuid
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from lynx.models import resolve_model
+from lynx.models import ORGANISM_PROBE_DIR, resolve_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
-PROBE = Path(__file__).resolve().parents[1] / "probes" / "organism"
+PROBE = ORGANISM_PROBE_DIR
 SETTINGS = {"audit_fraction": 0.5, "window": 50, "min_audits": 20, "grader": "integer", "response": "warn"}
 
 

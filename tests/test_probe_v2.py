@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lynx.errors import InvalidInput
+from lynx.models import ORGANISM_PROBE_DIR
 
 
 def test_exported_trees_equal_sklearn_and_round_trip_through_safetensors(tmp_path):
@@ -277,12 +278,11 @@ def test_a_steps_cues_are_scored_in_one_pass_exactly_as_each_alone(organism_toke
     """ExitController.final_scores batches a step's cues per probe (the shipped v2 probe and its
     context-only baseline, mixed in one step); every request's score and memory must be what
     scoring its cues one at a time gives, and a missing MLP score stays missing for that row only."""
-    from pathlib import Path
 
     from lynx.engines.exit_control import ExitController
     from lynx.exit_policy import ExitPolicy
 
-    policy = ExitPolicy.load(Path(__file__).resolve().parents[1] / "probes" / "organism")
+    policy = ExitPolicy.load(ORGANISM_PROBE_DIR)
     ctl = ExitController(policy.hook_config(), organism_tokenizer, policy)
     think = ctl.matcher.think_open_id
     words = list(policy.cues)

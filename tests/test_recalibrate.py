@@ -4,16 +4,16 @@ others the flagged fallback; the collection resumes; bad input is one line with 
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from lynx.cli import app
+from lynx.models import ORGANISM_PROBE_DIR
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
-PROBE = Path(__file__).resolve().parents[1] / "probes" / "organism"
+PROBE = ORGANISM_PROBE_DIR
 
 
 @pytest.fixture(scope="module")

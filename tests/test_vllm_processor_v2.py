@@ -14,7 +14,10 @@ from vllm.v1.worker.gpu.sample.logits_processor.interface import LogitsContext  
 
 from lynx.config import DEFAULT_EXIT  # noqa: E402
 from lynx.engines.vllm_plugin.processor_v2 import LynxLogitsProcessorV2  # noqa: E402
-from lynx.models import ORGANISM_DIR  # noqa: E402
+from lynx.models import (
+    ORGANISM_DIR,  # noqa: E402
+    ORGANISM_PROBE_DIR,
+)
 
 pytestmark = pytest.mark.vllm
 
@@ -110,12 +113,11 @@ def test_v2_processor_scores_a_tree_head_probe_and_its_baseline_as_offline(organ
     """The shipped v2 probe in the V2 runner's processor: at the same cue, a request served by the
     probe (its trees on the MLP's score, here the stand-in's) and one served by the context-only
     baseline each record the score lynx.probe.scoring computes for that cue on its own."""
-    from pathlib import Path
 
     from lynx.exit_policy import ExitPolicy
     from lynx.probe.scoring import OnlineContext
 
-    shipped = Path(__file__).resolve().parents[1] / "probes" / "organism"
+    shipped = ORGANISM_PROBE_DIR
     tok = organism_tokenizer
     V = len(tok)
     proc, req_states = _processor({"probe": str(shipped), "keep_events": True})

@@ -5,12 +5,13 @@ import json
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
+from lynx.models import ORGANISM_PROBE_DIR
+
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
-PROBE = Path(__file__).resolve().parents[1] / "probes" / "organism"
+PROBE = ORGANISM_PROBE_DIR
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from lynx.organism.problems import sample_problems
 from lynx.prompting import chat_prompt
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
-PROBE = "probes/organism"
+PROBE = "organism"
 
 
 def _lynx_state(worker) -> dict:

@@ -38,6 +38,7 @@ from lynx.calibrate.store import (
 )
 from lynx.config import CalibrateConfig
 from lynx.errors import InvalidInput, MissingInput
+from lynx.models import resolve_probe_folder
 
 CONDITIONS_DIR = "calibrations"
 #: what a request outside every calibrated condition gets (the first is the default)
@@ -199,7 +200,7 @@ def _has_legacy(folder: Path) -> bool:
 
 def load_calibrations(folder: Path | str) -> CalibrationSet:
     """Every calibration of a probe folder (``calibrations/*`` and a legacy one in the folder)."""
-    folder = Path(folder)
+    folder = resolve_probe_folder(folder)
     cals: dict[str, Calibration] = {}
     root = folder / CONDITIONS_DIR
     for sub in sorted(root.iterdir()) if root.is_dir() else []:

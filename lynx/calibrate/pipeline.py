@@ -20,6 +20,7 @@ from lynx.calibrate.report import write_report
 from lynx.calibrate.store import Calibration, traces_from_rows
 from lynx.config import AGREEMENT_RISK, PROBE_BASELINES, CalibrateConfig
 from lynx.errors import InvalidInput
+from lynx.models import resolve_probe_folder
 from lynx.probe.artifact import BASELINES_DIR, PROBE_META, load_probe, probe_hash
 from lynx.probe.scoring import cue_scores
 from lynx.probe.train import TRAIN_PROBLEMS
@@ -63,7 +64,7 @@ def calibrate(
 
     ``data_dir`` may be several collect folders read as one collection (same model, layers,
     cues, exit string, labels — and, for a calibration, the same sampling: one condition)."""
-    probe_dir = Path(probe_dir)
+    probe_dir = resolve_probe_folder(probe_dir)
     alphas = [check_alpha(a) for a in alphas]
     domain = check_domain(domain)
     folders = data_dir

@@ -25,6 +25,7 @@ from lynx.calibrate.procedures import METHODS, check_alpha
 from lynx.config import AGREEMENT_RISK, CalibrateConfig, CollectConfig, Sampling
 from lynx.errors import InvalidInput
 from lynx.exit_policy import ExitPolicy
+from lynx.models import resolve_probe_folder
 
 
 @dataclass
@@ -56,7 +57,7 @@ class RecalibrateConfig:
     def work_folder(self) -> Path:
         """Default: ``<probe>-recalibration/<condition>`` (collections hold hidden states: they do
         not belong in the probe folder, which ships)."""
-        probe = Path(self.probe)
+        probe = resolve_probe_folder(self.probe)
         return Path(self.work) if self.work else probe.parent / f"{probe.name}-recalibration" / self.condition().key
 
 

@@ -58,7 +58,7 @@ from lynx.evaluate.pipeline import (
     run_methods,
     write_results,
 )
-from lynx.models import model_fingerprint, resolve_model
+from lynx.models import model_fingerprint, resolve_model, resolve_probe_folder
 from lynx.store.folders import exclusive_writer
 from lynx.store.manifest import IncompatibleFolder
 
@@ -183,7 +183,7 @@ def plan_identity(cfg: EvalConfig, engine: str, n_problems: int, policy) -> dict
         "engine": engine,
         "n_problems": n_problems,
         "model_fingerprint": model_fingerprint(resolve_model(cfg.model)),
-        "probe": str(Path(cfg.probe).resolve()) if cfg.probe else None,
+        "probe": str(resolve_probe_folder(cfg.probe).resolve()) if cfg.probe else None,
         "probe_digest": _probe_digest(policy.folder if policy is not None else None),
     }
     return json.loads(json.dumps(ident, default=str))

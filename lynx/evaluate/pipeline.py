@@ -27,7 +27,7 @@ from lynx.evaluate import methods as M
 from lynx.evaluate.table import acceptance, context_comparison, context_markdown, pareto_comparison, pareto_markdown, pareto_plot, row, to_markdown
 from lynx.exit_policy import ExitPolicy, HookConfig
 from lynx.grading import grader_for
-from lynx.models import resolve_model
+from lynx.models import resolve_model, resolve_probe_folder
 from lynx.prompting import INSTRUCTION, chat_prompt
 
 console = Console(stderr=True)
@@ -104,7 +104,7 @@ def check_config(cfg: EvalConfig) -> None:
 
 def check_probe(cfg: EvalConfig, policy: ExitPolicy | None) -> None:
     """The engine runs the probe the evaluation asks for."""
-    if cfg.probe is not None and (policy is None or Path(cfg.probe).resolve() != policy.folder.resolve()):
+    if cfg.probe is not None and (policy is None or resolve_probe_folder(cfg.probe).resolve() != policy.folder.resolve()):
         raise InvalidInput(f"the evaluation asks for probe {cfg.probe} but its engine runs {policy.folder if policy else 'no probe'}")
 
 

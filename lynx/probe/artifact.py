@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lynx.errors import InvalidInput, MissingInput
+from lynx.models import resolve_probe_folder
 from lynx.probe.trees import TreeEnsemble
 
 PROBE_WEIGHTS = "probe.safetensors"
@@ -123,7 +124,7 @@ def probe_hash(folder: Path | str) -> str:
     """The identity of a folder's probe: a hash of its weights and its ``probe.json``. What is
     computed from a probe (its calibration) records it, so an edited or retrained probe can
     never silently reuse a threshold computed for another."""
-    folder = Path(folder)
+    folder = resolve_probe_folder(folder)
     h = hashlib.sha256()
     for name in (PROBE_WEIGHTS, PROBE_META):
         h.update(name.encode() + b"\0" + (folder / name).read_bytes())
@@ -146,8 +147,8 @@ def save_probe(probe: Probe, folder: Path) -> None:
 
 
 def load_probe(folder: Path | str) -> Probe:
-    """Load a probe folder (safetensors + JSON; nothing is unpickled)."""
-    folder = Path(folder)
+    """Load a probe folder (safetensors + JSON; nothing is unpickled); ``organism`` names the shipped one."""
+    folder = resolve_probe_folder(folder)
     wpath, mpath = folder / PROBE_WEIGHTS, folder / PROBE_META
     for p in (wpath, mpath):
         if not p.exists():
