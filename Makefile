@@ -20,8 +20,9 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/lynx demo
 
+# two workers, one per core (tests/conftest.py says how); the 25 slowest tests printed so growth shows
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=25
 
 clean:
 	rm -rf $(VENV)

@@ -264,7 +264,7 @@ def train(
 @app.command()
 @friendly
 def calibrate(
-    probe: Path = typer.Option(..., help="probe folder from lynx train"),
+    probe: Path = typer.Option(..., help="probe folder from lynx train (organism: the shipped one)"),
     data: list[Path] = typer.Option(..., help="lynx collect folder on problems disjoint from the probe's training data (repeat --data for several folders of one condition)"),
     alphas: str = typer.Option(_csv(CalibrateConfig.alphas), help="risk levels to report (any alpha can be used later)"),
     mode: str = typer.Option(CalibrateConfig.mode, help="per-problem (default) | per-cue (paper-faithful)"),
@@ -323,7 +323,7 @@ def show_calibration(rows: list[dict], probe: Path, as_json: bool) -> None:
 @app.command()
 @friendly
 def recalibrate(
-    probe: Path = typer.Option(..., help="calibrated or not, the probe folder to add the condition to"),
+    probe: Path = typer.Option(..., help="calibrated or not, the probe folder to add the condition to (organism: the shipped one)"),
     prompts: str = typer.Option(..., help="prompts of the deployment: a .jsonl (answers not needed), organism:<split>[:N], a hub id"),
     temperature: float = typer.Option(..., min=0.0, help="the sampling temperature the deployment serves at"),
     domain: str = typer.Option(None, help="tag the condition (requests ask for it with lynx_domain / --domain)"),
@@ -374,7 +374,7 @@ def monitor(
     plot_path: Path = typer.Option(None, "--plot", help="write the live risk / drift plot here (default: next to the file)"),
     follow_: bool = typer.Option(False, "--follow", help="keep monitoring the file of a served engine (labels its audits through --server)"),
     server: str = typer.Option(None, help="with --follow: the OpenAI server the engine runs in, e.g. http://127.0.0.1:8000"),
-    probe: Path = typer.Option(None, help="with --follow: the probe folder the server serves"),
+    probe: Path = typer.Option(None, help="with --follow: the probe folder the server serves (organism: the shipped one)"),
     settings: str = typer.Option(None, help="with --follow: the monitor's settings as JSON (as the engine's monitor section)"),
     once: bool = typer.Option(False, help="with --follow: one pass over the file, then stop"),
     priority: int = typer.Option(
@@ -420,7 +420,7 @@ def monitor(
 @friendly
 def run(
     model: str = typer.Option(RunConfig.model, help="'organism', a local model folder, or a hub id"),
-    probe: Path = typer.Option(None, help="calibrated probe folder (without it: plain generation)"),
+    probe: Path = typer.Option(None, help="calibrated probe folder, or organism for the shipped one (without it: plain generation)"),
     alpha: float = typer.Option(None, help="risk level of the guarantee (needs a calibrated probe)"),
     threshold: float = typer.Option(None, help="raw probe threshold instead of alpha (no guarantee)"),
     mode: str = typer.Option(None, help="per-problem | per-cue (default: the calibration's)"),
@@ -507,7 +507,7 @@ def _monitor_settings(text: str | None) -> dict | None:
 @friendly
 def eval_(
     model: str = typer.Option(EvalConfig.model, help="'organism', a local model folder, or a hub id"),
-    probe: Path = typer.Option(None, help="calibrated probe folder (needed for lynx's rows)"),
+    probe: Path = typer.Option(None, help="calibrated probe folder, or organism for the shipped one (needed for lynx's rows)"),
     dataset: str = typer.Option(EvalConfig.dataset, help="organism:<split>[:N], a .jsonl/.parquet file, or a hub id"),
     output: Path = typer.Option(EvalConfig.out, "--out", help="folder for the table, samples and plot"),
     n_problems: int = typer.Option(None, min=1, help=f"problems to evaluate (the first N; default {EvalConfig.n_problems}, or the dataset's :N)"),

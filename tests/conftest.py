@@ -1,3 +1,14 @@
+"""Shared fixtures of the suite, and how it runs in parallel.
+
+``make test`` runs ``pytest -n 2 --dist loadgroup`` (pytest-xdist): two worker processes, one per
+core. Each worker gets one core's worth of threads (torch and OpenMP one thread; vLLM's CPU threads
+bound to the worker's own core), because two workers each spinning two OpenMP threads on two cores
+slow each other down many times over. A test that uses a module-scoped fixture (a vLLM engine,
+a served model) is scheduled with its module, so the fixture is built once, on one worker; other
+tests are scheduled one by one; the Ray modules form one group (one local Ray cluster at a time). The expensive session data (the organism collections) is built once for both
+workers, under a file lock, and read by both.
+"""
+
 import contextlib
 import os
 from pathlib import Path
@@ -6,6 +17,26 @@ import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # "gw0", "gw1", ... under pytest -n N; None in one process
+if WORKER is not None:  # before torch is imported anywhere: it reads these at import
+    _core = int(WORKER.removeprefix("gw")) % (os.cpu_count() or 1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", str(_core))
+#: modules scheduled together on one worker (the rest: one group per module)
+GROUPS = {"test_collect_ray": "ray", "test_eval_ray": "ray"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Under ``--dist loadgroup``: a test that uses a module-scoped fixture runs on the worker of its
+    module (the fixture, a vLLM engine say, is built once); any other test is scheduled on its own."""
+    for item in items:
+        module = item.module.__name__.rpartition(".")[2] if getattr(item, "module", None) is not None else item.nodeid
+        fixtures = getattr(item, "_fixtureinfo", None)
+        scopes = {defs[-1].scope for defs in fixtures.name2fixturedefs.values()} if fixtures is not None else {"module"}
+        group = GROUPS.get(module) or (module if scopes & {"module", "package", "class"} else item.nodeid)
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")
@@ -26,11 +57,33 @@ def organism():
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """A local Ray on the machine's 2 cores, per test module (the Ray collect and eval tests)."""
+    """A local Ray on the machine's 2 cores, per test module (the Ray collect and eval tests).
+    Its workers' vLLM engines are not bound to one core (two of them share the machine)."""
     ray = pytest.importorskip("ray")
+    env = os.environ.get("VLLM_CPU_OMP_THREADS_BIND")
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+    if env is None:
+        os.environ.pop("VLLM_CPU_OMP_THREADS_BIND", None)
+    else:
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = env
+
+
+@contextlib.contextmanager
+def _built_once(tmp_path_factory, name: str):
+    """``with _built_once(f, "name") as (folder, build):`` — one folder for every worker of the run;
+    ``build`` is True for the one worker that must fill it (the others wait on the lock, then read)."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if WORKER is not None:
+        root = root.parent  # shared by the workers of this run
+    folder, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        yield folder, not done.exists()
+        done.touch()
 
 
 @pytest.fixture(scope="session")
@@ -38,11 +91,12 @@ def organism_collections(tmp_path_factory):
     """Real collect folders on the organism: training problems and disjoint calibration problems."""
     from lynx.collect.pipeline import CollectConfig, collect
 
-    root = tmp_path_factory.mktemp("organism-data")
-    folders = {}
-    for split, n in (("train", 160), ("calibration", 320)):
-        folders[split] = root / split
-        collect(CollectConfig(model="organism", dataset=f"organism:{split}:{n}", out=folders[split], shard_size=80, answer_tokens=16))
+    with _built_once(tmp_path_factory, "organism-data") as (root, build):
+        folders = {}
+        for split, n in (("train", 160), ("calibration", 320)):
+            folders[split] = root / split
+            if build:
+                collect(CollectConfig(model="organism", dataset=f"organism:{split}:{n}", out=folders[split], shard_size=80, answer_tokens=16))
     return folders
 
 

@@ -116,6 +116,7 @@ def test_a_prompt_file_without_answers_loads_as_bare_prompts(tmp_path):
         load(str(path))  # evaluation needs gold answers: still refused there
 
 
+@pytest.mark.slow  # a real collection (~35 s)
 def test_collect_labels_an_answerless_dataset_by_agreement(tmp_path):
     """A JSONL of prompts without answers: agreement labels, gold and correctness null, and the
     label column equals the agreement column; the same problems with answers carry both."""

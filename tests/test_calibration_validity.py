@@ -78,6 +78,7 @@ def _repeat(population, n_cal: int, reps: int, alpha: float, **kw):
     return out
 
 
+@pytest.mark.slow  # hundreds of random splits (~5 s each)
 @pytest.mark.parametrize("alpha", [0.05, 0.1, 0.2])
 def test_crc_per_problem_expected_risk(population, alpha):
     res = _repeat(population, n_cal=300, reps=300, alpha=alpha, mode="per-problem", method="crc", risk="premature")
@@ -87,6 +88,7 @@ def test_crc_per_problem_expected_risk(population, alpha):
     assert np.mean([r["exit_rate"] for r in res]) > 0.2
 
 
+@pytest.mark.slow  # hundreds of random splits (~6 s each)
 @pytest.mark.parametrize("alpha", [0.1, 0.2])
 def test_ltt_violation_frequency(population, alpha):
     delta = 0.1
@@ -96,6 +98,7 @@ def test_ltt_violation_frequency(population, alpha):
     assert np.mean([r["premature"] for r in res]) >= 0.4 * alpha  # not vacuous
 
 
+@pytest.mark.slow  # hundreds of random splits (~4 s each)
 @pytest.mark.parametrize("alpha", [0.05, 0.1])
 def test_per_cue_unsafe_exit_probability(population, alpha):
     res = _repeat(population, n_cal=200, reps=300, alpha=alpha, mode="per-cue")
@@ -159,6 +162,7 @@ def test_guarantee_on_organism_data(organism_probe, organism_collections, alpha)
 SHIPPED = __import__("lynx.models").models.ORGANISM_PROBE_DIR
 
 
+@pytest.mark.slow  # random splits of the shipped traces (~3 s each)
 @pytest.mark.parametrize("alpha", [0.05, 0.1, 0.2])
 def test_answer_change_guarantee_on_organism_data_at_temperature_1(alpha):
     """The shipped probe's T = 1.0 condition (recalibrated from prompts without answers, agreement
@@ -189,6 +193,7 @@ def test_answer_change_guarantee_on_organism_data_at_temperature_1(alpha):
     assert sum(r > alpha for r in ltt) <= binom.ppf(0.999, len(ltt), min(1.0, 0.1 + noisy))
 
 
+@pytest.mark.slow  # random splits (~2 s each)
 @pytest.mark.parametrize("alpha", [0.05, 0.1, 0.2])
 def test_answer_change_calibration_controls_premature_exits(alpha):
     """On the shipped T = 0.6 condition (gold and agreement labels of the same forced answers):

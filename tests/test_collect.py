@@ -27,6 +27,7 @@ def collected(tmp_path_factory):
     return out, summary
 
 
+@pytest.mark.slow  # a real collection (module fixture)
 def test_rows_columns_and_manifest(collected):
     out, summary = collected
     cues = read_folder(out, "cues")
@@ -47,6 +48,7 @@ def test_rows_columns_and_manifest(collected):
     assert all(r["thinking_position"] <= r["thinking_tokens_total"] for r in rows)
 
 
+@pytest.mark.slow  # collections (~5 s)
 def test_resume_after_interruption_gives_identical_rows(collected, tmp_path):
     out, _ = collected
     partial = tmp_path / "partial"
@@ -58,6 +60,7 @@ def test_resume_after_interruption_gives_identical_rows(collected, tmp_path):
     assert read_folder(partial, "traces").num_rows == 16
 
 
+@pytest.mark.slow  # the module's collection
 def test_other_config_is_refused_without_touching_data(collected):
     out, _ = collected
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
@@ -75,6 +78,7 @@ def test_corrupt_shard_is_named(tmp_path):
         collect(_cfg(out, dataset="organism:test:8"))
 
 
+@pytest.mark.slow  # generation (~5 s)
 def test_prefix_reuse_matches_reencoding(organism):
     """Forced exits from the rollout's KV cache equal re-encoding prefix + exit string."""
     from lynx.config import DEFAULT_EXIT

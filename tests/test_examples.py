@@ -38,6 +38,8 @@ import pytest
 
 from lynx.models import ORGANISM_PROBE_DIR
 
+pytestmark = pytest.mark.repo  # reads the checkout, not the installed package
+
 ROOT = Path(__file__).resolve().parents[1]
 RUN_LANGS = {"bash", "sh", "shell", "python"}
 MARKERS = ("gpu", "hub", "run-by")

@@ -8,7 +8,9 @@ submodule importing its own package's ``__init__`` is inherent to Python and lef
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1] / "lynx"
+import lynx
+
+ROOT = Path(lynx.__file__).resolve().parent  # the package as imported: the checkout, or the installed wheel (.ci/check_wheel)
 
 #: lowest layer first; a module may import only modules of its own layer or below
 LAYERS = [

@@ -37,6 +37,7 @@ def _policy(calibrations: dict):
 
 
 # -- the tests are MAPIE's ------------------------------------------------------------
+@pytest.mark.slow  # many sequences (~10 s)
 def test_risk_bound_equals_mapie_risk_monitoring():
     from mapie.exchangeability_testing import RiskMonitoring
     from mapie.risk_control.risks import BinaryRisk
@@ -79,6 +80,7 @@ def test_drift_test_is_mapies_jumper_martingale_on_binned_values():
     assert mine.counts.sum() == 300 and mine.counts.shape == (4096,)
 
 
+@pytest.mark.slow  # many streams (~3 s)
 def test_drift_test_false_alarm_rate_within_level_over_many_streams():
     rng = np.random.default_rng(1)
     alarms = 0
@@ -136,6 +138,7 @@ def test_monitor_settings_are_checked():
 
 
 # -- the monitor on replayed traffic ---------------------------------------------------
+@pytest.mark.slow  # many replays (~10 s)
 def test_no_more_false_alarms_than_the_test_level_on_unshifted_traffic(cals):
     """Half of the T0.6 calibration traces is the reference, the other half (never seen by it)
     the live stream, re-split 100 times: each test alarms on at most ~test_level of the streams."""
@@ -330,6 +333,7 @@ def test_monitor_options_refuse_bad_input_with_one_line(cals, tmp_path, argv, ex
     assert r.exit_code == 2 and expect in r.output and "Traceback" not in r.output, r.output
 
 
+@pytest.mark.slow  # generation (~4 s)
 def test_generate_with_a_monitor_on_transformers(tmp_path):
     """lynx.generate: every request audited (audit_fraction 1): none exits, each is labelled in the audit file."""
     from lynx.monitor.report import read_events

@@ -40,6 +40,7 @@ def setup(organism):
     return lm, tok, layers, probe, prompts, ctl
 
 
+@pytest.mark.slow  # generation (~3 s)
 def test_rows_that_do_not_opt_in_are_untouched(setup):
     lm, tok, layers, probe, prompts, ctl = setup
     vanilla = hf.generate(lm, tok, prompts, max_new_tokens=400, temperature=0.6, top_p=0.95, seed=3)
@@ -61,6 +62,7 @@ def test_rows_that_do_not_opt_in_are_untouched(setup):
     assert exited >= 2  # threshold 0: every trace with a cue exits at its first one
 
 
+@pytest.mark.slow  # generation (~4 s)
 def test_hooked_features_equal_offline_hidden_states_and_replay(setup):
     """Greedy: the states the hook scores are the collection's states, and the online exit
     happens at the same cue as an offline replay of the vanilla trace."""
@@ -102,6 +104,7 @@ def test_hooked_features_equal_offline_hidden_states_and_replay(setup):
         assert (audit[0]["cue_position"] - len(prompts[i]) if audit else None) == (expect - len(prompts[i]) if expect is not None else None)
 
 
+@pytest.mark.slow  # generation (~4 s each)
 @pytest.mark.parametrize("fault", ["wrong_width", "nan"])
 def test_a_failing_probe_disables_lynx_and_never_aborts_generation(setup, fault):
     """Safety, as in the vLLM hook: a probe that raises (wrong input width) or returns NaN

@@ -5,9 +5,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.repo  # reads the checkout, not the installed package
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # collects the whole suite in a subprocess (~14 s)
 def test_quick_loop_collects_without_vllm(tmp_path):
     hidden = tmp_path / "vllm"
     hidden.mkdir()

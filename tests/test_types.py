@@ -10,6 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.repo  # reads the checkout, not the installed package
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
