@@ -22,7 +22,7 @@ demo: $(STAMP)
 
 # two workers, one per core (tests/conftest.py says how); the 25 slowest tests printed so growth shows
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=25
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --no-loadscope-reorder --durations=25
 
 clean:
 	rm -rf $(VENV)
