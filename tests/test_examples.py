@@ -12,7 +12,8 @@ before the fence says how it is checked:
   calibrations never touch the shipped one) and the repository's ``benchmarks/``. Shell blocks run
   under ``bash -eu -o pipefail`` with lynx's environment on ``PATH``; Python blocks run in a fresh
   interpreter. Problem counts and repeats are shortened (``SHORTEN``) to at most
-  ``LYNX_EXAMPLE_PROBLEMS`` problems (default 12) and ``LYNX_EXAMPLE_REPEATS`` repeats (default 2),
+  ``LYNX_EXAMPLE_PROBLEMS`` problems (default 12), ``LYNX_EXAMPLE_REPEATS`` repeats (default 1) and
+  a benchmark's ``--max-tokens`` to ``LYNX_EXAMPLE_TOKENS`` (default 96),
   so the documents keep their real sizes and the suite stays in its time.
 * ``<!-- example: gpu -->``: needs a GPU (vLLM's GPU build, a real reasoning model's size).
 * ``<!-- example: hub -->``: needs a download from the Hugging Face hub (models, data sets).
@@ -45,7 +46,8 @@ RUN_LANGS = {"bash", "sh", "shell", "python"}
 MARKERS = ("gpu", "hub", "run-by")
 COMMAND_START = re.compile(r"^\s*(lynx|python|pip|make|vllm)\s")
 PROBLEMS = int(os.environ.get("LYNX_EXAMPLE_PROBLEMS", "12"))
-REPEATS = int(os.environ.get("LYNX_EXAMPLE_REPEATS", "2"))
+REPEATS = int(os.environ.get("LYNX_EXAMPLE_REPEATS", "1"))
+TOKENS = int(os.environ.get("LYNX_EXAMPLE_TOKENS", "96"))  # a benchmark's --max-tokens
 
 
 def _at_most(limit: int):
@@ -58,6 +60,7 @@ SHORTEN = [
     (re.compile(r"(--n-problems[ =])(\d+)"), _at_most(PROBLEMS)),
     (re.compile(r"(--n[ =])(\d+)"), _at_most(PROBLEMS)),
     (re.compile(r"(--repeats[ =])(\d+)"), _at_most(REPEATS)),
+    (re.compile(r"(--max-tokens[ =])(\d+)"), _at_most(TOKENS)),
 ]
 
 
@@ -135,12 +138,12 @@ def test_shortening_keeps_commands_and_cuts_sizes():
     code = "lynx collect --dataset organism:train:2000 --n-problems 300 --n 256 --repeats 40 --max-tokens 256 --n-problems 5\n"
     assert shorten(code) == (
         f"lynx collect --dataset organism:train:{min(2000, PROBLEMS)} --n-problems {min(300, PROBLEMS)} --n {min(256, PROBLEMS)} "
-        f"--repeats {min(40, REPEATS)} --max-tokens 256 --n-problems {min(5, PROBLEMS)}\n"
+        f"--repeats {min(40, REPEATS)} --max-tokens {min(256, TOKENS)} --n-problems {min(5, PROBLEMS)}\n"
     )
 
 
-@pytest.fixture(scope="module")
-def example_env(tmp_path_factory):
+@pytest.fixture
+def example_env():  # function-scoped: each document is scheduled on its own (pytest -n 2)
     env = os.environ | {
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),

@@ -122,6 +122,8 @@ class ExitController:
         self.candidates = self.matcher.candidate_ids
         self.exit_ids = list(hook.exit_ids or self.tokenizer(hook.exit_string or "", add_special_tokens=False)["input_ids"])
         self.audit_path = Path(hook.audit_path) if hook.audit_path else None
+        if self.audit_path is not None:  # `--audit runs/audit.jsonl` in a fresh folder: the folder is made, not a crash at the first event
+            self.audit_path.parent.mkdir(parents=True, exist_ok=True)
         self.events = EventSink(keep=hook.keep_events, max_requests=hook.max_kept_requests)
         self._warned_conditions: set = set()
         self.monitor = parse_monitor(hook.monitor)
@@ -225,8 +227,9 @@ class ExitController:
                 log.warning("lynx disabled for a request: %s", reason)
                 self._audit(state, {"event": "disabled", "reason": reason})
             else:
-                try:
-                    d = policy.threshold(opts.alpha, mode=opts.mode, method=opts.method, temperature=temperature, domain=opts.domain, fallback=self.hook.fallback)
+                try:  # the calibrations' own choice: an engine that cannot tell the temperature never gets the API's default one
+                    assert policy.calibrations is not None  # is_calibrated
+                    d = policy.calibrations.threshold(opts.alpha, opts.mode, opts.method, temperature=temperature, domain=opts.domain, fallback=self.hook.fallback)
                 except InvalidInput as e:  # e.g. a mode or risk no calibration supports: this request only, never the engine
                     state.disabled = True
                     log.warning("lynx disabled for a request: %s", e)

@@ -23,6 +23,7 @@ from rich.progress import Progress
 from lynx.config import Sampling
 from lynx.cues import CueMatcher
 from lynx.engines import hf
+from lynx.errors import InvalidInput
 from lynx.grading import grade_integer
 from lynx.layers import default_layers
 from lynx.models import load_hf, resolve_model
@@ -120,17 +121,36 @@ def measure(
     split: str = "test",
     max_new_tokens: int = Sampling.max_new_tokens,
     batch_size: int = 64,
+    engine: str = "hf",
 ) -> dict:
-    """Sample, label and score the organism; returns the figures of its model card."""
+    """Sample, label and score the organism; returns the figures of its model card.
+
+    ``engine`` samples the traces: ``hf`` (transformers; the model card's figures) or ``vllm``
+    (the same model and sampling settings, its own random streams: other traces from the same
+    distribution, several times faster on CPU). Forced exits and hidden states are read with
+    transformers either way."""
+    if engine not in ("hf", "vllm"):
+        raise InvalidInput(f"unknown engine {engine!r}: use hf or vllm")
     t0 = time.monotonic()
     ref = resolve_model(model)
     lm, tok = load_hf(ref)
     matcher = CueMatcher(tok)
     problems = sample_problems(split, n_problems, seed=seed)
     prompts = [tok(chat_prompt(tok, p.text), add_special_tokens=False)["input_ids"] for p in problems]
+    if engine == "vllm":
+        from lynx.engines.vllm_engine import build_llm, generate_ids
+
+        console.print(f"sampling {n_problems} traces (T={temperature}) with vLLM")
+        gens = generate_ids(build_llm(ref, seed=seed), prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+    else:
+        gens = _sample_hf(lm, tok, prompts, n_problems, max_new_tokens, temperature, top_p, seed, batch_size)
+    return _figures(lm, tok, matcher, problems, prompts, gens, model, temperature, top_p, seed, split, engine, t0)
+
+
+def _sample_hf(lm, tok, prompts, n_problems, max_new_tokens, temperature, top_p, seed, batch_size) -> list[list[int]]:
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task(f"sampling {n_problems} traces (T={temperature})", total=n_problems)
-        gens = hf.generate(
+        return hf.generate(
             lm,
             tok,
             prompts,
@@ -141,6 +161,9 @@ def measure(
             batch_size=batch_size,
             on_batch=lambda n: bar.advance(task, n),
         )
+
+
+def _figures(lm, tok, matcher, problems, prompts, gens, model, temperature, top_p, seed, split, engine, t0) -> dict:
     rollouts = make_rollouts(tok, matcher, [p.problem_id for p in problems], [str(p.answer) for p in problems], prompts, gens, [grade_integer] * len(problems))
     n_cues = sum(len(r.cue_points) for r in rollouts)
     with Progress(console=console, transient=True) as bar:
@@ -174,6 +197,7 @@ def measure(
         "top_p": top_p,
         "seed": seed,
         "split": split,
+        "engine": engine,
         "model": model,
         "seconds": round(time.monotonic() - t0, 1),
     }
