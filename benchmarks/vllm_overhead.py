@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import statistics
 import sys
 import time
@@ -204,14 +205,17 @@ def main() -> None:
     arch = json.loads((Path(ref.path) / "config.json").read_text())["architectures"][0]
     module, cls = SUPPORTED[arch].split(":")
     clock = HookClock(getattr(importlib.import_module(module), cls))
+    # LYNX_BENCH_EAGER=1: no torch.compile for models that would get it (the docs' examples test runs this script shortened;
+    # a figure measured that way is not the documented one)
+    eager = {"enforce_eager": True} if os.environ.get("LYNX_BENCH_EAGER") == "1" else {}
     engines = {
-        "plain": build_llm(ref),
-        "lynx": build_lynx_llm(ref, policy.hook_config({"keep_events": True}))[0],
+        "plain": build_llm(ref, **eager),
+        "lynx": build_lynx_llm(ref, policy.hook_config({"keep_events": True}), **eager)[0],
     }
     if "lynx_dense" in names:
-        engines["lynx_dense"] = build_lynx_llm(ref, policy.hook_config({"probe_rows": "all"}))[0]
+        engines["lynx_dense"] = build_lynx_llm(ref, policy.hook_config({"probe_rows": "all"}), **eager)[0]
     if args.probe_b:
-        engines["lynx_probe_b"] = build_lynx_llm(ref, ExitPolicy.load(args.probe_b).hook_config({"keep_events": True}))[0]
+        engines["lynx_probe_b"] = build_lynx_llm(ref, ExitPolicy.load(args.probe_b).hook_config({"keep_events": True}), **eager)[0]
     prompts = _prompts(engines["plain"].get_tokenizer(), args.n, policy.prompt_suffix)
     result: dict = {"model": args.model, "n_prompts": args.n, "max_tokens": args.max_tokens, "repeats": args.repeats, "probe": args.probe, "probe_b": args.probe_b}
     result["overhead"] = overhead(engines, prompts, args.max_tokens, args.repeats, clock, names)

@@ -1,9 +1,10 @@
 """Shared fixtures of the suite, and how it runs in parallel.
 
-``make test`` runs ``pytest -n 2 --dist loadgroup`` (pytest-xdist): two worker processes, one per
-core. Each worker gets one core's worth of threads (torch and OpenMP one thread; vLLM's CPU threads
-bound to the worker's own core), because two workers each spinning two OpenMP threads on two cores
-slow each other down many times over. A test that uses a module-scoped fixture (a vLLM engine,
+``make test`` runs ``pytest -n 3 --dist loadgroup`` (pytest-xdist): three worker processes on the
+two cores, because much of the suite waits (subprocesses and servers starting, engines loading,
+the hub client's retries) and a third worker fills those waits. Each worker gets one core's worth
+of threads (torch and OpenMP one thread; vLLM's CPU threads bound to core ``worker % cores``),
+because workers each spinning two OpenMP threads on two cores slow each other down many times over. A test that uses a module-scoped fixture (a vLLM engine,
 a served model) is scheduled with its module, so the fixture is built once, on one worker; other
 tests are scheduled one by one; the Ray modules form one group (one local Ray cluster at a time). The expensive session data (the organism collections) is built once for both
 workers, under a file lock, and read by both.
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED = Path(os.environ.get("LYNX_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))  # the real benchmarks (../shared)
 WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # "gw0", "gw1", ... under pytest -n N; None in one process
 if WORKER is not None:  # before torch is imported anywhere: it reads these at import
     _core = int(WORKER.removeprefix("gw")) % (os.cpu_count() or 1)

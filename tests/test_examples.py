@@ -13,7 +13,8 @@ before the fence says how it is checked:
   under ``bash -eu -o pipefail`` with lynx's environment on ``PATH``; Python blocks run in a fresh
   interpreter. Problem counts and repeats are shortened (``SHORTEN``) to at most
   ``LYNX_EXAMPLE_PROBLEMS`` problems (default 12), ``LYNX_EXAMPLE_REPEATS`` repeats (default 1) and
-  a benchmark's ``--max-tokens`` to ``LYNX_EXAMPLE_TOKENS`` (default 96),
+  a benchmark's ``--max-tokens`` to ``LYNX_EXAMPLE_TOKENS`` (default 96), and the overhead benchmark
+  runs its engines without torch.compile (``LYNX_BENCH_EAGER=1``),
   so the documents keep their real sizes and the suite stays in its time.
 * ``<!-- example: gpu -->``: needs a GPU (vLLM's GPU build, a real reasoning model's size).
 * ``<!-- example: hub -->``: needs a download from the Hugging Face hub (models, data sets).
@@ -149,6 +150,7 @@ def example_env():  # function-scoped: each document is scheduled on its own (py
         "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
         "GIT_DIR": str(ROOT / ".git"),  # examples that read the project's history (an earlier probe) from a scratch folder
         "PYTHONUNBUFFERED": "1",
+        "LYNX_BENCH_EAGER": "1",  # benchmarks/vllm_overhead.py without torch.compile: minutes of compiling measure nothing here
     }
     return env
 

@@ -131,6 +131,7 @@ def v2_probe(organism_collections, tmp_path_factory):
     return out, meta, rows
 
 
+@pytest.mark.slow  # the organism collections (built once per run, ~2 min) and a trained probe
 def test_train_writes_a_stacked_probe_its_baseline_and_the_comparison(v2_probe):
     from lynx.exit_policy import ExitPolicy
 
@@ -150,6 +151,7 @@ def test_train_writes_a_stacked_probe_its_baseline_and_the_comparison(v2_probe):
         policy.baselines["context-only"].probe(torch.zeros(1, 4))
 
 
+@pytest.mark.slow  # the organism collections (built once per run, ~2 min) and a trained probe
 def test_auto_keeps_v1_when_the_collection_predates_cue_words(organism_collections, tmp_path):
     """Without cue words (an older collection) auto trains the v1 MLP and says why no baseline."""
     import shutil
@@ -215,6 +217,7 @@ def assert_online_equals_offline(policy, tok, problems, prompts, outs, records, 
     return n
 
 
+@pytest.mark.slow  # the organism collections (built once per run, ~2 min) and a trained probe
 def test_online_scores_equal_the_offline_scores_calibration_uses(v2_probe, organism):
     """The engine's final score at every cue (context and history kept per request) equals
     lynx.probe.scoring.cue_scores on the same cues' recorded hidden states and positions."""
@@ -237,6 +240,7 @@ def test_online_scores_equal_the_offline_scores_calibration_uses(v2_probe, organ
         assert assert_online_equals_offline(policy, tok, problems, prompts, outs, records, scorer) >= 10
 
 
+@pytest.mark.slow  # the organism collections (built once per run, ~2 min) and a trained probe
 def test_a_request_for_a_missing_baseline_is_refused_alone(organism_probe, organism_tokenizer, tmp_path):
     import shutil
 
@@ -259,6 +263,7 @@ def test_a_request_for_a_missing_baseline_is_refused_alone(organism_probe, organ
     assert not ok.disabled  # the engine and other requests are untouched
 
 
+@pytest.mark.slow  # the organism collections (built once per run, ~2 min) and a trained probe
 def test_a_probe_folder_with_a_tampered_kind_is_refused(v2_probe, tmp_path):
     import shutil
 
