@@ -198,13 +198,10 @@ def main() -> None:
     in_process_engine()  # engine cores in this process: engines side by side, audits read back
     ref = resolve_model(args.model)
     policy = ExitPolicy.load(args.probe)
-    import importlib
-
-    from lynx.engines.vllm_plugin import SUPPORTED
+    from lynx.engines.vllm_plugin.support import hook_support, model_class
 
     arch = json.loads((Path(ref.path) / "config.json").read_text())["architectures"][0]
-    module, cls = SUPPORTED[arch].split(":")
-    clock = HookClock(getattr(importlib.import_module(module), cls))
+    clock = HookClock(model_class(hook_support(arch).require().architecture))
     # LYNX_BENCH_EAGER=1: no torch.compile for models that would get it (the docs' examples test runs this script shortened;
     # a figure measured that way is not the documented one)
     eager = {"enforce_eager": True} if os.environ.get("LYNX_BENCH_EAGER") == "1" else {}

@@ -90,7 +90,8 @@ def collect(
     temperature: float = typer.Option(CollectConfig.temperature, min=0.0),
     top_p: float = typer.Option(CollectConfig.top_p, min=0.0, max=1.0),
     seed: int = typer.Option(CollectConfig.seed),
-    exit_string: str = typer.Option(None, help="appended after a cue to force an exit (default closes thinking and opens \\boxed{)"),
+    exit_string: str = typer.Option(None, help="appended after a cue to force an exit (default: the thinking format's, which closes thinking and opens \\boxed{)"),
+    thinking_format: str = typer.Option(None, help="the thinking span: think | mistral | harmony | a custom pair OPEN,CLOSE (default: detected from the chat template)"),
     answer_tokens: int = typer.Option(CollectConfig.answer_tokens, min=1, help="greedy tokens for a forced answer"),
     shard_size: int = typer.Option(CollectConfig.shard_size, min=1, help="problems per Parquet shard"),
     batch_size: int = typer.Option(CollectConfig.batch_size, min=1),
@@ -110,7 +111,6 @@ def collect(
     check_output_folder(output)
     from lynx.collect.pipeline import collect as run_collect
     from lynx.collect.pipeline import summary_table
-    from lynx.config import DEFAULT_EXIT
 
     cfg = CollectConfig(
         model=model,
@@ -125,7 +125,8 @@ def collect(
         temperature=temperature,
         top_p=top_p,
         seed=seed,
-        exit_string=DEFAULT_EXIT if exit_string is None else exit_string,
+        exit_string=exit_string,
+        thinking=thinking_format,
         answer_tokens=answer_tokens,
         shard_size=shard_size,
         batch_size=batch_size,

@@ -17,11 +17,12 @@ from typing import overload
 
 from lynx.cues import DEFAULT_CUES
 from lynx.prompting import INSTRUCTION
+from lynx.thinking import FORMATS
 
 #: Appended after a cue token to force an exit: close thinking, open the boxed answer.
 #: The organism was trained to answer after exactly this string; for real models it is the
 #: natural continuation their chat formats end with.
-DEFAULT_EXIT = "\n</think>\n\nFinal answer: \\boxed{"
+DEFAULT_EXIT = FORMATS["think"].exit_string
 
 
 def rollout_seed(seed: int, problem_id: str, sample: int) -> int:
@@ -67,7 +68,8 @@ class CollectConfig:
     temperature: float = Sampling.temperature
     top_p: float = Sampling.top_p
     seed: int = Sampling.seed
-    exit_string: str = DEFAULT_EXIT
+    exit_string: str | None = None  # None: the thinking format's (DEFAULT_EXIT for <think>)
+    thinking: str | None = None  # a format name or "OPEN,CLOSE" (lynx.thinking); None: detected from the chat template
     answer_tokens: int = 64
     shard_size: int = 64
     batch_size: int = 64

@@ -7,8 +7,12 @@ loop), because the online hook cannot take back a cue it has already emitted:
   last few tokens ends with the word (any casing) followed only by non-letters
   (``"Wait,"``, ``" hmm"``, ``"Alternatively"``), and the word is not preceded by a letter
   (so ``"awaiting"`` never matches);
-* a cue only counts **inside the thinking span**: after the model's ``<think>`` (generated
-  or pre-filled by the chat template) and before ``</think>``;
+* a cue only counts **inside the thinking span**: after the model's opener (``<think>``,
+  generated or pre-filled by the chat template) and before its closer (``</think>``); the
+  markers come from the model's thinking format (:mod:`lynx.thinking`: ``[THINK]``, harmony's
+  analysis channel, a custom pair) and may be token sequences: a marker that is one token
+  of the vocabulary is found by its id, any other by the decoded text of the tokens that end
+  with it (``<`` ``think`` ``>`` on a tokenizer without a ``<think>`` token);
 * what the *next* token will be is unknown online, so a token ``" wait"`` that a later
   ``"ing"`` turns into "waiting" still counts; tokenizers with whole-word tokens (Qwen,
   Llama, the organism) make this rare, and both engines agree on it.
@@ -25,15 +29,53 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lynx.errors import InvalidInput
+from lynx.thinking import NoThinkingMarkers, ThinkingFormat, resolve_format
+
+__all__ = ["DEFAULT_CUES", "Cue", "CueMatcher", "NoThinkingMarkers", "WINDOW"]
 
 DEFAULT_CUES = ("wait", "hmm", "alternatively")
-THINK_OPEN = "<think>"
-THINK_CLOSE = "</think>"
 WINDOW = 8  # tokens of left context decoded to match multi-token cue words
 
 
-class NoThinkingMarkers(InvalidInput):
-    """The tokenizer has no <think>/</think> tokens, so there is no thinking span to exit."""
+class _Marker:
+    """Where one thinking marker (text) is completed in a token sequence.
+
+    A marker that is a single token of the vocabulary (an added token such as Qwen3's
+    ``<think>``) is matched by id. Any other is matched on text: only a token whose own text
+    (trailing whitespace aside) ends with a suffix of the marker can complete it, and only at
+    such a token is the window before it decoded."""
+
+    def __init__(self, text: str, tokenizer, token_text, decode) -> None:
+        self.text = text
+        vocab = tokenizer.get_vocab()
+        single = vocab.get(text)
+        if single is not None and token_text(single) == text:
+            self.id: int | None = single
+            self.finals: frozenset[int] = frozenset({single})
+            self.window = 1
+        else:
+            self.id = None
+            finals = set()
+            for tid in range(len(tokenizer)):
+                own = token_text(tid).rstrip()
+                if own and (own.endswith(text) or text.endswith(own)):
+                    finals.add(tid)
+            self.finals = frozenset(finals)
+            self.window = len(text) + 1  # every token holds at least one character of it
+        self._decode = decode
+
+    def start_at(self, ids: list[int], j: int) -> int | None:
+        """Index of the marker's first token if token ``ids[j]`` completes the marker, else None."""
+        tid = ids[j]
+        if tid not in self.finals:
+            return None
+        if self.id is not None:
+            return j
+        for k in range(j, max(-1, j - self.window), -1):  # grow the window leftwards until it covers the marker
+            text = self._decode(ids[k : j + 1]).rstrip()
+            if len(text) >= len(self.text):
+                return k if text.endswith(self.text) else None
+        return None
 
 
 @dataclass(frozen=True)
@@ -51,21 +93,22 @@ class CueMatcher:
 
     tokenizer: Any  # a transformers tokenizer (get_vocab, decode, len)
     cues: tuple[str, ...] = DEFAULT_CUES
-    think_open_id: int = field(init=False)
-    think_close_id: int = field(init=False)
+    #: the thinking format: a ThinkingFormat, its dict, a name or "OPEN,CLOSE"; None: detected from the tokenizer
+    thinking: ThinkingFormat | dict | str | None = None
+    format: ThinkingFormat = field(init=False)
 
     def __post_init__(self) -> None:
         words = tuple(sorted({c.strip().lower() for c in self.cues if c.strip()}))
         if not words or not all(re.fullmatch(r"[a-z]+", w) for w in words):
             raise InvalidInput(f"cue words must be non-empty letters-only words, got {list(self.cues)!r}")
         self.cues = words
-        vocab = self.tokenizer.get_vocab()
-        if THINK_OPEN not in vocab or THINK_CLOSE not in vocab:
-            raise NoThinkingMarkers(f"tokenizer has no {THINK_OPEN}/{THINK_CLOSE} tokens: lynx needs a reasoning model with a thinking span")
-        self.think_open_id = vocab[THINK_OPEN]
-        self.think_close_id = vocab[THINK_CLOSE]
+        self.format = resolve_format(self.thinking, self.tokenizer)
         self._texts: dict[int, str] = {}  # token id -> its own decoded text (asked for again at every cue)
+        self._decode = self._decode_hf
+        self._open = _Marker(self.format.open, self.tokenizer, self._text, lambda ids: self._decode(ids))
+        self._close = _Marker(self.format.close, self.tokenizer, self._text, lambda ids: self._decode(ids))
         self._decode = self._pick_decoder()
+        self._texts.clear()
         self._pattern = re.compile(r"(?<![A-Za-z])(" + "|".join(words) + r")[^A-Za-z]*$", re.IGNORECASE)
         suffixes = {w[i:] for w in words for i in range(len(w))}
         tail = re.compile(r"([A-Za-z]+)[^A-Za-z]*$")
@@ -87,7 +130,8 @@ class CueMatcher:
         import random
 
         rng, n = random.Random(1), len(self.tokenizer)
-        pairs = [(rng.randrange(n), rng.randrange(n)) for _ in range(200)] + [(self.think_open_id, t) for t in self._final_ids]
+        openers = sorted(self._open.finals)[:1] or [0]
+        pairs = [(rng.randrange(n), rng.randrange(n)) for _ in range(200)] + [(openers[0], t) for t in self._final_ids]
         try:
             concatenative = all(self._decode([a, b]) == self._text(a) + self._text(b) for a, b in pairs if "\ufffd" not in self._text(a) + self._text(b))
         except Exception:
@@ -116,7 +160,7 @@ class CueMatcher:
 
         rng, n = random.Random(0), len(self.tokenizer)
         samples = [[rng.randrange(n) for _ in range(rng.randint(1, WINDOW + 1))] for _ in range(200)]
-        samples += [[t] for t in (self.think_open_id, self.think_close_id)]
+        samples += [[t] for t in sorted(self._open.finals | self._close.finals)[:50]]
         try:
             same = all(fast(ids) == self._decode_hf(ids) for ids in samples)
         except Exception:
@@ -128,6 +172,48 @@ class CueMatcher:
         if text is None:
             text = self._texts[tid] = self._decode([tid])
         return text
+
+    @property
+    def think_open_id(self) -> int:
+        """The opener's token id, where it is one token (baselines that stop on it need that)."""
+        return self._single(self._open)
+
+    @property
+    def think_close_id(self) -> int:
+        """The closer's token id, where it is one token (baselines that stop on it need that)."""
+        return self._single(self._close)
+
+    def _single(self, marker: _Marker) -> int:
+        if marker.id is None:
+            raise InvalidInput(f"the thinking marker {marker.text!r} is several tokens on this tokenizer; this step needs it as one token")
+        return marker.id
+
+    @property
+    def marker_ids(self) -> frozenset[int]:
+        """Tokens that can complete the opener or the closer (an engine watches them)."""
+        return self._open.finals | self._close.finals
+
+    def opens_at(self, ids: list[int], j: int) -> bool:
+        """Does token ``ids[j]`` complete the thinking span's opener?"""
+        return self._open.start_at(ids, j) is not None
+
+    def closes_at(self, ids: list[int], j: int) -> int | None:
+        """The index of the closer's first token if token ``ids[j]`` completes it, else None."""
+        return self._close.start_at(ids, j)
+
+    def span(self, ids: list[int], start: int = 0) -> tuple[int | None, int | None]:
+        """(index of the token that completes the first opener at or after ``start``, index of
+        the first token of the closer after it), None where there is none."""
+        opened = None
+        for j in range(start, len(ids)):
+            if opened is None:
+                if self.opens_at(ids, j):
+                    opened = j
+            else:
+                at = self.closes_at(ids, j)
+                if at is not None and at > opened:
+                    return opened, at
+        return opened, None
 
     @property
     def candidate_ids(self) -> frozenset[int]:
@@ -159,22 +245,35 @@ class CueMatcher:
     def thinking_open(self, ids: list[int], upto: int) -> bool:
         """Is the thinking span open just after token ``ids[upto]``?"""
         for j in range(upto, -1, -1):
-            if ids[j] == self.think_close_id:
+            if self.closes_at(ids, j) is not None:
                 return False
-            if ids[j] == self.think_open_id:
+            if self.opens_at(ids, j):
                 return True
         return False
+
+    def thinking_after(self, ids: list[int], lo: int, hi: int, open_: bool) -> bool:
+        """The thinking state after ``ids[hi - 1]`` given the state ``open_`` before ``ids[lo]``
+        (carried forward over the new tokens only: an engine's per-step update)."""
+        markers = self._open.finals | self._close.finals
+        for j in range(lo, hi):
+            if ids[j] in markers:
+                if self.closes_at(ids, j) is not None:
+                    open_ = False
+                elif self.opens_at(ids, j):
+                    open_ = True
+        return open_
 
     def find(self, ids: list[int], start: int = 0) -> list[Cue]:
         """All cues in ``ids[start:]`` that lie inside a thinking span."""
         out: list[Cue] = []
         open_ = self.thinking_open(ids, start - 1) if start > 0 else False
+        markers = self._open.finals | self._close.finals
         for i in range(start, len(ids)):
             tid = ids[i]
-            if tid == self.think_open_id:
-                open_ = True
-            elif tid == self.think_close_id:
+            if tid in markers and self.closes_at(ids, i) is not None:
                 open_ = False
+            elif tid in markers and self.opens_at(ids, i):
+                open_ = True
             elif open_ and tid in self._final_ids:
                 cue = self.match_at(ids, i)
                 if cue is not None:

@@ -51,6 +51,9 @@ class HookConfig:
     layers, cues, exit_string
         What the hook reads and forces; filled from the probe when one is given (and refused
         if they disagree with it).
+    thinking : dict, optional
+        The thinking format (:class:`~lynx.thinking.ThinkingFormat` as a dict): filled from the
+        probe (refused if it disagrees); without a probe, detected from the model's chat template.
     exit_ids : list of int, optional
         The exit string already tokenized (collection passes it to avoid a re-tokenization).
     audit_path : str, optional
@@ -82,6 +85,7 @@ class HookConfig:
     layers: tuple[int, ...] | None = None
     cues: tuple[str, ...] | None = None
     exit_string: str | None = None
+    thinking: dict | None = None
     exit_ids: tuple[int, ...] | None = None
     audit_path: str | None = None
     keep_events: bool = False
@@ -200,6 +204,12 @@ class ExitPolicy:
     @property
     def exit_string(self) -> str:
         return self.probe.meta["exit_string"]
+
+    @property
+    def thinking(self) -> dict | None:
+        """The thinking format the probe was trained in (None: a folder from before formats were
+        recorded, whose model used ``<think>``; it is detected from the model then)."""
+        return self.probe.meta.get("thinking")
 
     @property
     def prompt_suffix(self) -> str:
@@ -347,11 +357,11 @@ class ExitPolicy:
 
     def check_hook(self, hook: HookConfig) -> None:
         """Refuse engine settings that contradict the probe."""
-        for key, mine in (("layers", self.layers), ("cues", self.cues), ("exit_string", self.exit_string)):
+        for key, mine in (("layers", self.layers), ("cues", self.cues), ("exit_string", self.exit_string), ("thinking", self.thinking)):
             given = getattr(hook, key)
-            if given is None:
+            if given is None or mine is None:
                 continue
-            if (given != mine) if isinstance(mine, str) else (list(given) != list(mine)):
+            if (given != mine) if isinstance(mine, str | dict) else (list(given) != list(mine)):
                 raise ProbeModelMismatch(f"the engine was configured with {key} {_short(given)} but the probe in {self.folder} uses {_short(mine)}")
 
     def hook_config(self, hook: HookConfig | dict | None = None) -> HookConfig:
@@ -359,6 +369,8 @@ class ExitPolicy:
         hook = hook if isinstance(hook, HookConfig) else HookConfig.from_dict(hook)
         self.check_hook(hook)
         d = hook.to_dict() | {"probe": str(self.folder), "layers": self.layers, "cues": self.cues}
+        if self.thinking is not None:
+            d["thinking"] = self.thinking
         if hook.exit_ids is None:
             d["exit_string"] = self.exit_string
         return HookConfig.from_dict(d)

@@ -53,14 +53,8 @@ class Rollout:
 
 
 def _span(ids: list[int], matcher: CueMatcher) -> tuple[int | None, int | None]:
-    opened = closed = None
-    for i, t in enumerate(ids):
-        if t == matcher.think_open_id and opened is None:
-            opened = i
-        elif t == matcher.think_close_id and opened is not None:
-            closed = i
-            break
-    return opened, closed
+    """(the token completing the first opener, the closer's first token after it)."""
+    return matcher.span(ids)
 
 
 def make_rollouts(

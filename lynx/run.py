@@ -38,10 +38,13 @@ class Generation:
         return asdict(self)
 
 
-def thinking_tokens(ids: list[int], open_id: int, close_id: int) -> int:
-    """Tokens between ``<think>`` and ``</think>`` (to the end if thinking never closed)."""
-    start = ids.index(open_id) + 1 if open_id in ids else 0
-    end = ids.index(close_id, start) if close_id in ids[start:] else len(ids)
+def thinking_tokens(ids: list[int], matcher) -> int:
+    """Tokens of generated ``ids`` between the thinking span's opener and closer (from the
+    start when the chat template pre-filled the opener; to the end if thinking never closed).
+    ``matcher``: the model's :class:`~lynx.cues.CueMatcher` (it knows the thinking format)."""
+    opened, _ = matcher.span(ids)
+    start = opened + 1 if opened is not None else 0
+    end = next((k for k in (matcher.closes_at(ids, j) for j in range(start, len(ids))) if k is not None and k >= start), len(ids))
     return max(0, end - start)
 
 
@@ -151,7 +154,9 @@ def generate(
             [e for t in tags for e in events[t][0]]
         )
 
-    vocab = tok.get_vocab()
+    from lynx.cues import CueMatcher
+
+    matcher = CueMatcher(tok, thinking=hook.thinking)
     results = []
     for text, gen, tag in zip(texts, outs, tags, strict=True):
         audit = [a for a in events[tag][0] if a["event"] == "exit"]
@@ -161,7 +166,7 @@ def generate(
                 prompt=text,
                 text=decoded,
                 token_ids=gen,
-                thinking_tokens=thinking_tokens(gen, vocab["<think>"], vocab["</think>"]),
+                thinking_tokens=thinking_tokens(gen, matcher),
                 exited=bool(audit),
                 exit=audit[0] if audit else None,
                 answer=extract_boxed(decoded),

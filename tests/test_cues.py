@@ -48,7 +48,7 @@ def test_model_without_thinking_markers_is_refused():
 
     t = Tokenizer(models.WordLevel({"a": 0, "[UNK]": 1}, unk_token="[UNK]"))
     t.pre_tokenizer = pre_tokenizers.Whitespace()
-    with pytest.raises(NoThinkingMarkers, match="no <think>"):
+    with pytest.raises(NoThinkingMarkers, match="thinking-format"):
         CueMatcher(PreTrainedTokenizerFast(tokenizer_object=t))
 
 

@@ -22,6 +22,7 @@ LAYERS = [
             "lynx.grading",
             "lynx.layers",
             "lynx.models",
+            "lynx.thinking",
             "lynx.cues",
             "lynx.config",
             "lynx.datasets",
@@ -53,6 +54,7 @@ LAYERS = [
     ("run", ["lynx.run"]),
     ("evaluate", ["lynx.evaluate"]),
     ("organism tooling", ["lynx.organism"]),
+    ("conformance models", ["lynx.conformance"]),
     ("demo", ["lynx.demo"]),
     ("cli", ["lynx.cli"]),
 ]

@@ -32,7 +32,7 @@ class _Base:
 
 class _Wrapper(model._LynxMixin, _Base):
     def __init__(self, layers, handoff, probe=None, probe_rows="cues"):
-        self.config, self.lynx_layers = _Config(), layers
+        self.lynx_n_layers, self.lynx_hidden, self.lynx_layers = _Config.num_hidden_layers, _Config.hidden_size, layers
         self.lynx_aux = tuple(sorted({x for x in layers if x != L}))
         self.lynx_probe, self._lynx_device_probe, self.lynx_probe_rows, self.lynx_handoff = probe, None, probe_rows, handoff
         self.lynx_handoff_state = StepHandoff()

@@ -39,7 +39,9 @@ def check_matches(probe_meta: dict, manifest: dict, data_dir) -> None:
             f"the data in {data_dir} has hidden size {manifest.get('hidden_size')} but the probe reads hidden size "
             f"{probe_meta.get('hidden_size')}: collect the data with the probe's model"
         )
-    for key, what in (("layers", "layers"), ("cues", "cue words"), ("exit_string", "exit string")):
+    for key, what in (("layers", "layers"), ("cues", "cue words"), ("exit_string", "exit string"), ("thinking", "thinking format")):
+        if key == "thinking" and (probe_meta.get(key) is None or manifest.get(key) is None):
+            continue  # a folder from before formats were recorded: <think>, as the exit string shows
         if probe_meta.get(key) != manifest.get(key):
             raise InvalidInput(f"the data in {data_dir} was collected with other {what} ({manifest.get(key)!r}) than the probe ({probe_meta.get(key)!r})")
 

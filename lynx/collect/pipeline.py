@@ -129,7 +129,9 @@ class ShardRunner:
             engine.cfg = cfg
         self.engine = engine
         self.tok, self.mconf = engine.tokenizer, engine.config
-        self.matcher = CueMatcher(self.tok, cues=cfg.cues)
+        self.matcher = CueMatcher(self.tok, cues=cfg.cues, thinking=cfg.thinking)
+        #: the exit forced at every cue: the one given, else the thinking format's
+        self.exit_string = cfg.exit_string or self.matcher.format.exit_string
         self.layers = parse_layers(cfg.layers, self.mconf.num_hidden_layers)
         self._started = False
 
@@ -153,7 +155,8 @@ class ShardRunner:
             "hidden_size": mconf.hidden_size,
             "layers": list(self.layers),
             "cues": list(self.matcher.cues),
-            "exit_string": cfg.exit_string,
+            "exit_string": self.exit_string,
+            "thinking": self.matcher.format.to_dict(),
             "sampling": {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed},
             "samples_per_problem": cfg.samples_per_problem,
             "answer_tokens": cfg.answer_tokens,
@@ -170,7 +173,7 @@ class ShardRunner:
 
     def start(self) -> None:
         if not self._started:
-            exit_ids = self.tok(self.cfg.exit_string, add_special_tokens=False)["input_ids"]
+            exit_ids = self.tok(self.exit_string, add_special_tokens=False)["input_ids"]
             self.engine.start(self.layers, self.matcher, exit_ids, answer_stop_ids(self.tok))
             self._started = True
 
@@ -212,7 +215,7 @@ def check_options(cfg: CollectConfig) -> None:
         raise InvalidInput(f"unknown engine {cfg.engine!r}: use hf or vllm")
     if cfg.samples_per_problem < 1 or cfg.max_new_tokens < 1 or cfg.answer_tokens < 1:
         raise InvalidInput("--samples-per-problem, --max-new-tokens and --answer-tokens must be >= 1")
-    if not cfg.exit_string.strip():
+    if cfg.exit_string is not None and not cfg.exit_string.strip():
         raise InvalidInput("--exit-string must not be empty: it is what forces the exit (default closes thinking and opens \\boxed{)")
 
 
@@ -391,7 +394,10 @@ class VLLMCollector(ModelFiles):
         self._key = key
         self.layers, self.exit_ids, self.stops = layers, exit_ids, sorted(stops)
         self.llm, _ = build_lynx_llm(
-            self.ref, {"layers": list(layers), "cues": list(matcher.cues), "exit_ids": exit_ids, "keep_events": True}, seed=self.cfg.seed, enable_prefix_caching=True
+            self.ref,
+            {"layers": list(layers), "cues": list(matcher.cues), "thinking": matcher.format.to_dict(), "exit_ids": exit_ids, "keep_events": True},
+            seed=self.cfg.seed,
+            enable_prefix_caching=True,
         )
         self._tags: list[str] = []
 

@@ -118,7 +118,7 @@ class ExitController:
             tokenizer = AutoTokenizer.from_pretrained(tokenizer)
         policy, hook = ExitPolicy.resolve(hook, policy)
         self.hook, self.policy, self.tokenizer = hook, policy, tokenizer
-        self.matcher = CueMatcher(self.tokenizer, cues=tuple(hook.cues or DEFAULT_CUES))
+        self.matcher = CueMatcher(self.tokenizer, cues=tuple(hook.cues or DEFAULT_CUES), thinking=hook.thinking)
         self.candidates = self.matcher.candidate_ids
         self.exit_ids = list(hook.exit_ids or self.tokenizer(hook.exit_string or "", add_special_tokens=False)["input_ids"])
         self.audit_path = Path(hook.audit_path) if hook.audit_path else None
@@ -353,12 +353,10 @@ class ExitController:
         state.seen = n
         if state.thinking is None:  # first look: the thinking state the prompt leaves
             state.thinking = m.thinking_open(state.prompt, len(state.prompt) - 1) if state.prompt else False
-        open_, opener, closer = state.thinking, m.think_open_id, m.think_close_id
-        for t in out[max(prev - 1, 0) : n - 1]:  # the tokens since the last look, up to (not incl.) this one
-            if t == opener:
-                open_ = True
-            elif t == closer:
-                open_ = False
+        open_, lo, markers = state.thinking, max(prev - 1, 0), m.marker_ids
+        if any(t in markers for t in out[lo : n - 1]):  # a marker may end among the tokens since the last look (rare)
+            seq = state.prompt + list(out)  # a marker of several tokens may begin in the prompt
+            open_ = m.thinking_after(seq, len(state.prompt) + lo, len(state.prompt) + n - 1, open_)
         state.thinking = open_
         if not open_:
             return None
@@ -422,10 +420,9 @@ class ExitController:
             if head is None or (head.has_mlp and (score is None or not math.isfinite(score))):
                 continue
             if state.think_start is None:  # the thinking span's first opener, found once per request (as in collection)
-                at = _index(state.prompt, self.matcher.think_open_id)
+                at = self.matcher.span(state.prompt + list(state.output))[0]
                 if at is None:
-                    at = _index(list(state.output), self.matcher.think_open_id)
-                    at = len(state.prompt) + at if at is not None else pos
+                    at = pos
                 state.think_start = at
             _, idx, rows = pending.setdefault(id(head), (head, [], []))
             idx.append(i)
@@ -456,8 +453,7 @@ class ExitController:
             self.counts["disabled"] += 1
         m = self.matcher
         ids = state.prompt + list(state.output)
-        opened = _index(ids, m.think_open_id)
-        closed = _index(ids, m.think_close_id, (opened or 0) + 1) if opened is not None else None
+        opened, closed = m.span(ids)
         thinking = 0 if opened is None else (closed if closed is not None else len(ids)) - opened - 1
         exit_pos = None if state.exit_from is None else len(state.prompt) + state.exit_from - 1  # the exit's cue
         summary = {
@@ -517,13 +513,6 @@ class ExitController:
         if self.audit_path is not None:
             with self.audit_path.open("a") as f:
                 f.write(json.dumps(entry) + "\n")
-
-
-def _index(ids: list[int], token: int | None, start: int = 0) -> int | None:
-    try:
-        return ids.index(token, start) if token is not None else None
-    except ValueError:
-        return None
 
 
 def _finite(x: float | None) -> float | None:

@@ -85,8 +85,8 @@ class EvalContext:
         return sorted(self._stops)
 
     def thinking(self, generated: list[int]) -> int:
-        """Tokens between ``<think>`` and ``</think>`` (to the end if thinking never closed)."""
-        return thinking_tokens(generated, self.matcher.think_open_id, self.matcher.think_close_id)
+        """Tokens of the thinking span (to the end if thinking never closed)."""
+        return thinking_tokens(generated, self.matcher)
 
     def sample(self, i: int, generated: list[int], *, exited: bool, extra: int = 0, exit: dict | None = None) -> Sample:
         rec = self.records[i]

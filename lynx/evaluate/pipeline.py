@@ -137,7 +137,7 @@ def eval_context(cfg: EvalConfig, backend, records: list, start: int = 0) -> M.E
     suffix = policy.prompt_suffix if policy is not None else INSTRUCTION
     exit_string = policy.exit_string if policy is not None else DEFAULT_EXIT
     prompts = [tok(chat_prompt(tok, r.question, suffix=suffix), add_special_tokens=False)["input_ids"] for r in records]
-    matcher = CueMatcher(tok, cues=tuple(policy.cues) if policy is not None else DEFAULT_CUES)
+    matcher = CueMatcher(tok, cues=tuple(policy.cues) if policy is not None else DEFAULT_CUES, thinking=policy.thinking if policy is not None else None)
     return M.EvalContext(
         backend,
         records,

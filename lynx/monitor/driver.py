@@ -47,7 +47,7 @@ class Monitoring:
         self.cfg = parse_monitor(cfg)
         self.monitor = LiveMonitor(policy, self.cfg)
         self.tokenizer, self.complete = tokenizer, complete
-        self.matcher = CueMatcher(tokenizer, cues=tuple(policy.cues))
+        self.matcher = CueMatcher(tokenizer, cues=tuple(policy.cues), thinking=policy.thinking)
         self.exit_ids = tokenizer(policy.exit_string, add_special_tokens=False)["input_ids"]
         self.stops = sorted(answer_stop_ids(tokenizer))
         self.set_overrides, self.reload = set_overrides, reload

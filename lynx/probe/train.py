@@ -164,6 +164,7 @@ def train_probe(data_dir: Path | str | list, out: Path | str, cfg: ProbeTrainCon
         "layers": m["layers"],
         "cues": m["cues"],
         "exit_string": m["exit_string"],
+        "thinking": m.get("thinking"),
         "answer_tokens": m.get("answer_tokens"),
         "prompt_suffix": m.get("prompt_suffix"),
         "data": {

@@ -9,36 +9,30 @@ in ``additional_config={"lynx": {...}}`` (part of vLLM's compile-cache key).
 
 from __future__ import annotations
 
-from types import MappingProxyType
-
-from lynx.errors import InvalidInput
-
-#: base architecture -> (vLLM module, class); the wrapper is ``Lynx<base>`` (read-only)
-SUPPORTED = MappingProxyType(
-    {
-        "Qwen3ForCausalLM": "vllm.model_executor.models.qwen3:Qwen3ForCausalLM",
-        "Qwen2ForCausalLM": "vllm.model_executor.models.qwen2:Qwen2ForCausalLM",
-        "LlamaForCausalLM": "vllm.model_executor.models.llama:LlamaForCausalLM",
-    }
-)
+from lynx.engines.vllm_plugin.support import WRAPPER_PREFIX, hook_support
 
 
 def wrapper_name(arch: str) -> str:
-    if arch not in SUPPORTED:
-        raise InvalidInput(f"lynx's vLLM hook supports {', '.join(SUPPORTED)}; the model is {arch}")
-    return f"Lynx{arch}"
+    """The wrapper architecture for ``arch`` (``Lynx<arch>``); an architecture the hook cannot
+    wrap is one :class:`~lynx.engines.vllm_plugin.support.UnsupportedArchitecture` line saying
+    why (decided from vLLM's registry: :func:`~lynx.engines.vllm_plugin.support.hook_support`)."""
+    hook_support(arch).require()
+    return f"{WRAPPER_PREFIX}{arch}"
 
 
 def register() -> None:
-    """Register the wrapper architectures with vLLM's model registry (idempotent), and lynx's
-    Prometheus collector in this process (an API server's ``/metrics`` then shows lynx's counters)."""
+    """Register a wrapper name for every architecture in vLLM's registry (idempotent; lazy
+    ``module:Class`` strings, so nothing is imported until a model is built, and the wrapper
+    class itself checks its base: :func:`~lynx.engines.vllm_plugin.model._make`), and lynx's
+    Prometheus collector in this process (an API server's ``/metrics`` then shows lynx's
+    counters)."""
     from vllm import ModelRegistry
 
     from lynx.monitor.metrics import register_collector
 
     register_collector()
-
-    for arch in SUPPORTED:
-        name = wrapper_name(arch)
-        if name not in ModelRegistry.get_supported_archs():
+    known = ModelRegistry.get_supported_archs()
+    for arch in [a for a in known if not a.startswith(WRAPPER_PREFIX)]:
+        name = f"{WRAPPER_PREFIX}{arch}"
+        if name not in known:
             ModelRegistry.register_model(name, f"lynx.engines.vllm_plugin.model:{name}")

@@ -31,14 +31,13 @@ stream after decoder layer ``l`` (0 = embeddings), ``L`` is the final, normed st
 from __future__ import annotations
 
 import functools
-import importlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from lynx.engines.exit_control import probe_scores
-from lynx.engines.vllm_plugin import SUPPORTED
+from lynx.engines.vllm_plugin.support import WRAPPER_PREFIX, hook_support, model_class
 from lynx.engines.vllm_plugin.worker_state import LynxWorker, StepFeatures
 from lynx.errors import InvalidInput
 
@@ -47,18 +46,20 @@ if TYPE_CHECKING:
 
 
 def _base(arch: str):
-    mod, cls = SUPPORTED[arch].split(":")
-    return getattr(importlib.import_module(mod), cls)
+    """vLLM's class for ``arch``, after the registry-based check (one clear refusal otherwise)."""
+    hook_support(arch).require()
+    return model_class(arch)
 
 
 class _LynxMixin:
     # provided by the vLLM model class the wrapper combines this mixin with (_make)
-    config: Any
     set_aux_hidden_state_layers: Callable[[tuple[int, ...]], None]
 
     def _lynx_setup(self, vllm_config) -> None:
         lynx = LynxWorker.of(vllm_config)  # settings and probe folder, read once per worker (shared with the processor)
-        hook, n = lynx.hook, self.config.num_hidden_layers
+        text = vllm_config.model_config.hf_text_config  # the decoder's config, whatever wraps it
+        hook, n = lynx.hook, int(text.num_hidden_layers)
+        self.lynx_n_layers, self.lynx_hidden = n, int(text.hidden_size)
         self.lynx_handoff_state = lynx.handoff
         self.lynx_layers = [int(x) for x in (hook.layers or [n])]
         bad = [x for x in self.lynx_layers if not 0 <= x <= n]
@@ -79,7 +80,7 @@ class _LynxMixin:
 
     def forward(self, *args, **kwargs):
         out = super().forward(*args, **kwargs)
-        n = self.config.num_hidden_layers
+        n = self.lynx_n_layers
         step = None  # direct hand-off: (query_start_loc, input_ids) of this step, by reference
         if self.lynx_handoff == "direct":
             qsl = _query_start_loc()
@@ -102,7 +103,7 @@ class _LynxMixin:
 
     def lynx_features(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, StepFeatures | None]:
         """(final hidden state, the probe's features of every row) from what compute_logits got."""
-        h, n, rows = self.config.hidden_size, self.config.num_hidden_layers, hidden_states.shape[0]
+        h, n, rows = self.lynx_hidden, self.lynx_n_layers, hidden_states.shape[0]
         if hidden_states.shape[-1] == h:  # the final state only; intermediate layers came directly
             states = self.lynx_handoff_state.layer_states
             if states is not None and states[1].shape[0] < rows + 1:
@@ -163,7 +164,6 @@ def _make(arch: str):
 def __getattr__(name: str):
     """The wrapper classes (``LynxQwen3ForCausalLM``, ...), built on first use: importing this
     module does not import vLLM's model code (vLLM's registry names them lazily too)."""
-    arch = name[len("Lynx") :] if name.startswith("Lynx") else None
-    if arch in SUPPORTED:
-        return _make(arch)
+    if name.startswith(WRAPPER_PREFIX) and name != WRAPPER_PREFIX:
+        return _make(name[len(WRAPPER_PREFIX) :])
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
