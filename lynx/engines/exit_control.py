@@ -120,7 +120,8 @@ class ExitController:
         self.hook, self.policy, self.tokenizer = hook, policy, tokenizer
         self.matcher = CueMatcher(self.tokenizer, cues=tuple(hook.cues or DEFAULT_CUES), thinking=hook.thinking)
         self.candidates = self.matcher.candidate_ids
-        self.exit_ids = list(hook.exit_ids or self.tokenizer(hook.exit_string or "", add_special_tokens=False)["input_ids"])
+        # the exit string given (or the probe's), else the thinking format's own
+        self.exit_ids = list(hook.exit_ids or self.tokenizer(hook.exit_string or self.matcher.format.exit_string, add_special_tokens=False)["input_ids"])
         self.audit_path = Path(hook.audit_path) if hook.audit_path else None
         if self.audit_path is not None:  # `--audit runs/audit.jsonl` in a fresh folder: the folder is made, not a crash at the first event
             self.audit_path.parent.mkdir(parents=True, exist_ok=True)
