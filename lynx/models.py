@@ -23,6 +23,10 @@ ORGANISM_DIR = Path(__file__).parent / "organism" / "checkpoint"
 ORGANISM_PROBE_DIR = Path(__file__).parent / "organism" / "probe"
 
 
+#: the key in config.json that marks one of lynx's tiny conformance models (lynx.conformance)
+CONFORMANCE_KEY = "lynx_conformance"
+
+
 class ModelNotFound(InvalidInput):
     """Raised with a one-line message when a model id cannot be resolved."""
 
@@ -37,6 +41,19 @@ class ModelRef:
     @property
     def is_organism(self) -> bool:
         return self.name == ORGANISM_NAME
+
+    @property
+    def runs_exact(self) -> bool:
+        """Run in float32 and eager on every engine: the organism and lynx's tiny conformance
+        models (``config.json`` marked with :data:`CONFORMANCE_KEY`), so hidden states and greedy
+        outputs compare across engines to float rounding; real models run in their own dtype."""
+        if self.is_organism:
+            return True
+        config = Path(self.path) / "config.json"
+        try:
+            return CONFORMANCE_KEY in json.loads(config.read_text())
+        except (OSError, ValueError):
+            return False
 
 
 def resolve_model(name: str) -> ModelRef:

@@ -31,12 +31,12 @@ def available() -> bool:
 
 
 def build_llm(ref: ModelRef, *, dtype: str | None = None, seed: int = 0, enforce_eager: bool | None = None, max_model_len: int | None = None, **kwargs):
-    """An offline ``vllm.LLM`` for ``ref``: the organism in fp32 and eager (so it matches
+    """An offline ``vllm.LLM`` for ``ref``: the organism (and lynx's tiny conformance models) in fp32 and eager (so it matches
     transformers exactly and starts in seconds), real models in their own dtype with vLLM's
     compilation (lynx's layers leave the compiled graph as outputs, so the hook still sees them);
     context length from the model's config unless given."""
-    dtype = dtype or ("float32" if ref.is_organism else "auto")
-    enforce_eager = ref.is_organism if enforce_eager is None else enforce_eager
+    dtype = dtype or ("float32" if ref.runs_exact else "auto")
+    enforce_eager = ref.runs_exact if enforce_eager is None else enforce_eager
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     try:
         from vllm import LLM
