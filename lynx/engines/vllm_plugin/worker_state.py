@@ -148,7 +148,7 @@ class LynxWorker:
         self.handoff = StepHandoff()
         self._tokenizer = vllm_config.model_config.tokenizer
         self._controller: ExitController | None = None
-        self.processors: list = []  # this engine's lynx logits processors (V1), for finish_requests
+        self.processors: list = []  # this engine's lynx logits processors (V1 and V2), for finish_requests
 
     def finish_requests(self) -> None:
         """The engine is idle (an offline ``LLM`` after ``generate``): every request its processors
