@@ -146,6 +146,32 @@ def hidden_states_at(model, sequences: Sequence[Sequence[int]], positions: Seque
     return out
 
 
+def sliding_window(config) -> int | None:
+    """The attention window of a model that slides it on some layer (None: every layer sees the
+    whole context). Reads the config as transformers does: ``sliding_window``, unless
+    ``use_sliding_window`` is off, and ``layer_types`` naming sliding layers where present."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    window = getattr(text, "sliding_window", None)
+    if not isinstance(window, int) or window <= 0 or getattr(text, "use_sliding_window", True) is False:
+        return None
+    kinds = getattr(text, "layer_types", None)
+    if kinds is not None and not any("sliding" in str(k) for k in kinds):
+        return None
+    return window
+
+
+def _greedy_rows(model, seqs: list[list[int]], max_new_tokens: int, stop_ids: set[int], pad_id: int) -> list[list[int]]:
+    """Greedy continuations of ``seqs`` (left-padded, one batch), each cut after its first stop token."""
+    ids, mask = _left_pad(seqs, pad_id, _device(model))
+    with torch.inference_mode():
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=sorted(stop_ids) or None, pad_token_id=pad_id)
+    rows = []
+    for row in out[:, ids.shape[1] :].tolist():
+        cut = next((i + 1 for i, t in enumerate(row) if t in stop_ids), len(row))
+        rows.append(row[:cut])
+    return rows
+
+
 @torch.inference_mode()
 def cue_states_and_exits(
     model,
@@ -183,6 +209,18 @@ def cue_states_and_exits(
         for p in ps:
             rows.append(b)
             row_cut.append(p + offset)
+    window = sliding_window(model.config)
+    if window is not None and width + len(exit_ids) + max_answer_tokens > window:
+        # the cache trick masks each row's tail after its cue, but those positions still occupy
+        # cache slots, and sliding-window attention counts its window in slots: a row would lose
+        # real tokens from its window (gpt-oss's forced answers came out wrong). Re-encode instead.
+        answers_flat = _greedy_rows(
+            model, [cut[b][: p - (width - len(cut[b])) + 1] + list(exit_ids) for b, p in zip(rows, row_cut, strict=True)], max_answer_tokens, stop_ids, pad_id
+        )
+        per_row: list[list[list[int]]] = [[] for _ in cut]
+        for r, b in enumerate(rows):
+            per_row[b].append(answers_flat[r])
+        return states, per_row
     cache = out.past_key_values
     cache.reorder_cache(torch.tensor(rows, device=device))
     n = len(rows)
