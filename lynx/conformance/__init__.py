@@ -1,0 +1,1 @@
+"""Conformance fixtures: tiny random-weight models of each architecture family lynx hooks."""

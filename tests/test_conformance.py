@@ -1,0 +1,101 @@
+"""lynx's vLLM hook on every architecture family vLLM's CPU build runs: a tiny local model per
+family (built, taught a few scripted traces), collected through both engines, exits compared,
+per-request alpha served. One subprocess per family (``python -m lynx.conformance.check``, the
+command the docs give for GPU machines), so every family gets a fresh vLLM engine."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lynx.conformance.tiny_models import FAMILIES, conformance_families
+
+pytestmark = [pytest.mark.slow, pytest.mark.vllm]
+
+
+@pytest.fixture(scope="module", params=conformance_families())
+def report(request, tmp_path_factory):
+    family = request.param
+    work = tmp_path_factory.mktemp(f"conformance-{family}")
+    proc = subprocess.run([sys.executable, "-m", "lynx.conformance.check", family, str(work)], capture_output=True, text=True, timeout=900, env=os.environ.copy())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_hidden_states_equal_transformers(report):
+    """The hook's features at the probe's layers = transformers' hidden_states, at the same cue points."""
+    hs = report["hidden_states"]
+    assert hs["cues"][0] >= 4, "the taught model must think with cues"
+    assert hs["same_cue_points"] and hs["same_labels"], hs
+    assert hs["features_close"], hs  # |hook - transformers| <= atol + rtol * |transformers| (check.ATOL, check.RTOL)
+    assert hs["feature_width"] == len(report["collections"]["vllm"]["layers"]) * 128
+
+
+def test_exits_agree_between_engines_on_greedy_rollouts(report):
+    ex = report["exits"]
+    assert ex["same_exits"] and ex["same_tokens"], ex
+    assert 0 < ex["exited"]["vllm"], ex  # the threshold (a gap in the scores near their median at the collected cues) lets some cues exit
+
+
+def test_thinking_format_of_the_family_is_collected_and_exited_into(report):
+    """gpt-oss thinks in harmony's analysis channel: its cue points are collected there and its
+    exits go into the final channel; the others think in <think>."""
+    fmt = FAMILIES[report["family"]].thinking
+    assert report["collections"]["vllm"]["thinking"] == report["collections"]["hf"]["thinking"] == fmt
+    if fmt == "harmony":
+        assert report["collections"]["vllm"]["cues"] >= 4
+        assert "<|end|><|start|>assistant<|channel|>final<|message|>Final answer: \\boxed{" in report["exits"]["exit_text"]
+        assert report["exits"]["exit_text"].startswith("<|channel|>analysis<|message|>")
+
+
+def test_per_request_alpha_is_served(report):
+    a = report["alpha"]
+    assert a["requests"] == 4
+    assert all(e["alpha"] == 0.5 and e["condition"] == "T0" and not e["uncalibrated_condition"] for e in a["exits"])
+
+
+SERVED_FAMILY = "gpt_oss"  # mixture of experts, sliding-window layers with attention sinks: the farthest from the organism's Qwen3
+
+
+@pytest.fixture(scope="module")
+def served_tiny(tmp_path_factory, serve_organism):
+    """The OpenAI server on a tiny gpt-oss with lynx's plugin and a calibrated random probe."""
+    from lynx.calibrate.pipeline import calibrate
+    from lynx.conformance.check import collect_with, prepare, random_probe
+
+    work = tmp_path_factory.mktemp("served-tiny")
+    model, problems = prepare(SERVED_FAMILY, work)
+    data = collect_with("hf", model, problems, work / "collect")
+    probe = random_probe(data, work / "probe")
+    calibrate(probe, data, alphas=(0.5,))
+    audit = work / "audit.jsonl"
+    with serve_organism(work, {"probe": str(probe), "audit_path": str(audit)}, model=str(model), name="tiny") as base:
+        yield base, audit, problems
+
+
+def test_served_tiny_model_takes_per_request_alpha(served_tiny, post_json):
+    from lynx.prompting import user_message
+
+    base, audit, problems = served_tiny
+    questions = [json.loads(line)["question"] for line in problems.read_text().splitlines()]
+    for i, q in enumerate(questions):
+        body = {"model": "tiny", "messages": [{"role": "user", "content": user_message(q)}], "temperature": 0.0, "max_tokens": 192}
+        body["vllm_xargs"] = {"lynx_alpha": 0.5, "lynx_tag": f"q{i}"}
+        assert post_json(base + "/v1/chat/completions", body)["choices"][0]["message"]["content"]
+    events = [json.loads(line) for line in audit.read_text().splitlines()] if audit.exists() else []
+    exits = [e for e in events if e["event"] == "exit"]
+    assert exits and all(e["alpha"] == 0.5 and e["tag"].startswith("q") for e in exits)
+
+
+def test_served_tiny_model_refuses_a_bad_alpha_with_http_400(served_tiny):
+    import urllib.error
+    import urllib.request
+
+    base, _, _ = served_tiny
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "Compute 1 + 2."}], "max_tokens": 8, "vllm_xargs": {"lynx_alpha": 1.5}}
+    req = urllib.request.Request(base + "/v1/chat/completions", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=120)
+    assert e.value.code == 400 and "strictly between 0 and 1" in e.value.read().decode()
