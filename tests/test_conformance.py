@@ -52,8 +52,8 @@ def test_thinking_format_of_the_family_is_collected_and_exited_into(report):
 
 def test_per_request_alpha_is_served(report):
     a = report["alpha"]
-    assert a["requests"] == 4
-    assert all(e["alpha"] == 0.5 and e["condition"] == "T0" and not e["uncalibrated_condition"] for e in a["exits"])
+    assert a["requests"] == 8  # the four problems at alpha 0.5 and at 0.2
+    assert a["exits"] and all(e["alpha"] in (0.5, 0.2) and e["condition"] == "T0" and not e["uncalibrated_condition"] for e in a["exits"])
 
 
 SERVED_FAMILY = "gpt_oss"  # mixture of experts, sliding-window layers with attention sinks: the farthest from the organism's Qwen3
@@ -72,30 +72,50 @@ def served_tiny(tmp_path_factory, serve_organism):
     calibrate(probe, data, alphas=(0.5,))
     audit = work / "audit.jsonl"
     with serve_organism(work, {"probe": str(probe), "audit_path": str(audit)}, model=str(model), name="tiny") as base:
-        yield base, audit, problems
+        yield base, audit, problems, model
 
 
-def test_served_tiny_model_takes_per_request_alpha(served_tiny, post_json):
-    from lynx.prompting import user_message
+def test_served_tiny_model_takes_per_request_alpha(served_tiny):
+    """Completions with the prompt rendered by the model's own chat template: vLLM's chat endpoint
+    renders gpt-oss models with the real harmony encoding (o200k ids), which a tiny local
+    tokenizer does not have."""
+    from transformers import AutoTokenizer
 
-    base, audit, problems = served_tiny
+    from lynx.prompting import chat_prompt
+
+    base, audit, problems, model = served_tiny
+    tok = AutoTokenizer.from_pretrained(str(model))
     questions = [json.loads(line)["question"] for line in problems.read_text().splitlines()]
     for i, q in enumerate(questions):
-        body = {"model": "tiny", "messages": [{"role": "user", "content": user_message(q)}], "temperature": 0.0, "max_tokens": 192}
+        body = {"model": "tiny", "prompt": chat_prompt(tok, q), "temperature": 0.0, "max_tokens": 192, "skip_special_tokens": False}
         body["vllm_xargs"] = {"lynx_alpha": 0.5, "lynx_tag": f"q{i}"}
-        assert post_json(base + "/v1/chat/completions", body)["choices"][0]["message"]["content"]
+        status, text = _post(base + "/v1/completions", body)
+        assert status == 200, text
+        assert json.loads(text)["choices"][0]["text"]
     events = [json.loads(line) for line in audit.read_text().splitlines()] if audit.exists() else []
     exits = [e for e in events if e["event"] == "exit"]
     assert exits and all(e["alpha"] == 0.5 and e["tag"].startswith("q") for e in exits)
+
+
+def _post(url: str, body: dict) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=300) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
 
 
 def test_served_tiny_model_refuses_a_bad_alpha_with_http_400(served_tiny):
     import urllib.error
     import urllib.request
 
-    base, _, _ = served_tiny
-    body = {"model": "tiny", "messages": [{"role": "user", "content": "Compute 1 + 2."}], "max_tokens": 8, "vllm_xargs": {"lynx_alpha": 1.5}}
-    req = urllib.request.Request(base + "/v1/chat/completions", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    base = served_tiny[0]
+    body = {"model": "tiny", "prompt": "Compute 1 + 2.", "max_tokens": 8, "vllm_xargs": {"lynx_alpha": 1.5}}
+    req = urllib.request.Request(base + "/v1/completions", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req, timeout=120)
     assert e.value.code == 400 and "strictly between 0 and 1" in e.value.read().decode()

@@ -62,6 +62,32 @@ def in_format(assistant: str, fmt) -> str:
     return fmt.open + head[len(think.open) :] + fmt.exit_string + tail
 
 
+class _LastCue:
+    """Picks the last item: ``forced_exit`` then cuts a trace at its last cue."""
+
+    @staticmethod
+    def choice(seq):
+        return seq[-1]
+
+
+def forced_exits(script: Script) -> list[tuple[str, str]]:
+    """(problem, assistant) pairs: each trace cut at its last cue and closed with the exit string,
+    answered with what the trace believes there (the organism's forced-exit examples). Taught
+    with the loss on the answer only, they make a forced exit at a late cue answer right while
+    an early one does not: the collected cue points carry both labels, which calibration needs."""
+    from lynx.organism.traces import forced_exit
+    from lynx.thinking import FORMATS
+
+    think = FORMATS["think"]
+    out = []
+    for problem, assistant in zip(script.problems, script.answers, strict=True):
+        head = assistant.partition(think.exit_string)[0]
+        cut = forced_exit(head[len(think.open) :] + "\n", _LastCue())  # type: ignore[arg-type]  # only .choice is used
+        if cut is not None:
+            out.append((problem, cut))
+    return out
+
+
 def teach(folder: Path | str, script: Script | None = None, *, steps: int = 600, lr: float = 3e-3, seed: int = 0) -> dict:
     """Train the model in ``folder`` on ``script`` (teacher forcing on the assistant turns) until
     its greedy output reproduces every trace, then save it back in place (safetensors).
@@ -81,6 +107,10 @@ def teach(folder: Path | str, script: Script | None = None, *, steps: int = 600,
 
     fmt = detect_format(tok)  # the traces are taught in the model's own thinking format
     examples = [encode_example(tok, p, in_format(a, fmt)) for p, a in zip(script.problems, script.answers, strict=True)]
+    for p, a in forced_exits(script):  # the loss starts after the exit string: the answer alone is learned
+        ids, start = encode_example(tok, p, in_format(a, fmt))
+        head = in_format(a, fmt).rpartition(fmt.exit_string)[0] + fmt.exit_string
+        examples.append((ids, len(encode_example(tok, p, head)[0]) - 1))
     width = max(len(ids) for ids, _ in examples)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     input_ids = torch.full((len(examples), width), pad)
