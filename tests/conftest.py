@@ -40,13 +40,6 @@ def pytest_collection_modifyitems(config, items):
         fixtures = getattr(item, "_fixtureinfo", None)
         scopes = {defs[-1].scope for defs in fixtures.name2fixturedefs.values()} if fixtures is not None else {"module"}
         group = GROUPS.get(module) or (module if scopes & {"module", "package", "class"} else item.nodeid)
-        callspec = getattr(item, "callspec", None)
-        if group == module and callspec is not None and fixtures is not None:
-            # a parametrized module-scoped fixture (one tiny model per family, say): one group per
-            # value, so the values spread over the workers and each is still built once
-            keys = sorted(k for k in callspec.params if k in fixtures.name2fixturedefs and fixtures.name2fixturedefs[k][-1].scope == "module")
-            if keys:
-                group = module + "[" + ",".join(f"{k}={callspec.params[k]}" for k in keys) + "]"
         item.add_marker(pytest.mark.xdist_group(group))
         item.stash[_RANK] = LONGEST_FIRST.index(GROUPS.get(module, module)) if GROUPS.get(module, module) in LONGEST_FIRST else len(LONGEST_FIRST)
     items.sort(key=lambda item: item.stash[_RANK])  # stable: collection order within a rank

@@ -15,42 +15,39 @@ from lynx.conformance.tiny_models import FAMILIES, conformance_families
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
 
-@pytest.fixture(scope="module", params=conformance_families())
-def report(request, tmp_path_factory):
-    family = request.param
-    work = tmp_path_factory.mktemp(f"conformance-{family}")
+def _check(family: str, work) -> dict:
     proc = subprocess.run([sys.executable, "-m", "lynx.conformance.check", family, str(work)], capture_output=True, text=True, timeout=900, env=os.environ.copy())
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_hidden_states_equal_transformers(report):
-    """The hook's features at the probe's layers = transformers' hidden_states, at the same cue points."""
+@pytest.mark.parametrize("family", conformance_families())
+def test_family_conformance(family, tmp_path):
+    """One family, every check (one test, so the family's model and engine are built once and the
+    families spread over the workers)."""
+    report = _check(family, tmp_path)
+
+    # the hook's features at the probe's layers = transformers' hidden_states, at the same cue points
     hs = report["hidden_states"]
     assert hs["cues"][0] >= 4, "the taught model must think with cues"
     assert hs["same_cue_points"] and hs["same_labels"], hs
     assert hs["features_close"], hs  # |hook - transformers| <= atol + rtol * |transformers| (check.ATOL, check.RTOL)
     assert hs["feature_width"] == len(report["collections"]["vllm"]["layers"]) * 128
 
-
-def test_exits_agree_between_engines_on_greedy_rollouts(report):
+    # greedy rollouts with a random probe and a fixed threshold exit at the same cues, same tokens
     ex = report["exits"]
     assert ex["same_exits"] and ex["same_tokens"], ex
-    assert 0 < ex["exited"]["vllm"], ex  # the threshold (a gap in the scores near their median at the collected cues) lets some cues exit
+    assert ex["exited"]["vllm"] > 0, ex  # the threshold (a gap in the scores near their median) lets some cues exit
 
-
-def test_thinking_format_of_the_family_is_collected_and_exited_into(report):
-    """gpt-oss thinks in harmony's analysis channel: its cue points are collected there and its
-    exits go into the final channel; the others think in <think>."""
-    fmt = FAMILIES[report["family"]].thinking
+    # the family's thinking format is collected and exited into: gpt-oss thinks in harmony's analysis
+    # channel and its exits go into the final channel; the others think in <think>
+    fmt = FAMILIES[family].thinking
     assert report["collections"]["vllm"]["thinking"] == report["collections"]["hf"]["thinking"] == fmt
     if fmt == "harmony":
-        assert report["collections"]["vllm"]["cues"] >= 4
-        assert "<|end|><|start|>assistant<|channel|>final<|message|>Final answer: \\boxed{" in report["exits"]["exit_text"]
-        assert report["exits"]["exit_text"].startswith("<|channel|>analysis<|message|>")
+        assert "<|end|><|start|>assistant<|channel|>final<|message|>Final answer: \\boxed{" in ex["exit_text"]
+        assert ex["exit_text"].startswith("<|channel|>analysis<|message|>")
 
-
-def test_per_request_alpha_is_served(report):
+    # requests asking for lynx_alpha are served with the calibrated condition's threshold
     a = report["alpha"]
     assert a["requests"] == 8  # the four problems at alpha 0.5 and at 0.2
     assert a["exits"] and all(e["alpha"] in (0.5, 0.2) and e["condition"] == "T0" and not e["uncalibrated_condition"] for e in a["exits"])

@@ -232,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     except InvalidInput as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    (args.work / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report))
     return 0
 

@@ -9,9 +9,11 @@ answer is computed here, per architecture, at run time: the registry names the c
 whether the class implements the interface, and the registry's own categories tell draft
 models, pooling models and multimodal wrappers apart (refused, each with its reason).
 
-:func:`hook_support` imports one model module (a fraction of a second);
-:func:`all_architectures` imports every one of them (seconds: for the docs table and its
-test, never on an engine's start-up path).
+:func:`hook_support` imports one model module (a fraction of a second; the engine imports it
+anyway); :func:`all_architectures` imports every one of them (seconds: for the docs table and
+its test, never on an engine's start-up path). Run the latter in a process of its own: after
+every model module is imported, a vLLM engine started later in the same process fails in vLLM's
+Triton dispatcher ("'_lib_fn_wrapper' object has no attribute 'get'").
 """
 
 from __future__ import annotations
