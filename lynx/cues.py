@@ -107,8 +107,8 @@ class CueMatcher:
         self._decode = self._decode_hf
         self._open = _Marker(self.format.open, self.tokenizer, self._text, lambda ids: self._decode(ids))
         self._close = _Marker(self.format.close, self.tokenizer, self._text, lambda ids: self._decode(ids))
-        self._decode = self._pick_decoder()
-        self._texts.clear()
+        self._markers = self._open.finals | self._close.finals  # read at every cue check of the decode loop: built once
+        self._decode = self._pick_decoder()  # the token texts decoded so far stay: it is chosen only where it decodes the same
         self._pattern = re.compile(r"(?<![A-Za-z])(" + "|".join(words) + r")[^A-Za-z]*$", re.IGNORECASE)
         suffixes = {w[i:] for w in words for i in range(len(w))}
         tail = re.compile(r"([A-Za-z]+)[^A-Za-z]*$")
@@ -160,7 +160,7 @@ class CueMatcher:
 
         rng, n = random.Random(0), len(self.tokenizer)
         samples = [[rng.randrange(n) for _ in range(rng.randint(1, WINDOW + 1))] for _ in range(200)]
-        samples += [[t] for t in sorted(self._open.finals | self._close.finals)[:50]]
+        samples += [[t] for t in sorted(self._markers)[:50]]
         try:
             same = all(fast(ids) == self._decode_hf(ids) for ids in samples)
         except Exception:
@@ -191,7 +191,7 @@ class CueMatcher:
     @property
     def marker_ids(self) -> frozenset[int]:
         """Tokens that can complete the opener or the closer (an engine watches them)."""
-        return self._open.finals | self._close.finals
+        return self._markers
 
     def opens_at(self, ids: list[int], j: int) -> bool:
         """Does token ``ids[j]`` complete the thinking span's opener?"""
@@ -254,7 +254,7 @@ class CueMatcher:
     def thinking_after(self, ids: list[int], lo: int, hi: int, open_: bool) -> bool:
         """The thinking state after ``ids[hi - 1]`` given the state ``open_`` before ``ids[lo]``
         (carried forward over the new tokens only: an engine's per-step update)."""
-        markers = self._open.finals | self._close.finals
+        markers = self._markers
         for j in range(lo, hi):
             if ids[j] in markers:
                 if self.closes_at(ids, j) is not None:
@@ -267,7 +267,7 @@ class CueMatcher:
         """All cues in ``ids[start:]`` that lie inside a thinking span."""
         out: list[Cue] = []
         open_ = self.thinking_open(ids, start - 1) if start > 0 else False
-        markers = self._open.finals | self._close.finals
+        markers = self._markers
         for i in range(start, len(ids)):
             tid = ids[i]
             if tid in markers and self.closes_at(ids, i) is not None:

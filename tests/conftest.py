@@ -203,6 +203,26 @@ def _post_json(url: str, body: dict) -> dict:
         return json.loads(r.read())
 
 
+def _post_status(url: str, body: dict) -> tuple[int, str]:
+    import json
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=300) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+@pytest.fixture(scope="session")
+def post_status():
+    """``post_status(url, body) -> (HTTP status, body text)``: a JSON POST whose error answers are
+    returned, not raised (what the HTTP 400 tests read)."""
+    return _post_status
+
+
 @pytest.fixture(scope="session")
 def post_json():
     """``post_json(url, body) -> dict``: a JSON POST to a served engine."""

@@ -72,7 +72,7 @@ def served_tiny(tmp_path_factory, serve_organism):
         yield base, audit, problems, model
 
 
-def test_served_tiny_model_takes_per_request_alpha(served_tiny):
+def test_served_tiny_model_takes_per_request_alpha(served_tiny, post_status):
     """Completions with the prompt rendered by the model's own chat template: vLLM's chat endpoint
     renders gpt-oss models with the real harmony encoding (o200k ids), which a tiny local
     tokenizer does not have."""
@@ -86,7 +86,7 @@ def test_served_tiny_model_takes_per_request_alpha(served_tiny):
     for i, q in enumerate(questions):
         body = {"model": "tiny", "prompt": chat_prompt(tok, q), "temperature": 0.0, "max_tokens": 192, "skip_special_tokens": False}
         body["vllm_xargs"] = {"lynx_alpha": 0.5, "lynx_tag": f"q{i}"}
-        status, text = _post(base + "/v1/completions", body)
+        status, text = post_status(base + "/v1/completions", body)
         assert status == 200, text
         assert json.loads(text)["choices"][0]["text"]
     events = [json.loads(line) for line in audit.read_text().splitlines()] if audit.exists() else []
@@ -94,25 +94,8 @@ def test_served_tiny_model_takes_per_request_alpha(served_tiny):
     assert exits and all(e["alpha"] == 0.5 and e["tag"].startswith("q") for e in exits)
 
 
-def _post(url: str, body: dict) -> tuple[int, str]:
-    import urllib.error
-    import urllib.request
-
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=300) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-def test_served_tiny_model_refuses_a_bad_alpha_with_http_400(served_tiny):
-    import urllib.error
-    import urllib.request
-
+def test_served_tiny_model_refuses_a_bad_alpha_with_http_400(served_tiny, post_status):
     base = served_tiny[0]
     body = {"model": "tiny", "prompt": "Compute 1 + 2.", "max_tokens": 8, "vllm_xargs": {"lynx_alpha": 1.5}}
-    req = urllib.request.Request(base + "/v1/completions", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-    with pytest.raises(urllib.error.HTTPError) as e:
-        urllib.request.urlopen(req, timeout=120)
-    assert e.value.code == 400 and "strictly between 0 and 1" in e.value.read().decode()
+    status, text = post_status(base + "/v1/completions", body)
+    assert status == 400 and "strictly between 0 and 1" in text

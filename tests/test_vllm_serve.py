@@ -2,8 +2,6 @@
 without lynx; the lynx ones exit early (audit in the audit file), the others are unchanged."""
 
 import json
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -62,15 +60,6 @@ def test_serve_concurrent_requests_with_and_without_lynx(server, organism, post_
     assert n_exit >= len(problems) // 2
 
 
-def _post_status(url: str, body: dict) -> tuple[int, str]:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=300) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
 @pytest.mark.parametrize(
     "xargs, expect",
     [
@@ -87,14 +76,14 @@ def _post_status(url: str, body: dict) -> tuple[int, str]:
         ({"lynx_alpha": "x" * 1_000_000}, "chars)"),
     ],
 )
-def test_serve_refuses_bad_lynx_values_with_400_and_keeps_serving(server, xargs, expect):
+def test_serve_refuses_bad_lynx_values_with_400_and_keeps_serving(server, xargs, expect, post_status):
     """A bad per-request value is an HTTP 400 naming the problem (never a silent plain run),
     the message never echoes an unbounded value, and the next good request is served."""
     base, _ = server
     body = {"model": "organism", "messages": [{"role": "user", "content": "Compute 1 + 2."}], "temperature": 0.0, "max_tokens": 8}
-    status, text = _post_status(base + "/v1/chat/completions", body | {"vllm_xargs": xargs})
+    status, text = post_status(base + "/v1/chat/completions", body | {"vllm_xargs": xargs})
     assert status == 400 and expect in text and len(text) < 2000, (status, text[:500])
-    status, text = _post_status(base + "/v1/chat/completions", body | {"vllm_xargs": {"lynx_alpha": 0.1}})
+    status, text = post_status(base + "/v1/chat/completions", body | {"vllm_xargs": {"lynx_alpha": 0.1}})
     assert status == 200, text[:500]
 
 

@@ -89,8 +89,7 @@ def random_probe(collection: Path, out: Path, seed: int = 0) -> Path:
     writes, minus the training): exits then fall on some cues and not others."""
     import torch
 
-    from lynx import __version__
-    from lynx.probe.artifact import Probe, save_probe
+    from lynx.probe.artifact import Probe, meta_from_manifest, save_probe
     from lynx.store.cue_data import load_cue_data
 
     data = load_cue_data(collection)
@@ -100,19 +99,7 @@ def random_probe(collection: Path, out: Path, seed: int = 0) -> Path:
     mean, scale = feats.mean(0), feats.std(0).clamp_min(1e-3)
     weights = [torch.randn(width, 16, generator=g) / width**0.5, torch.randn(16, 1, generator=g)]  # (in, out), as sklearn stores them
     biases = [torch.zeros(16), torch.zeros(1)]
-    meta = {
-        "lynx_version": __version__,
-        "model": m["model"],
-        "model_fingerprint": m["model_fingerprint"],
-        "tokenizer_hash": m["tokenizer_hash"],
-        "num_layers": m["num_layers"],
-        "hidden_size": m["hidden_size"],
-        "layers": m["layers"],
-        "cues": m["cues"],
-        "exit_string": m["exit_string"],
-        "thinking": m.get("thinking"),
-        "answer_tokens": m.get("answer_tokens"),
-        "prompt_suffix": m.get("prompt_suffix"),
+    meta = meta_from_manifest(m) | {
         "target": "safe",
         "architecture": {"kind": "mlp", "hidden_layer_sizes": [16], "activation": "relu", "output": "sigmoid", "random": True},
         "data": {"folder": str(collection), "dataset": m["dataset"], "sampling": m["sampling"], "n_cues": len(data), "labels": data.labels},

@@ -131,6 +131,19 @@ def probe_hash(folder: Path | str) -> str:
     return h.hexdigest()[:16]
 
 
+#: what a probe inherits from the collection it reads: its model, tokenizer, layers, cues, exit and
+#: thinking format, and how its prompts were made (lynx serves the probe under exactly these)
+MANIFEST_KEYS = ("model", "model_fingerprint", "tokenizer_hash", "num_layers", "hidden_size", "layers", "cues", "exit_string")
+OPTIONAL_MANIFEST_KEYS = ("thinking", "answer_tokens", "prompt_suffix")
+
+
+def meta_from_manifest(manifest: dict) -> dict:
+    """The probe metadata a collection's manifest determines (every writer of a probe starts here)."""
+    from lynx import __version__
+
+    return {"lynx_version": __version__} | {k: manifest[k] for k in MANIFEST_KEYS} | {k: manifest.get(k) for k in OPTIONAL_MANIFEST_KEYS}
+
+
 def save_probe(probe: Probe, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {"scaler.mean": probe.mean, "scaler.scale": probe.scale} if probe.has_mlp else {}

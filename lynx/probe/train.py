@@ -23,11 +23,10 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from lynx import __version__
 from lynx.calibrate.conditions import remove_calibrations
 from lynx.config import PROBE_KINDS, ProbeTrainConfig
 from lynx.errors import InvalidInput
-from lynx.probe.artifact import BASELINES_DIR, KINDS, Probe, save_probe
+from lynx.probe.artifact import BASELINES_DIR, KINDS, Probe, meta_from_manifest, save_probe
 from lynx.probe.context import history_matrix
 from lynx.probe.heads import fit_trees, out_of_fold, problem_folds, target_labels
 from lynx.probe.metrics import binary_metrics, reliability_plot
@@ -154,19 +153,7 @@ def train_probe(data_dir: Path | str | list, out: Path | str, cfg: ProbeTrainCon
     best_epochs = int(np.argmin(history)) + 1 if history else cfg.max_epochs
 
     m = data.manifest
-    base = {
-        "lynx_version": __version__,
-        "model": m["model"],
-        "model_fingerprint": m["model_fingerprint"],
-        "tokenizer_hash": m["tokenizer_hash"],
-        "num_layers": m["num_layers"],
-        "hidden_size": m["hidden_size"],
-        "layers": m["layers"],
-        "cues": m["cues"],
-        "exit_string": m["exit_string"],
-        "thinking": m.get("thinking"),
-        "answer_tokens": m.get("answer_tokens"),
-        "prompt_suffix": m.get("prompt_suffix"),
+    base = meta_from_manifest(m) | {
         "data": {
             "folder": data.source,
             "manifest_hash": manifest_hash(m),
