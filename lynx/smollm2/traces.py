@@ -1,0 +1,116 @@
+"""Scripted R1-style reasoning traces for teaching SmolLM2 to reason (the LoRA's data).
+
+The same policy as the organism's traces (:mod:`lynx.organism.traces`), written as prose a
+pretrained model can take up: each step of the story is retold with its arithmetic
+(``She buys 8 more: 37 + 8 = 45.``), carry steps are sometimes slipped (the forgotten
+carry), and cues sit where R1 puts them:
+
+* after a step, more often after a slip than after a right step, immediately followed by the
+  verdict (``Wait, no: 37 + 8 = 45.``) and, after ``no``, the work continues from the fix;
+* after a stated answer (``So the answer is 45.``), a careful recheck that spells out each
+  carry, then a cue with the verdict on the answer (``Wait, yes.`` / ``Wait, no: ...``);
+* overthinking after a confirmed answer: ``Hmm, let me check once more``, ``Alternatively, ...``;
+  a recheck of a wrong answer is sometimes hasty and copies the slip, so some traces end wrong.
+
+Cue words come in several spellings, as a BPE tokenizer sees them: ``Wait,`` at the start
+of a line (one token ``Wait``), `` wait,`` / `` Wait,`` inside a line (one token with its
+space), and ``Hmm,`` at the start of a line, which SmolLM2's tokenizer splits into ``H`` +
+``mm``. The answer follows ``</think>`` as ``Final answer: \\boxed{N}``, the text lynx's exit
+string forces, so a forced exit and a natural end look the same to the model.
+"""
+
+from __future__ import annotations
+
+import random
+
+from lynx.organism.problems import Step
+from lynx.organism.traces import ANSWER_PREFIX, _Line, forced_exit, step_text
+from lynx.smollm2.problems import WordProblem
+
+ERROR_RATE = 0.3  # P(forgot carry) on a carry step of the main work
+CUE_AFTER_ERROR = 0.6  # P(a cue) right after a slip ...
+CUE_AFTER_RIGHT = 0.3  # ... and after a right step
+FIRST_CHECK = 0.85  # P(a recheck) once an answer is stated or corrected
+SECOND_CHECK = 0.75  # P(another recheck) after the first one confirmed the answer (overthinking)
+THIRD_CHECK = 0.45
+CONFIRMATION_BIAS = 0.1  # P(a recheck of a wrong answer is hasty: copies the slip)
+FORCED_EXIT_RATE = 0.12  # traces cut at a cue by lynx's exit string (loss on the answer only)
+
+#: how each recheck after the answer opens; the first without a cue, later ones with one
+CHECK_INTRO = ("Let me check again", "Hmm, let me check once more", "Alternatively, let me count it another way", "Hmm, one more time")
+
+
+def _mid_cue(rng: random.Random) -> str:
+    """A cue after a line of work, in one of its spellings (newline + ``Wait`` mostly)."""
+    r = rng.random()
+    return "\nWait," if r < 0.7 else (" Wait," if r < 0.85 else " wait,")
+
+
+def _check_step(step: Step, careful: bool, written: int | None = None) -> str:
+    """One step of a recheck; a careful one spells out the units of a carry step."""
+    if not careful:
+        return step_text(step, step.after if written is None else written)
+    if not step.carries:
+        return step_text(step, step.after)
+    units = step.before % 10
+    inner = f"{units} + {step.operand} = {units + step.operand}" if step.op == "+" else f"{units + 10} - {step.operand} = {units + 10 - step.operand}"
+    return f"{step.before} {step.op} {step.operand}: {inner}, so {step.after}"
+
+
+def _opening(problem: WordProblem) -> str:
+    if problem.packs is None:
+        return f"{problem.name} starts with {problem.start} {problem.item}.\n"
+    a, b = problem.packs
+    return f"{problem.name} buys {a} packs of {b}: {a} x {b} = {a * b} {problem.item}.\n"
+
+
+def write_thinking(problem: WordProblem, rng: random.Random) -> tuple[str, int]:
+    """(thinking text without the ``<think>`` tags, final stated answer)."""
+    out = [_opening(problem)]
+    work: list[_Line] = []
+    value = problem.start
+    for i, (op, d, _) in enumerate(problem.ops):
+        step = Step(value, op, d)
+        written = step.forgot_carry if step.carries and rng.random() < ERROR_RATE else step.after
+        line = _Line(step, written)
+        text = f"{problem.pronoun.capitalize()} {problem.phrase(i)}: {step_text(step, written)}."
+        if rng.random() < (CUE_AFTER_RIGHT if line.right else CUE_AFTER_ERROR):
+            text += f"{_mid_cue(rng)} {'yes' if line.right else 'no'}: {step_text(step, step.after)}."
+            line = _Line(step, step.after)
+        out.append(text + "\n")
+        work.append(line)
+        value = line.written
+    answer = value
+    out.append(f"So the answer is {answer}.\n")
+
+    checks, biased, p_next = 0, False, FIRST_CHECK
+    while checks < 4 and rng.random() < p_next:
+        wrong = answer != problem.answer
+        if wrong and (biased or rng.random() < CONFIRMATION_BIAS):
+            biased = True
+            lines = [_check_step(w.step, careful=w.right and checks == 0, written=w.written) for w in work]
+            result = answer
+        else:
+            work = [_Line(s, s.after) for s in problem.steps()]
+            lines = [_check_step(s, careful=checks == 0) for s in problem.steps()]
+            result = problem.answer
+        out.append(f"{CHECK_INTRO[min(checks, 3)]}: {'; '.join(lines)}. That gives {result}.\n")
+        cue = "Wait," if rng.random() < 0.85 else "Hmm,"
+        if result == answer:
+            out.append(f"{cue} yes.\n")
+            p_next = SECOND_CHECK if checks == 0 else THIRD_CHECK
+        else:
+            out.append(f"{cue} no: {result} is not {answer}. So the answer is {result}.\n")
+            answer, p_next = result, FIRST_CHECK
+        checks += 1
+    return "".join(out), answer
+
+
+def write_assistant(problem: WordProblem, rng: random.Random) -> str:
+    """The assistant turn (the generated part): thinking, then the boxed answer."""
+    thinking, answer = write_thinking(problem, rng)
+    if rng.random() < FORCED_EXIT_RATE:
+        cut = forced_exit(thinking, rng)
+        if cut is not None:
+            return cut
+    return f"<think>\n{thinking}</think>\n\n{ANSWER_PREFIX}{answer}}}"
