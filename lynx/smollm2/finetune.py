@@ -187,7 +187,14 @@ def finetune(out: Path, cfg: FinetuneConfig, base: Path | None = None, log=print
                 _save_state(out, model, opt, done, cfg)
             log(f"step {done}/{len(plan)} loss {float(loss):.4f} ({rate:.1f} s/step, ~{rate * (len(plan) - done) / 60:.0f} min left)")
     model.save_pretrained(out / "adapter", safe_serialization=True)
-    record = {"base": {"path": str(base), "hub_id": "HuggingFaceTB/SmolLM2-135M-Instruct"}, "config": asdict(cfg), "steps": len(plan), "examples": len(examples), "seconds": round(time.time() - t0, 1), "pid": os.getpid()}
+    record = {
+        "base": {"path": str(base), "hub_id": "HuggingFaceTB/SmolLM2-135M-Instruct"},
+        "config": asdict(cfg),
+        "steps": len(plan),
+        "examples": len(examples),
+        "seconds": round(time.time() - t0, 1),
+        "pid": os.getpid(),
+    }
     (out / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return out / "adapter"
 

@@ -29,7 +29,20 @@ TRANSFER_STEPS = (2, 4)  # additions/subtractions after the product
 _BUCKETS = {"train": range(0, 80), "calibration": range(80, 90), "test": range(90, 100), "transfer": range(90, 100)}
 _SPLIT_SEED_OFFSET = {"train": 0, "calibration": 1_000_003, "test": 2_000_003, "transfer": 3_000_017}
 
-NAMES = (("Mia", "she"), ("Leo", "he"), ("Ava", "she"), ("Sam", "he"), ("Noah", "he"), ("Emma", "she"), ("Omar", "he"), ("Lily", "she"), ("Ben", "he"), ("Zoe", "she"), ("Ravi", "he"), ("Nina", "she"))
+NAMES = (
+    ("Mia", "she"),
+    ("Leo", "he"),
+    ("Ava", "she"),
+    ("Sam", "he"),
+    ("Noah", "he"),
+    ("Emma", "she"),
+    ("Omar", "he"),
+    ("Lily", "she"),
+    ("Ben", "he"),
+    ("Zoe", "she"),
+    ("Ravi", "he"),
+    ("Nina", "she"),
+)
 ITEMS = ("stickers", "marbles", "apples", "coins", "books", "shells", "cards", "pencils", "stamps", "cookies", "beads", "toy cars")
 #: how a story says "+ d" and "- d" ({d} is the operand)
 GAINS = ("buys {d} more", "finds {d} more", "gets {d} from a friend", "wins {d} more", "is given {d} more")
