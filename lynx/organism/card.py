@@ -13,19 +13,19 @@ REQUIREMENTS = {
 }
 
 
-def meets_requirements(figs: dict) -> dict[str, bool]:
+def meets_requirements(figs: dict, requirements: dict = REQUIREMENTS) -> dict[str, bool]:
     out = {}
-    for key, (lo, hi, _) in REQUIREMENTS.items():
+    for key, (lo, hi, _) in requirements.items():
         v = figs[key]
         out[key] = (lo is None or v >= lo) and (hi is None or v <= hi)
     out["cues_on_both_sides"] = figs["cues_before_answer_per_trace"] > 0 and figs["cues_after_answer_per_trace"] > 0
     return out
 
 
-def figures_markdown(figs: dict, command: str) -> str:
+def figures_markdown(figs: dict, command: str, requirements: dict = REQUIREMENTS) -> str:
     """The figures as a markdown table, with the command that measured them."""
     rows = ["| figure | measured | required |", "|---|---:|---|"]
-    for key, (lo, hi, label) in REQUIREMENTS.items():
+    for key, (lo, hi, label) in requirements.items():
         rng = "" if lo is None and hi is None else (f"{lo} – {hi}" if lo is not None and hi is not None else (f"≥ {lo}" if lo is not None else f"≤ {hi}"))
         rows.append(f"| {label} | {figs[key]:.3f} | {rng} |")
     p = figs["probe"]

