@@ -24,6 +24,7 @@ from lynx.config import Sampling
 from lynx.cues import CueMatcher
 from lynx.engines import hf
 from lynx.errors import InvalidInput
+from lynx.families import family_of, sample_problems
 from lynx.grading import grade_integer
 from lynx.layers import default_layers
 from lynx.models import load_hf, resolve_model
@@ -139,7 +140,7 @@ def measure(
     ref = resolve_model(model)
     lm, tok = load_hf(ref)
     matcher = CueMatcher(tok)
-    problems = problem_sampler(family or ("smollm2" if model.startswith("smollm2") else "organism"))(split, n_problems, seed=seed)
+    problems = sample_problems(family or family_of(model), split, n_problems, seed=seed)
     prompts = [tok(chat_prompt(tok, p.text), add_special_tokens=False)["input_ids"] for p in problems]
     if engine == "vllm":
         from lynx.engines.vllm_engine import build_llm, generate_ids
@@ -149,17 +150,6 @@ def measure(
     else:
         gens = _sample_hf(lm, tok, prompts, n_problems, max_new_tokens, temperature, top_p, seed, batch_size)
     return _figures(lm, tok, matcher, problems, prompts, gens, model, temperature, top_p, seed, split, engine, t0)
-
-
-def problem_sampler(family: str):
-    """``sample_problems(split, n, seed)`` of a problem family with a model card."""
-    if family == "organism":
-        from lynx.organism.problems import sample_problems
-    elif family == "smollm2":
-        from lynx.smollm2.problems import sample_problems  # type: ignore[assignment]
-    else:
-        raise InvalidInput(f"unknown problem family {family!r}: use organism or smollm2")
-    return sample_problems
 
 
 def _sample_hf(lm, tok, prompts, n_problems, max_new_tokens, temperature, top_p, seed, batch_size) -> list[list[int]]:
