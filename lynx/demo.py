@@ -1,4 +1,4 @@
-"""``lynx demo``: the whole pipeline on the bundled organism, on a CPU, in minutes.
+"""``lynx demo``: the whole pipeline on the bundled organism (or SmolLM2-reasoner), on a CPU, in minutes.
 
 collect (train and calibration problems) -> train the probe -> calibrate -> eval on the test
 split against every baseline -> the same probe on the transfer split and at a second
@@ -27,39 +27,52 @@ SIZES = {
     "small": {"train": 400, "calibration": 500, "test": 300, "transfer": 100, "second_temperature": 200, "recalibration": 300, "transfer_recalibration": 150},
     "tiny": {"train": 60, "calibration": 80, "test": 40, "transfer": 20, "second_temperature": 20, "recalibration": 80, "transfer_recalibration": 60},
 }
+#: SmolLM2-reasoner is ~50x the organism's size: fewer problems, so ``lynx demo --model smollm2``
+#: stays under 25 minutes on 2 cores
+SMOLLM2_SIZES = {
+    "small": {"train": 300, "calibration": 300, "test": 300, "transfer": 60, "second_temperature": 100, "recalibration": 150, "transfer_recalibration": 60},
+    "tiny": {"train": 24, "calibration": 30, "test": 16, "transfer": 8, "second_temperature": 8, "recalibration": 30, "transfer_recalibration": 20},
+}
 SECOND_TEMPERATURE = 1.0
 #: the domain tag of the transfer split's recalibrated condition
 TRANSFER_DOMAIN = "transfer"
 
 
-def write_unlabeled_prompts(path: Path, split: str, n: int, skip: int = 0) -> Path:
-    """``n`` organism problems of ``split`` (after the first ``skip``) as a JSONL of prompts with
+def write_unlabeled_prompts(path: Path, split: str, n: int, skip: int = 0, family: str = "organism") -> Path:
+    """``n`` problems of ``family`` of ``split`` (after the first ``skip``) as a JSONL of prompts with
     no answers: what a deployment has. The ids are the problems' own, so lynx's check that
     calibration problems are disjoint from the probe's training problems still applies."""
-    from lynx.organism.problems import sample_problems
+    from lynx.families import sample_problems
 
-    problems = sample_problems(split, skip + n, seed=0)[skip:]
+    problems = sample_problems(family, split, skip + n, seed=0)[skip:]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps({"id": p.problem_id, "prompt": p.text}) + "\n" for p in problems))
     return path
 
 
-def run_demo(out: Path, *, engine: str = "auto", size: str = "small", as_json: bool = False, show=None) -> dict:
+def run_demo(out: Path, *, engine: str = "auto", size: str = "small", model: str = "organism", as_json: bool = False, show=None) -> dict:
+    """``model``: ``organism`` (the default) or ``smollm2`` / ``smollm2-reasoner`` (both run the
+    reasoner: the base model as shipped does not think)."""
     from lynx.calibrate.pipeline import calibrate
     from lynx.calibrate.recalibrate import RecalibrateConfig, recalibrate
     from lynx.collect.pipeline import CollectConfig, HFCollector, VLLMCollector, collect
     from lynx.config import Sampling
     from lynx.evaluate import EvalConfig, build_backend, engine_choice, evaluate
+    from lynx.families import family_of
     from lynx.models import resolve_model
     from lynx.probe.train import train_probe
 
     if size not in SIZES:
         raise InvalidInput(f"unknown demo size {size!r}: use {' or '.join(SIZES)}")
-    n = SIZES[size]
+    family = family_of(model)
+    if family == "organism" and model != "organism":
+        raise InvalidInput(f"the demo runs 'organism' or 'smollm2' (the reasoner), not {model!r}; for another model run the stages (lynx collect, train, calibrate, eval)")
+    model = "organism" if family == "organism" else "smollm2-reasoner"
+    n = (SIZES if family == "organism" else SMOLLM2_SIZES)[size]
     out = Path(out)
     engine = engine_choice(engine)
     why = "vLLM is installed" if engine == "vllm" else "vLLM is not installed" if engine == "hf" else ""
-    console.print(f"[bold]lynx demo[/] on the bundled organism, engine: [bold]{engine}[/] ({why}), sizes {n}; output {out}")
+    console.print(f"[bold]lynx demo[/] on {model}, engine: [bold]{engine}[/] ({why}), sizes {n}; output {out}")
     t0 = time.monotonic()
     timings: dict[str, float] = {}
 
@@ -67,11 +80,11 @@ def run_demo(out: Path, *, engine: str = "auto", size: str = "small", as_json: b
         timings[name] = round(time.monotonic() - t0 - sum(timings.values()), 1)
         console.print(f"[green]done[/] {name} ({timings[name]:.0f} s)")
 
-    ref = resolve_model("organism")
-    splits = (("train", "organism:train"), ("calibration", "organism:calibration"))
+    ref = resolve_model(model)
+    splits = (("train", f"{family}:train"), ("calibration", f"{family}:calibration"))
     collector = None
     for key, ds in splits:
-        cfg = CollectConfig(model="organism", dataset=ds, out=out / f"collect-{key}", engine=engine, n_problems=n[key])
+        cfg = CollectConfig(model=model, dataset=ds, out=out / f"collect-{key}", engine=engine, n_problems=n[key])
         if collector is None:
             collector = (VLLMCollector if engine == "vllm" else HFCollector)(ref, cfg)
         collect(cfg, engine=collector)
@@ -84,18 +97,18 @@ def run_demo(out: Path, *, engine: str = "auto", size: str = "small", as_json: b
     cal_rows = calibrate(probe_dir, out / "collect-calibration")
     stage("calibrate")
 
-    backend = build_backend(engine, "organism", str(probe_dir))
+    backend = build_backend(engine, model, str(probe_dir))
     hot = f"test@T={SECOND_TEMPERATURE:g}"
 
     def evals(after: bool):
         tag = "recalibrated" if after else "as calibrated"
         base = ("vanilla",) if after else ("vanilla", "oracle")
-        yield "test", EvalConfig(probe=str(probe_dir), dataset="organism:test", out=out / "eval-test", n_problems=n["test"], alphas=(0.05, 0.1, 0.2, 0.3, 0.5))
+        yield "test", EvalConfig(probe=str(probe_dir), dataset=f"{family}:test", out=out / "eval-test", n_problems=n["test"], alphas=(0.05, 0.1, 0.2, 0.3, 0.5))
         yield (
             f"transfer ({tag})",
             EvalConfig(
                 probe=str(probe_dir),
-                dataset="organism:transfer",
+                dataset=f"{family}:transfer",
                 out=out / f"eval-transfer{'-recalibrated' if after else ''}",
                 n_problems=n["transfer"],
                 baselines=base,
@@ -106,7 +119,7 @@ def run_demo(out: Path, *, engine: str = "auto", size: str = "small", as_json: b
             f"{hot} ({tag})",
             EvalConfig(
                 probe=str(probe_dir),
-                dataset="organism:test",
+                dataset=f"{family}:test",
                 out=out / f"eval-second-temperature{'-recalibrated' if after else ''}",
                 n_problems=n["second_temperature"],
                 temperature=SECOND_TEMPERATURE,
@@ -124,14 +137,14 @@ def run_demo(out: Path, *, engine: str = "auto", size: str = "small", as_json: b
     recal = [
         RecalibrateConfig(
             probe=probe_dir,
-            prompts=str(write_unlabeled_prompts(out / "prompts-calibration-unlabeled.jsonl", "calibration", n["recalibration"])),
+            prompts=str(write_unlabeled_prompts(out / "prompts-calibration-unlabeled.jsonl", "calibration", n["recalibration"], family=family)),
             temperature=SECOND_TEMPERATURE,
             engine=engine,
             work=out / "recalibrate-second-temperature",
         ),
         RecalibrateConfig(
             probe=probe_dir,
-            prompts=str(write_unlabeled_prompts(out / "prompts-transfer-unlabeled.jsonl", "transfer", n["transfer_recalibration"], skip=n["transfer"])),
+            prompts=str(write_unlabeled_prompts(out / "prompts-transfer-unlabeled.jsonl", "transfer", n["transfer_recalibration"], skip=n["transfer"], family=family)),
             temperature=Sampling.temperature,
             domain=TRANSFER_DOMAIN,
             engine=engine,
@@ -150,6 +163,7 @@ def run_demo(out: Path, *, engine: str = "auto", size: str = "small", as_json: b
 
     summary = {
         "engine": engine,
+        "model": model,
         "size": size,
         "sizes": n,
         "seconds": total,
