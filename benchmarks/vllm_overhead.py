@@ -17,6 +17,7 @@ process-level noise of +-8% into a 2% question.) Prints one JSON object.
 
     python benchmarks/vllm_overhead.py --probe probes/organism --n 256 --max-tokens 256
     python benchmarks/vllm_overhead.py --configs plain,lynx --repeats 40   # the target's pair, more rounds
+    python benchmarks/vllm_overhead.py --model smollm2-reasoner --probe runs/demo-smollm2/probe --configs plain,lynx --repeats 12
     python benchmarks/vllm_overhead.py --configs plain,lynx --probe-b runs/v1-probe --repeats 12   # two probes, same rounds
 """
 
@@ -34,11 +35,11 @@ from pathlib import Path
 NEVER = 2.0  # probe scores are probabilities: a threshold of 2 is never cleared
 
 
-def _prompts(tok, n: int, suffix: str):
+def _prompts(tok, n: int, suffix: str, dataset: str):
     from lynx.datasets import load
     from lynx.prompting import chat_prompt
 
-    return [tok(chat_prompt(tok, r.question, suffix=suffix), add_special_tokens=False)["input_ids"] for r in load("organism:test", n=n)]
+    return [tok(chat_prompt(tok, r.question, suffix=suffix), add_special_tokens=False)["input_ids"] for r in load(dataset, n=n)]
 
 
 def _timed(llm, prompts, extra, max_tokens, seed):
@@ -177,6 +178,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="organism", help="organism, or a model folder (e.g. from scaled_model.py)")
     ap.add_argument("--probe", default="probes/organism")
+    ap.add_argument("--dataset", default=None, help="prompts (default: the test split of the model's problem family, organism:test or smollm2:test)")
     ap.add_argument("--probe-b", default=None, help="a second probe folder timed in the same rounds (configuration lynx_probe_b), e.g. v1 next to v2")
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--max-tokens", type=int, default=256)
@@ -213,7 +215,9 @@ def main() -> None:
         engines["lynx_dense"] = build_lynx_llm(ref, policy.hook_config({"probe_rows": "all"}), **eager)[0]
     if args.probe_b:
         engines["lynx_probe_b"] = build_lynx_llm(ref, ExitPolicy.load(args.probe_b).hook_config({"keep_events": True}), **eager)[0]
-    prompts = _prompts(engines["plain"].get_tokenizer(), args.n, policy.prompt_suffix)
+    from lynx.families import family_of
+
+    prompts = _prompts(engines["plain"].get_tokenizer(), args.n, policy.prompt_suffix, args.dataset or f"{family_of(args.model)}:test")
     result: dict = {"model": args.model, "n_prompts": args.n, "max_tokens": args.max_tokens, "repeats": args.repeats, "probe": args.probe, "probe_b": args.probe_b}
     result["overhead"] = overhead(engines, prompts, args.max_tokens, args.repeats, clock, names)
     result["early_exit"] = early_exit(engines["lynx"], prompts, args.max_tokens, args.alpha, args.exit_repeats)
