@@ -82,8 +82,20 @@ def parse_format(spec: str) -> ThinkingFormat:
     return ThinkingFormat("custom", parts[0], parts[1], f"\n{parts[1]}\n\n{ANSWER_PREFIX}")
 
 
+#: the key of ``tokenizer_config.json`` that declares a model's thinking format (see detect_format)
+THINKING_KEY = "lynx_thinking"
+
+
 def detect_format(tokenizer) -> ThinkingFormat:
-    """The format the model's chat template (else its vocabulary) shows; one clear error if none."""
+    """The format the model declares, else the one its chat template (else its vocabulary)
+    shows; one clear error if none.
+
+    A declaration is the key :data:`THINKING_KEY` in ``tokenizer_config.json`` (a format name
+    or its dict): lynx writes it into models it made (SmolLM2-reasoner thinks in ``<think>``,
+    which its base's template and vocabulary never show)."""
+    declared = (getattr(tokenizer, "init_kwargs", None) or {}).get(THINKING_KEY)
+    if declared is not None:
+        return ThinkingFormat.from_dict(declared) if isinstance(declared, dict) else parse_format(str(declared))
     template = getattr(tokenizer, "chat_template", None) or ""
     if isinstance(template, dict):  # several named templates
         template = "\n".join(str(t) for t in template.values())

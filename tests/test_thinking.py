@@ -172,3 +172,26 @@ def test_harmony_thinks_in_the_analysis_channel_and_exits_into_the_final_channel
     text = tok.decode(live, skip_special_tokens=False)
     assert text.endswith("Wait,<|end|><|start|>assistant<|channel|>final<|message|>Final answer: \\boxed{")
     assert not m.thinking_open(prompt + live, len(prompt + live) - 1)  # the exit closed the analysis channel
+
+
+def test_a_declared_format_wins_over_template_and_vocabulary(tmp_path):
+    """A model lynx made declares its format in tokenizer_config.json (SmolLM2-reasoner thinks
+    in <think> although its template and vocabulary never show it); a bad declaration is one line."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from lynx.models import resolve_model
+    from lynx.thinking import THINKING_KEY, detect_format
+
+    src = resolve_model("organism").path
+    tok = AutoTokenizer.from_pretrained(src)
+    assert detect_format(tok).name == "think"  # from the template
+    tok.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(cfg | {THINKING_KEY: "<reasoning>,</reasoning>"}))
+    declared = detect_format(AutoTokenizer.from_pretrained(tmp_path))
+    assert (declared.open, declared.close) == ("<reasoning>", "</reasoning>")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(cfg | {THINKING_KEY: "nonsense"}))
+    with pytest.raises(InvalidInput):
+        detect_format(AutoTokenizer.from_pretrained(tmp_path))
