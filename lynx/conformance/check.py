@@ -165,13 +165,33 @@ def vllm_checks(model: Path, probe: Path, problems: Path, out: Path, questions: 
     return out, runs[:n], runs[n:]
 
 
+#: real models the check also runs on (lynx's SmolLM2 reasoner: a pretrained Llama, 30 layers,
+#: BPE markers of three tokens), with the problems of their family instead of the scripted ones
+REAL_MODELS = ("smollm2-reasoner",)
+REAL_PROBLEMS = 4
+
+
+def prepare_real(name: str, work: Path) -> tuple[Path, Path]:
+    """(model folder, problems file) for a real model: the resolved folder, and the first
+    test problems of the model's family with their gold answers."""
+    from lynx.families import family_of, sample_problems
+    from lynx.models import resolve_model
+
+    work.mkdir(parents=True, exist_ok=True)
+    problems = work / "problems.jsonl"
+    rows = sample_problems(family_of(name), "test", REAL_PROBLEMS)
+    problems.write_text("".join(json.dumps({"question": p.text, "answer": str(p.answer)}) + "\n" for p in rows))
+    return Path(resolve_model(name).path), problems
+
+
 def check(family: str, work: Path | str, seed: int = 0) -> dict:
-    """Run every check for ``family`` in the folder ``work``; returns the report (see the module)."""
+    """Run every check for ``family`` (a tiny family, or a real model of :data:`REAL_MODELS`) in the
+    folder ``work``; returns the report (see the module)."""
     from lynx.calibrate.pipeline import calibrate
 
     work = Path(work)
     t0 = time.monotonic()
-    model, problems = prepare(family, work, seed)
+    model, problems = prepare_real(family, work) if family in REAL_MODELS else prepare(family, work, seed)
     questions = [json.loads(line)["question"] for line in problems.read_text().splitlines()]
     report: dict = {"family": family, "tolerance": {"atol": ATOL, "rtol": RTOL}}
     hf = collect_with("hf", model, problems, work / "collect-hf")
