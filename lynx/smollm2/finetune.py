@@ -143,8 +143,12 @@ def _load_state(out: Path, model, opt, cfg: FinetuneConfig) -> int:
     return int(meta["step"])
 
 
-def finetune(out: Path, cfg: FinetuneConfig, base: Path | None = None, log=print) -> Path:
-    """Train (or resume) the LoRA into ``out``; returns the folder holding the finished adapter."""
+def finetune(out: Path, cfg: FinetuneConfig, base: Path | None = None, log=print, stop_after: int | None = None) -> Path | None:
+    """Train (or resume) the LoRA into ``out``; returns the folder holding the finished adapter.
+
+    ``stop_after``: stop (state saved) once that many steps are done, returning None: a time
+    budget for one sitting, and how the tests interrupt a run to check that resuming gives the
+    very same adapter."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -183,10 +187,13 @@ def finetune(out: Path, cfg: FinetuneConfig, base: Path | None = None, log=print
             rate = (time.time() - t0) / (done - start)
             hist.write(json.dumps({"step": done, "loss": round(float(loss), 5), "lr": opt.param_groups[0]["lr"], "tokens": int(mask.sum())}) + "\n")
             hist.flush()
-            if done % cfg.save_every == 0 or done == len(plan):
+            if done % cfg.save_every == 0 or done == len(plan) or done == stop_after:
                 _save_state(out, model, opt, done, cfg)
+            if done == stop_after and done < len(plan):
+                log(f"stopped after step {done}/{len(plan)}; rerun to resume")
+                return None
             log(f"step {done}/{len(plan)} loss {float(loss):.4f} ({rate:.1f} s/step, ~{rate * (len(plan) - done) / 60:.0f} min left)")
-    model.save_pretrained(out / "adapter", safe_serialization=True)
+    model.save_pretrained(str(out / "adapter"), safe_serialization=True)
     record = {
         "base": {"path": str(base), "hub_id": "HuggingFaceTB/SmolLM2-135M-Instruct"},
         "config": asdict(cfg),
