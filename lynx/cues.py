@@ -35,6 +35,9 @@ __all__ = ["DEFAULT_CUES", "Cue", "CueMatcher", "NoThinkingMarkers", "WINDOW"]
 
 DEFAULT_CUES = ("wait", "hmm", "alternatively")
 WINDOW = 8  # tokens of left context decoded to match multi-token cue words
+#: how a cue word is commonly written (what precedes it, its casing, what follows): the spellings
+#: whose decision tokens :attr:`CueMatcher.cue_stop_ids` collects
+SPELLINGS = tuple((before, case, after) for before in ("", " ", "\n", "\n\n") for case in (str.lower, str.capitalize) for after in ("", ",", ".", "?", "!", ":", " "))
 
 
 class _Marker:
@@ -51,10 +54,12 @@ class _Marker:
         single = vocab.get(text)
         if single is not None and token_text(single) == text:
             self.id: int | None = single
+            self.ids = [single]
             self.finals: frozenset[int] = frozenset({single})
             self.window = 1
         else:
             self.id = None
+            self.ids = list(tokenizer.encode(text, add_special_tokens=False))  # what forcing it appends
             finals = set()
             for tid in range(len(tokenizer)):
                 own = token_text(tid).rstrip()
@@ -118,6 +123,7 @@ class CueMatcher:
             if m and m.group(1).lower() in suffixes:
                 self._final_ids.add(tid)
         self._whole = self._self_contained_cues()
+        self._cue_stops: frozenset[int] | None = None  # built at the first use of cue_stop_ids
 
     def _self_contained_cues(self) -> dict[int, tuple[str, bool]]:
         """Decision tokens whose own text holds the whole cue word: token id -> (word, whether
@@ -175,13 +181,47 @@ class CueMatcher:
 
     @property
     def think_open_id(self) -> int:
-        """The opener's token id, where it is one token (baselines that stop on it need that)."""
+        """The opener's token id, where it is one token (:attr:`open_ids` always works)."""
         return self._single(self._open)
 
     @property
     def think_close_id(self) -> int:
-        """The closer's token id, where it is one token (baselines that stop on it need that)."""
+        """The closer's token id, where it is one token (:attr:`close_ids` always works)."""
         return self._single(self._close)
+
+    @property
+    def open_ids(self) -> list[int]:
+        """The opener as token ids: its id where it is one token, else the tokenizer's encoding of it."""
+        return list(self._open.ids)
+
+    @property
+    def close_ids(self) -> list[int]:
+        """The closer as token ids (what forcing it appends: a static thinking budget): its id
+        where it is one token, else the tokenizer's encoding of it (``</`` ``think`` ``>``)."""
+        return list(self._close.ids)
+
+    @property
+    def close_final_ids(self) -> frozenset[int]:
+        """Tokens that can complete the closer: a loop that generates until thinking closes stops
+        on them and checks :meth:`closes_at` (just the closer's id where it is one token)."""
+        return self._close.finals
+
+    @property
+    def cue_stop_ids(self) -> frozenset[int]:
+        """Tokens at which a cue word is completed as this tokenizer writes it: the decision tokens
+        (:meth:`match_at`) of each cue word's common spellings (:data:`SPELLINGS`: lower-case or
+        capitalised, after nothing, a space or new lines, before nothing or punctuation), and every
+        token that is a whole cue on its own. A generation loop that decides at cues (DEER) stops
+        on them and checks the cue in context with :meth:`match_at`: on SmolLM2, ``Hmm,`` is
+        ``H`` ``mm`` ``,`` and its stop is ``mm``."""
+        if self._cue_stops is None:
+            stops = {t for t in self._final_ids if self.match_at([t], 0) is not None}
+            for word in self.cues:
+                for before, case, after in SPELLINGS:
+                    ids = self.tokenizer.encode(before + case(word) + after, add_special_tokens=False)
+                    stops.update(ids[k] for k in range(len(ids)) if self.match_at(ids, k) is not None)
+            self._cue_stops = frozenset(stops)
+        return self._cue_stops
 
     def _single(self, marker: _Marker) -> int:
         if marker.id is None:

@@ -7,8 +7,9 @@
   position, cue word; no hidden state): what lynx's hidden states add is lynx minus this.
 * ``oracle`` — exit at the first cue of the vanilla trace whose forced answer is right: the
   ceiling of any cue-based exit policy (not deployable: it reads the gold answer).
-* ``budget`` — a static thinking budget: after N thinking tokens ``</think>`` is forced and the
-  model writes its answer (vLLM's ``thinking_token_budget`` on vLLM; two rounds on transformers).
+* ``budget`` — a static thinking budget: after N thinking tokens the closer (``</think>``) is
+  forced and the model writes its answer (vLLM's ``thinking_token_budget`` on vLLM; two rounds on
+  transformers, and on vLLM where a thinking marker is several tokens).
 * ``deer`` — DEER (arXiv 2504.15895): at each cue, a greedy trial answer; exit if the mean
   probability of its tokens exceeds a threshold.
 * ``dynasor`` — Dynasor-CoT (arXiv 2412.20993): every ``chunk`` tokens a greedy probe answer;
@@ -19,6 +20,13 @@ docs/eval.md): DEER and Dynasor probe with the model's exit string (the same str
 the budget force, which the answer is graded after) instead of their own hard-coded
 phrases, and DEER decides at the same cue tokens lynx does (the cue token kept, as in
 collection). Every exit answers from the same context a lynx exit would.
+
+The thinking markers and the cue words may be several tokens (SmolLM2's ``</think>`` is ``</``
+``think`` ``>``, its ``Hmm,`` is ``H`` ``mm`` ``,``): a loop that generates until thinking closes
+stops on every token that can complete the closer and goes on where it did not
+(:meth:`EvalContext.closes`); DEER stops on the tokens that complete its cue words as the
+tokenizer spells them (:attr:`~lynx.cues.CueMatcher.cue_stop_ids`) and checks the cue in
+context; a forced closer is the closer's token ids (:attr:`~lynx.cues.CueMatcher.close_ids`).
 """
 
 from __future__ import annotations
@@ -87,6 +95,20 @@ class EvalContext:
     def thinking(self, generated: list[int]) -> int:
         """Tokens of the thinking span (to the end if thinking never closed)."""
         return thinking_tokens(generated, self.matcher)
+
+    @property
+    def close_stops(self) -> list[int]:
+        """Stop ids of a round that generates until thinking closes: end of text and every token
+        that can complete the closer (only the closer's id where it is one token). A stop on one
+        of them is the closer only where :meth:`closes` says so; elsewhere the round goes on."""
+        return sorted({self.eos} | self.matcher.close_final_ids)
+
+    def closes(self, i: int, generated: list[int]) -> bool:
+        """Does the last token of problem ``i``'s ``generated`` complete the thinking closer?"""
+        if not generated or generated[-1] not in self.matcher.close_final_ids:
+            return False
+        full = self.prompts[i] + generated
+        return self.matcher.closes_at(full, len(full) - 1) is not None
 
     def sample(self, i: int, generated: list[int], *, exited: bool, extra: int = 0, exit: dict | None = None) -> Sample:
         rec = self.records[i]
@@ -165,55 +187,78 @@ def _finish(ctx: EvalContext, seqs: dict[int, list[int]], gens: dict[int, list[i
 
 
 def budget(ctx: EvalContext, n_tokens: int) -> list[Sample]:
-    """Static thinking budget: at ``n_tokens`` thinking tokens ``</think>`` is forced (what vLLM's
+    """Static thinking budget: at ``n_tokens`` thinking tokens the closer is forced (what vLLM's
     ``thinking_token_budget`` does), then the model answers on its own."""
     native = ctx.backend.complete_with_budget(
         ctx.prompts, budget=n_tokens, max_tokens=ctx.max_new_tokens, temperature=ctx.temperature, top_p=ctx.top_p, seeds=ctx.seeds, stop_ids=[ctx.eos]
     )
     if native is not None:
-        # vLLM forces </think> once thinking reaches the budget: thinking ran to n_tokens
+        # vLLM forces the closer once thinking reaches the budget: thinking ran to n_tokens
         return [ctx.sample(i, o.ids, exited=ctx.thinking(o.ids) >= n_tokens) for i, o in enumerate(native)]
-    # two rounds: think up to the budget (+1 for the <think> token the model writes), then exit or go on
-    close = ctx.matcher.think_close_id
-    first = ctx.backend.complete(ctx.prompts, max_tokens=n_tokens + 1, temperature=ctx.temperature, top_p=ctx.top_p, seeds=ctx.seeds, stop_ids=[ctx.eos, close])
-    gens = {i: list(o.ids) for i, o in enumerate(first)}
-    cut = [i for i, g in gens.items() if close not in g and ctx.eos not in g]
-    for i in cut:
-        gens[i] += [close]
+    # two rounds: think up to the budget (plus the opener's tokens, which the model writes unless
+    # the chat template pre-filled them), then force the closer or go on
+    limit = n_tokens + len(ctx.matcher.open_ids)
+    gens: dict[int, list[int]] = {i: [] for i in range(len(ctx.prompts))}
+    rounds = dict.fromkeys(gens, 0)
+    active = list(gens)
+    while active:  # one round where the closer is one token; more where a stop only might have ended it
+        room = {i: limit - len(gens[i]) for i in active}
+        outs = ctx.backend.complete(
+            [ctx.prompts[i] + gens[i] for i in active],
+            max_tokens=max(room.values()),
+            temperature=ctx.temperature,
+            top_p=ctx.top_p,
+            seeds=[ctx.seeds[i] + 7919 * rounds[i] for i in active],
+            stop_ids=ctx.close_stops,
+        )
+        nxt = []
+        for i, o in zip(active, outs, strict=True):
+            rounds[i] += 1
+            gens[i] += o.ids[: room[i]]
+            g = gens[i]
+            if g and g[-1] != ctx.eos and len(g) < limit and not ctx.closes(i, g):
+                nxt.append(i)
+        active = nxt
+    cut = []
+    for i, g in gens.items():
+        opened, _ = ctx.matcher.span(g)
+        start = opened + 1 if opened is not None else 0
+        if ctx.thinking(g) > n_tokens:  # the opener was pre-filled (or never written): its allowance went to thinking
+            del g[start + n_tokens :]
+        elif ctx.closes(i, g) or (g and g[-1] == ctx.eos):
+            continue
+        g += ctx.matcher.close_ids
+        cut.append(i)
     seqs = {i: ctx.prompts[i] + gens[i] for i in gens}
-    _finish(ctx, seqs, gens, dict.fromkeys(gens, 1))
+    _finish(ctx, seqs, gens, rounds)
     return [ctx.sample(i, gens[i], exited=i in cut) for i in range(len(ctx.prompts))]
-
-
-def _cue_word_ids(ctx: EvalContext) -> list[int]:
-    """Tokens that are a whole cue word on their own (``Wait,``, `` hmm``): DEER's stop points."""
-    return sorted(t for t in ctx.matcher.candidate_ids if ctx.matcher.match_at([t], 0) is not None)
 
 
 def _probe_loop(ctx: EvalContext, *, chunk: int | None, decide) -> list[Sample]:
     """Shared driver of DEER and Dynasor: generate until a decision point (a cue token when
     ``chunk`` is None, else every ``chunk`` tokens), ask ``decide(i, trial)`` on a greedy
-    trial answer after the exit string, exit with that answer or continue."""
-    close = ctx.matcher.think_close_id
+    trial answer after the exit string, exit with that answer or continue. A stop that is no
+    decision point (a token that only might end a cue or the closer) goes on in the next round."""
     n = len(ctx.prompts)
     gens: dict[int, list[int]] = {i: [] for i in range(n)}
     extra = [0] * n
     exited: dict[int, list[int]] = {}
-    cue_ids = _cue_word_ids(ctx) if chunk is None else []
+    stops = sorted(set(ctx.close_stops) | (ctx.matcher.cue_stop_ids if chunk is None else set()))
     active = list(range(n))
     closed: list[int] = []
     round_ = 0
     rounds: dict[int, int] = {}
     while active:
         room = {i: ctx.max_new_tokens - len(gens[i]) for i in active}
-        step = max(room.values()) if chunk is None else chunk
+        if chunk is not None:  # to the next multiple of chunk (a row that stopped short of it goes on to it)
+            room = {i: min(r, chunk - len(gens[i]) % chunk) for i, r in room.items()}
         outs = ctx.backend.complete(
             [ctx.prompts[i] + gens[i] for i in active],
-            max_tokens=max(1, step),
+            max_tokens=max(1, max(room.values())),
             temperature=ctx.temperature,
             top_p=ctx.top_p,
             seeds=[ctx.seeds[i] + 7919 * round_ for i in active],
-            stop_ids=[ctx.eos, close] + cue_ids,
+            stop_ids=stops,
         )
         round_ += 1
         probe = []
@@ -221,15 +266,15 @@ def _probe_loop(ctx: EvalContext, *, chunk: int | None, decide) -> list[Sample]:
             rounds[i] = round_  # a problem is active from round 0 until it ends: its own round count
             gens[i] += o.ids[: room[i]]
             g = gens[i]
-            if not g or g[-1] in (ctx.eos, close) or len(g) >= ctx.max_new_tokens:
-                if g and g[-1] == close:
+            if not g or g[-1] == ctx.eos or len(g) >= ctx.max_new_tokens or ctx.closes(i, g):
+                if ctx.closes(i, g):
                     closed.append(i)
                 continue
             full = ctx.prompts[i] + g
-            if chunk is None and not (ctx.matcher.match_at(full, len(full) - 1) and ctx.matcher.thinking_open(full, len(full) - 1)):
-                probe.append((i, False))  # a cue-word token outside thinking, or not a cue: continue
-                continue
-            probe.append((i, True))
+            if chunk is not None:
+                probe.append((i, len(g) % chunk == 0))  # else stopped on a token that only might end the closer
+            else:  # a cue-word token outside thinking, or not a cue (nor the closer): continue
+                probe.append((i, ctx.matcher.match_at(full, len(full) - 1) is not None and ctx.matcher.thinking_open(full, len(full) - 1)))
         to_try = [i for i, ok in probe if ok]
         trials = _forced_answers(ctx, [ctx.prompts[i] + gens[i] for i in to_try], probs=chunk is None)
         nxt = [i for i, ok in probe if not ok]
