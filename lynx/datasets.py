@@ -1,6 +1,7 @@
 """Problem sets by name, whatever their source's field names.
 
-``organism:<split>[:N]`` is the bundled organism's problems; a path to a ``.jsonl`` /
+``organism:<split>[:N]`` is the bundled organism's problems and ``smollm2:<split>[:N]``
+SmolLM2-reasoner's word problems (:mod:`lynx.families`); a path to a ``.jsonl`` /
 ``.json`` / ``.parquet`` file (or a folder holding one) is read locally; anything of the
 form ``owner/name`` is a Hugging Face hub dataset (needs the optional ``datasets``
 package and network access). Every record becomes a :class:`Record` (id, question, gold
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lynx.errors import InvalidInput, MissingInput
+from lynx.families import FAMILIES, sample_problems
 
 
 @dataclass(frozen=True)
@@ -27,34 +29,39 @@ class Record:
     id: str
     question: str
     answer: str | None  # None: a prompt without a gold answer (agreement labels only)
-    kind: str  # "integer" (organism), "math", "choice"
+    kind: str  # "integer" (organism, smollm2), "math", "choice"
 
 
+#: a generated family's default number of problems per split (organism and smollm2 alike)
 DEFAULT_ORGANISM_SIZE = {"train": 2000, "calibration": 1000, "test": 500, "transfer": 500}
 QUESTION_FIELDS = ("problem", "question", "Problem", "Question", "prompt")
 ANSWER_FIELDS = ("answer", "Answer", "answerKey", "final_answer", "gold")
 _LETTER = re.compile(r"^\(?([A-J])\)?$")
 
 
-def _organism(spec: str, n: int | None, seed: int) -> list[Record]:
-    from lynx.organism.problems import sample_problems
-
+def _generated(spec: str, n: int | None, seed: int) -> list[Record]:
+    """``<family>:<split>[:N]``: problems drawn by a family's generator (:data:`lynx.families.FAMILIES`)."""
     parts = spec.split(":")
-    split = parts[1]
+    family, split = parts[0], parts[1]
     if len(parts) > 2:
         try:
             size = int(parts[2])
         except ValueError:
-            raise InvalidInput(f"bad organism dataset {spec!r}: the size after the split must be an integer") from None
+            raise InvalidInput(f"bad {family} dataset {spec!r}: the size after the split must be an integer") from None
         if size < 1:
-            raise InvalidInput(f"bad organism dataset {spec!r}: the size after the split must be at least 1")
+            raise InvalidInput(f"bad {family} dataset {spec!r}: the size after the split must be at least 1")
         if n is not None and n != size:
             raise InvalidInput(f"{spec!r} and --n-problems {n} ask for different numbers of problems; say it once")
         n = size
     if split not in DEFAULT_ORGANISM_SIZE:
-        raise InvalidInput(f"unknown organism split {split!r}; choose one of {', '.join(DEFAULT_ORGANISM_SIZE)}")
-    problems = sample_problems(split, n or DEFAULT_ORGANISM_SIZE[split], seed=seed)
+        raise InvalidInput(f"unknown {family} split {split!r}; choose one of {', '.join(DEFAULT_ORGANISM_SIZE)}")
+    problems = sample_problems(family, split, n or DEFAULT_ORGANISM_SIZE[split], seed=seed)
     return [Record(p.problem_id, p.text, str(p.answer), "integer") for p in problems]
+
+
+def is_generated(spec: str) -> bool:
+    """A spec of a generated family (``organism:test``, ``smollm2:train:50``), not a file or hub id."""
+    return spec.split(":", 1)[0] in FAMILIES and ":" in spec
 
 
 def _read_rows(path: Path) -> list[dict]:
@@ -150,8 +157,8 @@ def load(
 ) -> list[Record]:
     """Resolve ``spec`` to records (the first ``n`` of them if given); with ``require_answer``
     False, rows without an answer field are bare prompts (``answer`` None)."""
-    if spec.startswith("organism:"):
-        return _organism(spec, n, seed)
+    if is_generated(spec):
+        return _generated(spec, n, seed)
     path = Path(spec).expanduser()
     if path.exists():
         rows = _read_rows(path)
@@ -167,7 +174,8 @@ def load(
         rows = list(hf_datasets.load_dataset(name, config, split=split))
         where = spec
     else:
-        raise InvalidInput(f"unknown dataset {spec!r}: use organism:train|calibration|test|transfer, a local .jsonl/.parquet file, or a hub id[:config]:split")
+        generated = " or ".join(f"{f}:<split>" for f in FAMILIES)
+        raise InvalidInput(f"unknown dataset {spec!r}: use {generated} (train|calibration|test|transfer), a local .jsonl/.parquet file, or a hub id[:config]:split")
     if not rows:
         raise InvalidInput(f"dataset {where} is empty")
     records = [to_record(r, i, question_field, answer_field, f"{where} row {i}", require_answer) for i, r in enumerate(rows)]

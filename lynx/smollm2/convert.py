@@ -77,9 +77,7 @@ def convert(gguf: Path, folder: Path, digest: str | None = None) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = staging(folder)
     src = str(gguf.parent)
     tok = AutoTokenizer.from_pretrained(src, gguf_file=gguf.name)
     quantized = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf.name, dtype=torch.float32)
@@ -92,10 +90,24 @@ def convert(gguf: Path, folder: Path, digest: str | None = None) -> Path:
     fresh.tie_weights()
     fresh.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
+    return publish(tmp, folder, {"hub_id": HUB_ID, "gguf_file": GGUF_FILE, "gguf_sha256": digest or file_sha256(gguf)})
+
+
+def staging(folder: Path) -> Path:
+    """An empty temporary folder beside ``folder`` (same file system: the final rename is atomic)."""
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def publish(tmp: Path, folder: Path, source: dict) -> Path:
+    """Record ``source`` in ``tmp``'s config.json under :data:`SOURCE_KEY`, then rename ``tmp`` to
+    ``folder``: a folder with a config.json is always a finished one."""
     cfg = json.loads((tmp / "config.json").read_text())
-    cfg[SOURCE_KEY] = {"hub_id": HUB_ID, "gguf_file": GGUF_FILE, "gguf_sha256": digest or file_sha256(gguf)}
+    cfg[SOURCE_KEY] = source
     (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-    if folder.exists():  # another process converted it meanwhile
+    if folder.exists():  # another process finished it meanwhile
         shutil.rmtree(tmp)
         return folder
     tmp.rename(folder)
