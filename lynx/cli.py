@@ -625,14 +625,15 @@ def print_eval(res: dict, console: Console = out) -> None:
 def demo(
     output: Path = typer.Option(Path("runs/demo"), "--out", help="folder for every artifact of the demo"),
     engine: str = typer.Option("auto", help="auto (vLLM if installed) | vllm | hf"),
-    size: str = typer.Option("small", help="small (< 10 min on 2 cores) | tiny (a smoke run)"),
+    size: str = typer.Option("small", help="small (< 10 min on 2 cores; smollm2: < 25 min) | tiny (a smoke run)"),
+    model: str = typer.Option("organism", help="organism | smollm2 (runs SmolLM2-135M-reasoner: the base with lynx's LoRA)"),
     as_json: bool = typer.Option(False, "--json", help="also print the table(s) as JSON records"),
 ) -> None:
-    """The whole pipeline on the bundled organism: collect -> train -> calibrate -> eval (+ transfer), in minutes on a CPU."""
+    """The whole pipeline on the bundled organism (or SmolLM2-reasoner): collect -> train -> calibrate -> eval (+ transfer), in minutes on a CPU."""
     check_output_folder(output)
     from lynx.demo import run_demo
 
-    run_demo(output, engine=engine, size=size, as_json=as_json, show=(lambda r: print_eval(r, err)) if as_json else print_eval)
+    run_demo(output, engine=engine, size=size, model=model, as_json=as_json, show=(lambda r: print_eval(r, err)) if as_json else print_eval)
 
 
 def _data_command(family: str, what: str):
