@@ -93,9 +93,55 @@ def update_docs(figs: dict, command: str, readme: Path, gsm8k: str = "") -> None
         readme.write_text(text)
 
 
+def real_text_figures(path: Path, n: int, temperature: float = 0.6, seed: int = 0) -> dict:
+    """The reasoner on ``n`` real problems (GSM8K's test set in ``../shared/benchmarks/gsm8k``): a
+    transfer to real text it was never taught (its own problems are templated single-digit chains).
+    Sampled with vLLM at ``temperature``; graded by the dataset's grader on the last ``\\boxed{}``."""
+    import time
+
+    from lynx.config import Sampling
+    from lynx.cues import CueMatcher
+    from lynx.datasets import load
+    from lynx.engines.vllm_engine import build_llm, generate_ids
+    from lynx.grading import extract_boxed
+    from lynx.grading.math import grader_for
+    from lynx.models import resolve_model
+    from lynx.prompting import chat_prompt
+
+    t0 = time.monotonic()
+    records = load(str(path), n=n)
+    llm = build_llm(resolve_model("smollm2-reasoner"), seed=seed)
+    tok = llm.get_tokenizer()
+    prompts = [tok(chat_prompt(tok, r.question), add_special_tokens=False)["input_ids"] for r in records]
+    gens = generate_ids(llm, prompts, max_new_tokens=Sampling.max_new_tokens, temperature=temperature, top_p=Sampling.top_p, seed=seed)
+    matcher = CueMatcher(tok)
+    right, closed, cues, boxed = 0, 0, 0, 0
+    for r, p, g in zip(records, prompts, gens, strict=True):
+        text = tok.decode(g)
+        answer = extract_boxed(text)
+        boxed += answer is not None
+        right += bool(answer is not None and r.answer is not None and grader_for(r.kind)(answer, r.answer))
+        _, close = matcher.span(p + g, len(p))
+        closed += close is not None
+        cues += len(matcher.find(p + g, len(p)))
+    k = len(records)
+    return {
+        "n_problems": k,
+        "accuracy": right / k,
+        "boxed_answer": boxed / k,
+        "closed_thinking": closed / k,
+        "cues_per_trace": cues / k,
+        "temperature": temperature,
+        "seconds": round(time.monotonic() - t0, 1),
+    }
+
+
 def main() -> None:
     from lynx.organism.info import measure
 
+    if len(sys.argv) > 2 and sys.argv[1] == "--real-text":  # python -m lynx.smollm2.card --real-text FILE [N]
+        print(json.dumps(real_text_figures(Path(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 200)))
+        return
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 300
     figs = measure(model="smollm2-reasoner", n_problems=n, engine="vllm", batch_size=32) | {"requirements_met": None}
     figs["requirements_met"] = meets_requirements(figs, REQUIREMENTS)
