@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from lynx.cli import app
 from lynx.evaluate.methods import Sample
-from lynx.evaluate.table import acceptance, context_comparison, context_markdown, pareto_comparison, row, wilson
+from lynx.evaluate.table import acceptance, context_comparison, context_markdown, pareto_comparison, regret, row, to_markdown, wilson
 from lynx.models import ORGANISM_PROBE_DIR
 
 PROBE = ORGANISM_PROBE_DIR
@@ -124,6 +124,31 @@ def test_context_comparison_pairs_lynx_with_the_baseline_problem_by_problem():
     assert math.isnan(plain["saving_delta_ci"]) and "±" not in context_markdown([plain]).split("\n")[2]
     line = {n_: v for n_, _ok, v in acceptance(df, 0.1, [c])}["saving >= the context-only baseline's (the hidden state adds something)"]
     assert "difference +1.5% ± " in line
+
+
+def test_regret_is_the_oracle_at_lynx_tokens_problem_by_problem():
+    """The oracle may exit only at a cue lynx had already read (thinking tokens at most lynx's)
+    or, where lynx did not exit, anywhere in the trace or at its end; lynx's own answer counts."""
+    cases = [  # (lynx: correct, thinking, exited), (oracle: correct, thinking, exited), oracle at lynx's tokens right?
+        ((True, 50, True), (True, 50, True), True),  # lynx exited right
+        ((False, 50, True), (True, 40, True), True),  # a right cue before lynx's exit: regret
+        ((False, 50, True), (True, 50, True), True),  # the same cue: its greedy forced answer right, lynx's sampled one wrong
+        ((False, 50, True), (True, 80, True), False),  # the first right cue came after lynx's exit
+        ((False, 50, True), (True, 100, False), False),  # only the full trace's answer is right: lynx had not read it
+        ((False, 100, False), (True, 80, True), True),  # lynx never exited: any cue of the trace
+        ((False, 100, False), (False, 100, False), False),  # no right cue, the trace's answer wrong
+        ((True, 100, False), (True, 100, False), True),  # lynx never exited and the trace's answer is right
+    ]
+    for ly, orc, want in cases:
+        r = regret([_s(*ly)], [_s(*orc)])
+        assert r["oracle_at_lynx_tokens"] == float(want) and r["regret"] == float(want) - float(ly[0]), (ly, orc)
+    ly, orc = [_s(*c[0]) for c in cases], [_s(*c[1]) for c in cases]
+    r = regret(ly, orc)
+    assert r == {"oracle_at_lynx_tokens": 5 / 8, "regret": 3 / 8}
+    base = [_s(True, 100) for _ in cases]
+    df = pd.DataFrame([row("vanilla", "full CoT", base, base, 1.0), row("lynx", "alpha=0.1", ly, base, 1.0, 0.1) | r])
+    lines = to_markdown(df).splitlines()
+    assert "oracle at its tokens (regret)" in lines[0] and "| 0.625 (+0.375) |" in lines[3] and "| - |" in lines[2]
 
 
 def test_eval_refuses_bad_input_in_one_line():
@@ -315,3 +340,8 @@ def test_hf_eval_runs_every_method(tmp_path):
     assert (samples[samples.method == "budget"].thinking_tokens <= 61).all()
     orc = samples[samples.method == "oracle"]
     assert orc[orc.exited].correct.all()
+    for m in ("lynx", "context-only"):  # the oracle at the policy's tokens: at least the policy's accuracy, at most 1
+        r = df[df.method == m].iloc[0]
+        assert r.accuracy <= r.oracle_at_lynx_tokens <= 1 and r.regret == pytest.approx(r.oracle_at_lynx_tokens - r.accuracy)
+    assert df[~df.method.isin(["lynx", "context-only"])].regret.isna().all()
+    assert "oracle at its tokens (regret)" in (tmp_path / "hf" / "results.md").read_text()

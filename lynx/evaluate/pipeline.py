@@ -24,7 +24,7 @@ from lynx.cues import DEFAULT_CUES, CueMatcher
 from lynx.datasets import load as load_dataset
 from lynx.errors import InvalidInput
 from lynx.evaluate import methods as M
-from lynx.evaluate.table import acceptance, context_comparison, context_markdown, pareto_comparison, pareto_markdown, pareto_plot, row, to_markdown
+from lynx.evaluate.table import acceptance, context_comparison, context_markdown, pareto_comparison, pareto_markdown, pareto_plot, regret, row, to_markdown
 from lynx.exit_policy import ExitPolicy, HookConfig
 from lynx.grading import grader_for
 from lynx.models import resolve_model, resolve_probe_folder
@@ -262,7 +262,12 @@ def write_results(cfg: EvalConfig, runs: list[Run], records: list, meta: dict, l
     if "vanilla" not in cfg.baselines:
         runs = runs[1:]  # vanilla still ran: every other figure is paired with it
     graders = [grader_for(r.kind) for r in records]
-    df = pd.DataFrame([row(m, s, smp, base, secs, a, graders) | (lynx_meta if m == "lynx" else {}) for m, s, a, smp, secs in runs])
+    orc = next((smp for m, _s, _a, smp, _t in runs if m == "oracle"), None)  # the oracle at lynx's tokens: the lynx rows' regret
+
+    def extra(m: str, smp: list) -> dict:
+        return (regret(smp, orc) if orc is not None and m in ("lynx", "context-only") else {}) | (lynx_meta if m == "lynx" else {})
+
+    df = pd.DataFrame([row(m, s, smp, base, secs, a, graders) | extra(m, smp) for m, s, a, smp, secs in runs])
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     sample_rows = [

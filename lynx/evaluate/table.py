@@ -70,17 +70,51 @@ def row(method: str, setting: str, samples, base, seconds: float, alpha: float |
     }
 
 
+def regret(samples, oracle) -> dict:
+    """The oracle's accuracy *at the tokens* of an exit policy's run (lynx's, or the context-only
+    baseline's), and the policy's regret against it: that accuracy minus the policy's accuracy.
+
+    ``samples``: the policy's run; ``oracle``: the oracle's run (:func:`lynx.evaluate.methods.oracle`)
+    on the same problems, in the same order. Per problem, the oracle *at the policy's tokens* may
+    answer only from what the policy had read when it stopped thinking: it is right when
+
+    * a cue of the trace at or before that point has a right forced answer (the oracle's greedy
+      answer after the exit string): where the policy exited, a cue whose exit would have cost at
+      most the policy's thinking tokens on that problem (the oracle's first right cue, exited at
+      ``oracle[i].thinking_tokens``, is at most ``samples[i].thinking_tokens``); where it did not
+      exit, any cue of the full trace, or the full trace's own answer (``oracle[i].correct``); or
+    * the policy's own answer is right (the answer at the end of that span: the answer it wrote
+      after its exit, or the trace's own where it did not exit).
+
+    So the regret is at least 0 problem by problem: it is the share of problems the policy
+    answered wrong although a cue it had already read (or, where it did not exit, the full trace)
+    gave the right answer. Counts in thinking tokens compare like with like where both runs sample
+    the same trace: the oracle's cues are vanilla's trace's, and lynx (and the context-only
+    baseline) runs inside vanilla's own seeded request and exits inside that trace (the same
+    seed per problem; vLLM's token-for-token test in tests/test_eval.py; measured on transformers
+    too), so an exit at the same cue has the same thinking tokens in both. Where the traces differ
+    (another seed, another engine) the figure is the oracle on *its* trace at the policy's token
+    count for that problem."""
+    right = [s.correct or (o.correct and (not s.exited or (o.exited and o.thinking_tokens <= s.thinking_tokens))) for s, o in zip(samples, oracle, strict=True)]
+    at = float(np.mean(right)) if right else float("nan")
+    acc = float(np.mean([s.correct for s in samples])) if samples else float("nan")
+    return {"oracle_at_lynx_tokens": at, "regret": at - acc}
+
+
 def to_markdown(df: pd.DataFrame) -> str:
     lines = [
-        "| method | setting | accuracy (95% CI) | vs vanilla | mean / median thinking | saving | exit rate | premature (promised) | answer changed | probe tokens | s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| method | setting | accuracy (95% CI) | vs vanilla | mean / median thinking | saving | exit rate | premature (promised) | answer changed | "
+        "oracle at its tokens (regret) | probe tokens | s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in df.itertuples():
         promised = f" (<= {r.alpha:g})" if isinstance(r.alpha, float) and not math.isnan(r.alpha) else ""
+        at, reg = getattr(r, "oracle_at_lynx_tokens", float("nan")), getattr(r, "regret", float("nan"))
+        oracle_at = "-" if at is None or math.isnan(at) else f"{at:.3f} ({reg:+.3f})"
         lines.append(
             f"| {r.method} | {r.setting} | {r.accuracy:.3f} ({r.accuracy_ci_low:.3f}-{r.accuracy_ci_high:.3f}) | "
             f"{r.accuracy_vs_vanilla:+.3f} ± {r.accuracy_vs_vanilla_ci:.3f} | {r.mean_thinking_tokens:.1f} / {r.median_thinking_tokens:.0f} | "
-            f"{r.saving:.1%} | {r.exit_rate:.2f} | {r.premature_exit_rate:.3f}{promised} | {r.answer_change_rate:.3f} | "
+            f"{r.saving:.1%} | {r.exit_rate:.2f} | {r.premature_exit_rate:.3f}{promised} | {r.answer_change_rate:.3f} | {oracle_at} | "
             f"{r.extra_tokens:.1f} | {r.seconds:.1f} |"
         )
     return "\n".join(lines)
