@@ -20,7 +20,7 @@ from rich.text import Text
 
 from lynx.config import BASELINES, PROBE_KINDS, TARGETS, CalibrateConfig, CollectConfig, EvalConfig, ProbeTrainConfig, RunConfig, Sampling
 from lynx.cues import DEFAULT_CUES
-from lynx.errors import LynxError
+from lynx.errors import InvalidInput, LynxError
 from lynx.smollm2.finetune import FinetuneConfig
 from lynx.store.folders import check_output_file, check_output_folder
 
@@ -778,6 +778,8 @@ def smollm2_finetune(
     seed: int = typer.Option(FinetuneConfig.seed),
     n_problems: int = typer.Option(FinetuneConfig.n_problems, min=1, help="training problems (one scripted trace each)"),
     epochs: int = typer.Option(FinetuneConfig.epochs, min=1),
+    stop_after: int = typer.Option(None, min=1, help="stop (state saved) after this many steps; rerun to resume"),
+    base: Path = typer.Option(None, help="base model folder (default: SmolLM2-135M-Instruct converted from the wheel)"),
 ) -> None:
     """Train (or resume) the LoRA that makes smollm2-reasoner; prints the adapter folder (<out>/adapter)."""
     check_output_folder(output)
@@ -785,5 +787,8 @@ def smollm2_finetune(
     from lynx.smollm2.reasoner import require_peft
 
     require_peft("the fine-tune")
-    adapter = finetune(output, FinetuneConfig(seed=seed, n_problems=n_problems, epochs=epochs), log=lambda m: err.print(m, highlight=False))
-    print(adapter)
+    if base is not None and not (base / "config.json").exists():
+        raise InvalidInput(f"--base {base} is not a transformers model folder (no config.json)")
+    cfg = FinetuneConfig(seed=seed, n_problems=n_problems, epochs=epochs)
+    adapter = finetune(output, cfg, base=base, log=lambda m: err.print(m, highlight=False), stop_after=stop_after)
+    print(adapter if adapter is not None else f"stopped; rerun to resume ({output})")

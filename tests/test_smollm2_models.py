@@ -167,14 +167,26 @@ def test_reasoner_merges_a_lora_adapter(smollm2_cache, smollm2_base, monkeypatch
 
 
 @pytest.mark.slow
-def test_cli_finetune_writes_an_adapter_and_resumes(smollm2_cache, monkeypatch, tmp_path):
-    """One optimiser step on one trace through ``lynx smollm2 finetune``; the rerun finds it done and resumes there."""
-    monkeypatch.setenv("LYNX_CACHE", str(smollm2_cache))
-    args = ["smollm2", "finetune", "--out", str(tmp_path / "ft"), "--n-problems", "1", "--seed", "3"]
+def test_cli_finetune_stops_resumes_and_writes_an_adapter(smollm2_base, tmp_path):
+    """``lynx smollm2 finetune`` on a tiny Llama with SmolLM2's tokenizer (``--base``; the 135M base
+    takes the same path, see test_smollm2_finetune): stopped after one step, resumed to the end."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    base = tmp_path / "tiny"
+    tok = AutoTokenizer.from_pretrained(smollm2_base)
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=1, num_key_value_heads=1)).save_pretrained(
+        base
+    )
+    tok.save_pretrained(base)
+    args = ["smollm2", "finetune", "--out", str(tmp_path / "ft"), "--n-problems", "16", "--seed", "3", "--base", str(base)]
+    r = runner.invoke(app, [*args, "--stop-after", "1"])
+    assert r.exit_code == 0 and "stopped" in r.stdout, r.output
     r = runner.invoke(app, args)
-    assert r.exit_code == 0, r.output
     adapter = tmp_path / "ft" / "adapter"
+    assert r.exit_code == 0 and "resuming at step 1/2" in r.output, r.output
     assert r.stdout.strip().endswith(str(adapter)) and (adapter / reasoner.ADAPTER_WEIGHTS).exists()
-    assert json.loads((tmp_path / "ft" / "finetune.json").read_text())["config"]["n_problems"] == 1
-    r = runner.invoke(app, args)
-    assert r.exit_code == 0 and "resuming at step 1/1" in r.output, r.output
+    assert json.loads((tmp_path / "ft" / "finetune.json").read_text())["config"]["n_problems"] == 16
+    r = runner.invoke(app, [*args[:-2], "--base", str(tmp_path)])
+    assert r.exit_code == 2 and "not a transformers model folder" in r.output
