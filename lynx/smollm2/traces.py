@@ -22,12 +22,14 @@ string forces, so a forced exit and a natural end look the same to the model.
 from __future__ import annotations
 
 import random
+import re
 
+from lynx.config import DEFAULT_EXIT
 from lynx.organism.problems import Step
-from lynx.organism.traces import ANSWER_PREFIX, _Line, forced_exit, step_text
+from lynx.organism.traces import ANSWER_PREFIX, _Line, step_text
 from lynx.smollm2.problems import WordProblem
 
-ERROR_RATE = 0.3  # P(forgot carry) on a carry step of the main work
+ERROR_RATE = 0.12  # P(forgot carry) on a carry step of the main work (a 135M model adds slips of its own)
 CUE_AFTER_ERROR = 0.6  # P(a cue) right after a slip ...
 CUE_AFTER_RIGHT = 0.3  # ... and after a right step
 FIRST_CHECK = 0.85  # P(a recheck) once an answer is stated or corrected
@@ -57,6 +59,36 @@ def _check_step(step: Step, careful: bool, written: int | None = None) -> str:
     return f"{step.before} {step.op} {step.operand}: {inner}, so {step.after}"
 
 
+def work_text(step: Step, written: int) -> str:
+    """A line of work: a carry step is worked through its units (``67 - 8: 17 - 8 = 9, so 59``),
+    which a 135M model gets right far more often than the whole sum at once; the slip is the
+    forgotten carry in the last number (``so 69``)."""
+    if not step.carries:
+        return step_text(step, written)
+    units = step.before % 10
+    inner = f"{units} + {step.operand} = {units + step.operand}" if step.op == "+" else f"{units + 10} - {step.operand} = {units + 10 - step.operand}"
+    return f"{step.before} {step.op} {step.operand}: {inner}, so {written}"
+
+
+_CUE_AT = re.compile(r"(?i)\b(?:wait|hmm|alternatively),")
+_STATED = re.compile(r"So the answer is (\d+)\.")
+_VALUE = re.compile(r"(?:=|so) (\d+)\.")
+
+
+def forced_exit(thinking: str, rng: random.Random) -> str | None:
+    """Cut ``thinking`` right after a random cue and close it with lynx's exit string; the answer
+    is what the trace believes there (the last stated answer, else the last value worked out)."""
+    cues = list(_CUE_AT.finditer(thinking))
+    if not cues:
+        return None
+    cut = rng.choice(cues).end()
+    before = thinking[:cut]
+    stated, values = _STATED.findall(before), _VALUE.findall(before)
+    if not stated and not values:
+        return None
+    return f"<think>\n{before}{DEFAULT_EXIT}{stated[-1] if stated else values[-1]}}}"
+
+
 def _opening(problem: WordProblem) -> str:
     if problem.packs is None:
         return f"{problem.name} starts with {problem.start} {problem.item}.\n"
@@ -73,7 +105,7 @@ def write_thinking(problem: WordProblem, rng: random.Random) -> tuple[str, int]:
         step = Step(value, op, d)
         written = step.forgot_carry if step.carries and rng.random() < ERROR_RATE else step.after
         line = _Line(step, written)
-        text = f"{problem.pronoun.capitalize()} {problem.phrase(i)}: {step_text(step, written)}."
+        text = f"{problem.pronoun.capitalize()} {problem.phrase(i)}, so {'add' if op == '+' else 'take away'} {d}: {work_text(step, written)}."
         if rng.random() < (CUE_AFTER_RIGHT if line.right else CUE_AFTER_ERROR):
             text += f"{_mid_cue(rng)} {'yes' if line.right else 'no'}: {step_text(step, step.after)}."
             line = _Line(step, step.after)
