@@ -594,10 +594,12 @@ def print_eval(res: dict, console: Console = out) -> None:
     """The results table, the equal-token comparison and the acceptance checks, on the terminal."""
     df = res["table"]
     table = Table(title=res["title"])
-    for col in ("method", "setting", "accuracy", "vs vanilla", "thinking", "saving", "exits", "premature", "changed", "probe tok", "s"):
+    regret = "regret" in df.columns
+    for col in ("method", "setting", "accuracy", "vs vanilla", "thinking", "saving", "exits", "premature", "changed", "probe tok", "s") + (("regret",) if regret else ()):
         table.add_column(col)
     for r in df.itertuples():
         promised = f" (<={r.alpha:g})" if r.method in ("lynx", "context-only") else ""
+        extra = ((f"{r.regret:.3f}" if r.regret == r.regret else "-"),) if regret else ()  # NaN: not a lynx / context-only row
         table.add_row(
             r.method,
             r.setting,
@@ -610,6 +612,7 @@ def print_eval(res: dict, console: Console = out) -> None:
             f"{r.answer_change_rate:.3f}",
             f"{r.extra_tokens:.1f}",
             f"{r.seconds:.1f}",
+            *extra,
         )
     console.print(table)
     for name, ok, val in res["acceptance"]:
