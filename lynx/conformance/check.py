@@ -168,7 +168,7 @@ def vllm_checks(model: Path, probe: Path, problems: Path, out: Path, questions: 
 #: real models the check also runs on (lynx's SmolLM2 reasoner: a pretrained Llama, 30 layers,
 #: BPE markers of three tokens), with the problems of their family instead of the scripted ones
 REAL_MODELS = ("smollm2-reasoner",)
-REAL_PROBLEMS = 4
+REAL_PROBLEMS = 8
 
 
 def prepare_real(name: str, work: Path) -> tuple[Path, Path]:

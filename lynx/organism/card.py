@@ -29,10 +29,11 @@ def figures_markdown(figs: dict, command: str, requirements: dict = REQUIREMENTS
         rng = "" if lo is None and hi is None else (f"{lo} – {hi}" if lo is not None and hi is not None else (f"≥ {lo}" if lo is not None else f"≤ {hi}"))
         rows.append(f"| {label} | {figs[key]:.3f} | {rng} |")
     p = figs["probe"]
+    margin = requirements.get("probe_auc_margin", (None,))[0]
     for name in ("all", "after_answer"):
         rows.append(
             f"| probe AUC vs phase-baseline AUC, {name.replace('_', '-')} cues (n={p[name]['n_cues']}) | "
-            f"{p[name]['probe_auc']:.3f} vs {p[name]['baseline_auc']:.3f} | margin ≥ 0.05 |"
+            f"{p[name]['probe_auc']:.3f} vs {p[name]['baseline_auc']:.3f} | {'' if margin is None else f'margin ≥ {margin}'} |"
         )
     rows.append(f"| cues per trace before / after the first stated answer | {figs['cues_before_answer_per_trace']:.2f} / {figs['cues_after_answer_per_trace']:.2f} | both > 0 |")
     head = (

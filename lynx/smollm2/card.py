@@ -42,7 +42,7 @@ to think in `<think>…</think>` with R1-style cues, made by lynx's own code
 - **Data**: {n_problems} generated word problems (`Mia has 23 stickers. She buys 8 more. ...`,
   3-5 single-digit steps), scripted traces with slips on carry steps, `Wait, no:` corrections,
   a stated answer, rechecks and overthinking (`Hmm, let me check once more`), answer
-  `Final answer: \\\\boxed{{N}}`; 12% of traces are cut at a cue by lynx's exit string (loss on the
+  `Final answer: \\boxed{{N}}`; 12% of traces are cut at a cue by lynx's exit string (loss on the
   answer only). The `transfer` split starts with a product ("4 packs with 6 in each"), a kind
   never trained on.
 - **Training**: {steps} steps of batch {batch}, AdamW lr {lr}, bfloat16 autocast on 2 CPU cores,
@@ -51,10 +51,18 @@ to think in `<think>…</think>` with R1-style cues, made by lynx's own code
 ## Figures
 
 {table}
+{verdict}
 {gsm8k}
 Use it as `--model smollm2-reasoner` anywhere lynx takes a model (`smollm2` is the base as
 shipped), and `--dataset smollm2:test` (or `train`, `calibration`, `transfer`).
 """
+
+
+def verdict(figs: dict) -> str:
+    """One sentence naming the required figures that are out of range (or saying none is)."""
+    met = meets_requirements(figs, REQUIREMENTS)
+    missed = [REQUIREMENTS[k][2] for k, ok in met.items() if not ok and k in REQUIREMENTS]
+    return "Every required figure is in range.\n" if not missed else f"**Out of the required range: {', '.join(missed)}.**\n"
 
 
 def render_card(figs: dict, command: str, record: dict, gsm8k: str = "") -> str:
@@ -78,6 +86,7 @@ def render_card(figs: dict, command: str, record: dict, gsm8k: str = "") -> str:
         minutes=record["seconds"] / 60,
         seed=cfg["seed"],
         table=figures_markdown(figs, command, REQUIREMENTS),
+        verdict=verdict(figs),
         gsm8k=gsm8k,
     )
 
