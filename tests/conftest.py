@@ -28,7 +28,17 @@ if WORKER is not None:  # before torch is imported anywhere: it reads these at i
 GROUPS = {"test_collect_ray": "ray", "test_eval_ray": "ray"}
 #: the longest groups, handed out first so that no worker is left with one of them at the end
 #: (measured with --durations; make test runs with --no-loadscope-reorder so this order holds)
-LONGEST_FIRST = ["test_wheel", "test_organism_figures", "ray", "test_smollm2_smoke", "test_examples", "test_collect_faults", "test_calibration_validity", "test_notebook", "test_monitor_vllm"]
+LONGEST_FIRST = [
+    "test_wheel",
+    "test_organism_figures",
+    "ray",
+    "test_smollm2_smoke",
+    "test_examples",
+    "test_collect_faults",
+    "test_calibration_validity",
+    "test_notebook",
+    "test_monitor_vllm",
+]
 
 
 @pytest.hookimpl(tryfirst=True)
