@@ -110,10 +110,11 @@ def run_demo(out: Path, *, engine: str = "auto", size: str = "small", model: str
     def evals(after: bool):
         tag = "recalibrated" if after else "as calibrated"
         base = ("vanilla",) if after else ("vanilla", "oracle")
-        yield "test", EvalConfig(probe=str(probe_dir), dataset=f"{family}:test", out=out / "eval-test", n_problems=n["test"], **TEST_EVAL[family])
+        yield "test", EvalConfig(model=model, probe=str(probe_dir), dataset=f"{family}:test", out=out / "eval-test", n_problems=n["test"], **TEST_EVAL[family])
         yield (
             f"transfer ({tag})",
             EvalConfig(
+                model=model,
                 probe=str(probe_dir),
                 dataset=f"{family}:transfer",
                 out=out / f"eval-transfer{'-recalibrated' if after else ''}",
@@ -125,6 +126,7 @@ def run_demo(out: Path, *, engine: str = "auto", size: str = "small", model: str
         yield (
             f"{hot} ({tag})",
             EvalConfig(
+                model=model,
                 probe=str(probe_dir),
                 dataset=f"{family}:test",
                 out=out / f"eval-second-temperature{'-recalibrated' if after else ''}",
