@@ -21,7 +21,7 @@ import random
 from dataclasses import dataclass
 
 from lynx.errors import InvalidInput
-from lynx.organism.problems import Step, bucket_of
+from lynx.organism.problems import Problem, Step, bucket_of
 
 SPLITS = ("train", "calibration", "test", "transfer")
 MAIN_STEPS = (3, 5)
@@ -82,14 +82,13 @@ class WordProblem:
     def problem_id(self) -> str:
         return "smol-" + hashlib.sha256(self.text.encode()).hexdigest()[:12]
 
+    @property
+    def chain(self) -> Problem:
+        """The story's arithmetic as an organism chain (its steps, carries and slips)."""
+        return Problem(self.start, tuple((op, d) for op, d, _ in self.ops))
+
     def steps(self, start: int | None = None) -> list[Step]:
-        value = self.start if start is None else start
-        out = []
-        for op, d, _ in self.ops:
-            step = Step(value, op, d)
-            out.append(step)
-            value = step.after
-        return out
+        return self.chain.steps(start)
 
     @property
     def answer(self) -> int:
