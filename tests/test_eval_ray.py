@@ -23,6 +23,10 @@ BASE = {"probe": str(PROBE), "n_problems": 6, "alphas": (0.1,), "engine": "hf", 
 #: probe's score: a slice batches other problems together than the whole run)
 VOLATILE = ("tag", "time", "score")
 
+#: the run must end rather than wait on Ray's own long retry defaults: 16 s alone, 290 s once in CI
+#: with three test workers and vLLM engines on 2 cores (pytest-timeout, 900 s, catches a real hang)
+ENDS_WITHIN_S = 600
+
 
 def _same_samples(single: Path, distributed: Path) -> None:
     a, b = pd.read_parquet(single / "samples.parquet"), pd.read_parquet(distributed / "samples.parquet")
@@ -124,7 +128,7 @@ def test_a_slice_that_kills_its_worker_every_time_ends_the_run_in_one_line(local
     t = time.monotonic()
     with pytest.raises(WorkFailed, match=r"slice 1 \(problems 2-3\): the Ray worker died on every one of 2 attempts .*rerun"):
         evaluate_on_ray(cfg, workers=2, slice_size=2, retries=1, before_write=always_die)
-    assert attempts.read_text() == "xx" and time.monotonic() - t < 240
+    assert attempts.read_text() == "xx" and time.monotonic() - t < ENDS_WITHIN_S
     assert sorted(p.name for p in (tmp_path / "ray" / "slices").glob("*.parquet")) == ["slice-00000.parquet", "slice-00002.parquet"]
 
 
