@@ -32,12 +32,12 @@ RECORD_FILE = "finetune.json"
 @dataclass
 class FinetuneConfig:
     seed: int = 0
-    n_problems: int = 1600  # 200 steps: ~40 min on 2 idle cores
+    n_problems: int = 2000  # 250 steps: ~45 min on 2 idle cores
     epochs: int = 1
     rank: int = 8
     lora_alpha: int = 16
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-    lr: float = 3e-4
+    lr: float = 5e-4
     warmup_steps: int = 15
     batch_size: int = 8
     save_every: int = 10

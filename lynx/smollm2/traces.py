@@ -29,7 +29,7 @@ from lynx.organism.problems import Step
 from lynx.organism.traces import ANSWER_PREFIX, _Line, step_text
 from lynx.smollm2.problems import WordProblem
 
-ERROR_RATE = 0.12  # P(forgot carry) on a carry step of the main work (a 135M model adds slips of its own)
+ERROR_RATE = 0.08  # P(forgot carry) on a carry step of the main work (a 135M model adds slips of its own)
 CUE_AFTER_ERROR = 0.6  # P(a cue) right after a slip ...
 CUE_AFTER_RIGHT = 0.3  # ... and after a right step
 FIRST_CHECK = 0.85  # P(a recheck) once an answer is stated or corrected
@@ -38,8 +38,11 @@ THIRD_CHECK = 0.45
 CONFIRMATION_BIAS = 0.1  # P(a recheck of a wrong answer is hasty: copies the slip)
 FORCED_EXIT_RATE = 0.12  # traces cut at a cue by lynx's exit string (loss on the answer only)
 
-#: how each recheck after the answer opens; the first without a cue, later ones with one
-CHECK_INTRO = ("Let me check again", "Hmm, let me check once more", "Alternatively, let me count it another way", "Hmm, one more time")
+#: how the first recheck after a stated answer opens: mostly with a cue, as R1 does ("So the answer
+#: is 45. Wait, let me check again"), sometimes without one
+FIRST_CHECK_INTRO = (("Wait, let me check again", 0.6), ("Hmm, let me double-check", 0.2), ("Let me check again", 0.2))
+#: how later rechecks open (overthinking), each with a cue
+CHECK_INTRO = ("Hmm, let me check once more", "Alternatively, let me count it another way", "Hmm, one more time")
 
 
 def _mid_cue(rng: random.Random) -> str:
@@ -48,26 +51,28 @@ def _mid_cue(rng: random.Random) -> str:
     return "\nWait," if r < 0.7 else (" Wait," if r < 0.85 else " wait,")
 
 
-def _check_step(step: Step, careful: bool, written: int | None = None) -> str:
-    """One step of a recheck; a careful one spells out the units of a carry step."""
-    if not careful:
-        return step_text(step, step.after if written is None else written)
-    if not step.carries:
-        return step_text(step, step.after)
-    units = step.before % 10
-    inner = f"{units} + {step.operand} = {units + step.operand}" if step.op == "+" else f"{units + 10} - {step.operand} = {units + 10 - step.operand}"
-    return f"{step.before} {step.op} {step.operand}: {inner}, so {step.after}"
+def _check_step(number: int, step: Step, written: int | None = None) -> str:
+    """One numbered step of a recheck, the whole sum at once (``2. 37 + 8 = 45``): the number
+    ties it to the line of work it rereads, so a small model neither skips nor repeats a step."""
+    return f"{number}. {step_text(step, step.after if written is None else written)}"
 
 
 def work_text(step: Step, written: int) -> str:
-    """A line of work: a carry step is worked through its units (``67 - 8: 17 - 8 = 9, so 59``),
-    which a 135M model gets right far more often than the whole sum at once; the slip is the
-    forgotten carry in the last number (``so 69``)."""
-    if not step.carries:
-        return step_text(step, written)
-    units = step.before % 10
-    inner = f"{units} + {step.operand} = {units + step.operand}" if step.op == "+" else f"{units + 10} - {step.operand} = {units + 10 - step.operand}"
-    return f"{step.before} {step.op} {step.operand}: {inner}, so {written}"
+    """A line of work, every step decomposed the same way, ones then tens
+    (``37 + 8: ones 7 + 8 = 15, tens 3 + 1 = 4, so 45``; ``45 - 5: ones 5 - 5 = 0, tens 4, so 40``):
+    whether a step carries is read off the ones digit instead of guessed, and the tens digit is
+    written out. The slip is the forgotten carry or borrow (``tens 3, so 35``)."""
+    ones, tens, d = step.before % 10, step.before // 10, step.operand
+    if step.op == "+":
+        ones_part = f"ones {ones} + {d} = {ones + d}"
+    else:
+        top = ones + 10 if step.carries else ones
+        ones_part = f"ones {top} - {d} = {top - d}"
+    if step.carries and written == step.after:
+        tens_part = f"tens {tens} {step.op} 1 = {tens + 1 if step.op == '+' else tens - 1}"
+    else:
+        tens_part = f"tens {tens}"
+    return f"{step.before} {step.op} {d}: {ones_part}, {tens_part}, so {written}"
 
 
 _CUE_AT = re.compile(r"(?i)\b(?:wait|hmm|alternatively),")
@@ -96,6 +101,17 @@ def _opening(problem: WordProblem) -> str:
     return f"{problem.name} buys {a} packs of {b}: {a} x {b} = {a * b} {problem.item}.\n"
 
 
+def _check_intro(checks: int, rng: random.Random) -> str:
+    if checks:
+        return CHECK_INTRO[min(checks, len(CHECK_INTRO)) - 1]
+    r = rng.random()
+    for intro, p in FIRST_CHECK_INTRO:
+        if r < p:
+            return intro
+        r -= p
+    return FIRST_CHECK_INTRO[-1][0]
+
+
 def write_thinking(problem: WordProblem, rng: random.Random) -> tuple[str, int]:
     """(thinking text without the ``<think>`` tags, final stated answer)."""
     out = [_opening(problem)]
@@ -105,7 +121,7 @@ def write_thinking(problem: WordProblem, rng: random.Random) -> tuple[str, int]:
         step = Step(value, op, d)
         written = step.forgot_carry if step.carries and rng.random() < ERROR_RATE else step.after
         line = _Line(step, written)
-        text = f"{problem.pronoun.capitalize()} {problem.phrase(i)}, so {'add' if op == '+' else 'take away'} {d}: {work_text(step, written)}."
+        text = f"{i + 1}. {problem.pronoun.capitalize()} {problem.phrase(i)}, so {'add' if op == '+' else 'take away'} {d}: {work_text(step, written)}."
         if rng.random() < (CUE_AFTER_RIGHT if line.right else CUE_AFTER_ERROR):
             text += f"{_mid_cue(rng)} {'yes' if line.right else 'no'}: {step_text(step, step.after)}."
             line = _Line(step, step.after)
@@ -120,13 +136,13 @@ def write_thinking(problem: WordProblem, rng: random.Random) -> tuple[str, int]:
         wrong = answer != problem.answer
         if wrong and (biased or rng.random() < CONFIRMATION_BIAS):
             biased = True
-            lines = [_check_step(w.step, careful=w.right and checks == 0, written=w.written) for w in work]
+            lines = [_check_step(k + 1, w.step, w.written) for k, w in enumerate(work)]
             result = answer
         else:
             work = [_Line(s, s.after) for s in problem.steps()]
-            lines = [_check_step(s, careful=checks == 0) for s in problem.steps()]
+            lines = [_check_step(k + 1, s) for k, s in enumerate(problem.steps())]
             result = problem.answer
-        out.append(f"{CHECK_INTRO[min(checks, 3)]}: {'; '.join(lines)}. That gives {result}.\n")
+        out.append(f"{_check_intro(checks, rng)}: {'; '.join(lines)}. That gives {result}.\n")
         cue = "Wait," if rng.random() < 0.85 else "Hmm,"
         if result == answer:
             out.append(f"{cue} yes.\n")
