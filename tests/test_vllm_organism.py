@@ -48,3 +48,31 @@ def test_vllm_sampling_produces_cues(organism, llm):
     matcher = CueMatcher(tok)
     cues = sum(len(matcher.find(p + o, start=len(p))) for p, o in zip(prompts, outs, strict=True))
     assert cues / len(prompts) >= 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_forced_exits_continued_in_vllm_equal_transformers(organism, llm):
+    """The model card's forced exits may run on vLLM (``lynx organism info --engine vllm``): the
+    same greedy answer, hence the same label, at every cue of sampled traces."""
+    from lynx.cues import CueMatcher
+    from lynx.engines.vllm_engine import generate_ids
+    from lynx.grading import grade_integer
+    from lynx.organism.problems import sample_problems as problems
+    from lynx.rollouts import force_exits, make_rollouts
+
+    model, tok = organism
+    ps = problems("test", 12, seed=13)
+    prompts = _prompts(tok, 12, seed=13)
+    gens = generate_ids(llm, prompts, max_new_tokens=512, temperature=0.6, top_p=0.95, seed=3)
+
+    def rollouts():
+        return make_rollouts(tok, CueMatcher(tok), [p.problem_id for p in ps], [str(p.answer) for p in ps], prompts, gens, [grade_integer] * len(ps))
+
+    ours, theirs = rollouts(), rollouts()
+    force_exits(model, tok, ours, grade_integer, max_answer_tokens=16)
+    force_exits(model, tok, theirs, grade_integer, max_answer_tokens=16, generate=lambda pre, n, stop: generate_ids(llm, pre, max_new_tokens=n, stop_ids=stop))
+    pairs = [(a, b) for ra, rb in zip(ours, theirs, strict=True) for a, b in zip(ra.cue_points, rb.cue_points, strict=True)]
+    assert len(pairs) >= 12
+    assert [(a.forced_answer, a.safe) for a, b in pairs] == [(b.forced_answer, b.safe) for a, b in pairs]
+    assert any(a.safe for a, _ in pairs) and not all(a.safe for a, _ in pairs)

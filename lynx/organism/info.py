@@ -132,8 +132,8 @@ def measure(
 
     ``engine`` samples the traces: ``hf`` (transformers; the model card's figures) or ``vllm``
     (the same model and sampling settings, its own random streams: other traces from the same
-    distribution, several times faster on CPU). Forced exits and hidden states are read with
-    transformers either way."""
+    distribution, several times faster on CPU), and then also continues the forced exits (greedy,
+    as transformers would). Hidden states are read with transformers either way."""
     if engine not in ("hf", "vllm"):
         raise InvalidInput(f"unknown engine {engine!r}: use hf or vllm")
     t0 = time.monotonic()
@@ -142,14 +142,20 @@ def measure(
     matcher = CueMatcher(tok)
     problems = sample_problems(family or family_of(model), split, n_problems, seed=seed)
     prompts = [tok(chat_prompt(tok, p.text), add_special_tokens=False)["input_ids"] for p in problems]
+    force = None
     if engine == "vllm":
         from lynx.engines.vllm_engine import build_llm, generate_ids
 
         console.print(f"sampling {n_problems} traces (T={temperature}) with vLLM")
-        gens = generate_ids(build_llm(ref, seed=seed), prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+        llm = build_llm(ref, seed=seed)
+        gens = generate_ids(llm, prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+
+        def force(prefixes, max_tokens, stop_ids):
+            return generate_ids(llm, prefixes, max_new_tokens=max_tokens, stop_ids=stop_ids)
+
     else:
         gens = _sample_hf(lm, tok, prompts, n_problems, max_new_tokens, temperature, top_p, seed, batch_size)
-    return _figures(lm, tok, matcher, problems, prompts, gens, model, temperature, top_p, seed, split, engine, t0)
+    return _figures(lm, tok, matcher, problems, prompts, gens, model, temperature, top_p, seed, split, engine, t0, force)
 
 
 def _sample_hf(lm, tok, prompts, n_problems, max_new_tokens, temperature, top_p, seed, batch_size) -> list[list[int]]:
@@ -168,12 +174,12 @@ def _sample_hf(lm, tok, prompts, n_problems, max_new_tokens, temperature, top_p,
         )
 
 
-def _figures(lm, tok, matcher, problems, prompts, gens, model, temperature, top_p, seed, split, engine, t0) -> dict:
+def _figures(lm, tok, matcher, problems, prompts, gens, model, temperature, top_p, seed, split, engine, t0, force=None) -> dict:
     rollouts = make_rollouts(tok, matcher, [p.problem_id for p in problems], [str(p.answer) for p in problems], prompts, gens, [grade_integer] * len(problems))
     n_cues = sum(len(r.cue_points) for r in rollouts)
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task(f"forcing exits at {n_cues} cues", total=n_cues)
-        force_exits(lm, tok, rollouts, grade_integer, max_answer_tokens=16, batch_size=128, on_batch=lambda n: bar.advance(task, n))
+        force_exits(lm, tok, rollouts, grade_integer, max_answer_tokens=16, batch_size=128, on_batch=lambda n: bar.advance(task, n), generate=force)
     layers = default_layers(lm.config.num_hidden_layers)
     table = cue_table(lm, tok, rollouts, layers)
     auc = probe_vs_phase(table)
