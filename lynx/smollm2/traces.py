@@ -1,14 +1,17 @@
 """Scripted R1-style reasoning traces for teaching SmolLM2 to reason (the LoRA's data).
 
-The same policy as the organism's traces (:mod:`lynx.organism.traces`), written as prose a
-pretrained model can take up: each step of the story is retold with its arithmetic
-(``She buys 8 more: 37 + 8 = 45.``), carry steps are sometimes slipped (the forgotten
-carry), and cues sit where R1 puts them:
+The organism's trace policy (:func:`lynx.organism.traces.write_chain_thinking`) in SmolLM2's
+style (:data:`STYLE`), written as prose a pretrained model can take up: each numbered step of
+the story is retold and worked the same way, ones then tens
+(``2. She buys 8 more, so add 8: 37 + 8: ones 7 + 8 = 15, tens 3 + 1 = 4, so 45.``), carry
+steps are sometimes slipped (the forgotten carry: ``tens 3, so 35``), and cues sit where R1
+puts them:
 
 * after a step, more often after a slip than after a right step, immediately followed by the
   verdict (``Wait, no: 37 + 8 = 45.``) and, after ``no``, the work continues from the fix;
-* after a stated answer (``So the answer is 45.``), a careful recheck that spells out each
-  carry, then a cue with the verdict on the answer (``Wait, yes.`` / ``Wait, no: ...``);
+* right after a stated answer, before its recheck (``So the answer is 45.`` /
+  ``Wait, let me check again: 1. 31 + 6 = 37; 2. 37 + 8 = 45. That gives 45.``), then a cue with
+  the verdict on the answer (``Wait, yes.`` / ``Wait, no: ...``);
 * overthinking after a confirmed answer: ``Hmm, let me check once more``, ``Alternatively, ...``;
   a recheck of a wrong answer is sometimes hasty and copies the slip, so some traces end wrong.
 
@@ -24,9 +27,8 @@ from __future__ import annotations
 import random
 import re
 
-from lynx.config import DEFAULT_EXIT
 from lynx.organism.problems import Step
-from lynx.organism.traces import ANSWER_PREFIX, _Line, step_text
+from lynx.organism.traces import TraceStyle, assistant_turn, step_text, write_chain_thinking
 from lynx.smollm2.problems import WordProblem
 
 ERROR_RATE = 0.08  # P(forgot carry) on a carry step of the main work (a 135M model adds slips of its own)
@@ -36,7 +38,6 @@ FIRST_CHECK = 0.85  # P(a recheck) once an answer is stated or corrected
 SECOND_CHECK = 0.75  # P(another recheck) after the first one confirmed the answer (overthinking)
 THIRD_CHECK = 0.45
 CONFIRMATION_BIAS = 0.1  # P(a recheck of a wrong answer is hasty: copies the slip)
-FORCED_EXIT_RATE = 0.12  # traces cut at a cue by lynx's exit string (loss on the answer only)
 
 #: how the first recheck after a stated answer opens: mostly with a cue, as R1 does ("So the answer
 #: is 45. Wait, let me check again"), sometimes without one
@@ -51,10 +52,10 @@ def _mid_cue(rng: random.Random) -> str:
     return "\nWait," if r < 0.7 else (" Wait," if r < 0.85 else " wait,")
 
 
-def _check_step(number: int, step: Step, written: int | None = None) -> str:
+def _check_step(index: int, step: Step, written: int, careful: bool) -> str:
     """One numbered step of a recheck, the whole sum at once (``2. 37 + 8 = 45``): the number
     ties it to the line of work it rereads, so a small model neither skips nor repeats a step."""
-    return f"{number}. {step_text(step, step.after if written is None else written)}"
+    return f"{index + 1}. {step_text(step, written)}"
 
 
 def work_text(step: Step, written: int) -> str:
@@ -75,23 +76,8 @@ def work_text(step: Step, written: int) -> str:
     return f"{step.before} {step.op} {d}: {ones_part}, {tens_part}, so {written}"
 
 
-_CUE_AT = re.compile(r"(?i)\b(?:wait|hmm|alternatively),")
-_STATED = re.compile(r"So the answer is (\d+)\.")
+#: a value worked out in a line of work (``= 45.`` or ``so 45.``), for a forced exit before any stated answer
 _VALUE = re.compile(r"(?:=|so) (\d+)\.")
-
-
-def forced_exit(thinking: str, rng: random.Random) -> str | None:
-    """Cut ``thinking`` right after a random cue and close it with lynx's exit string; the answer
-    is what the trace believes there (the last stated answer, else the last value worked out)."""
-    cues = list(_CUE_AT.finditer(thinking))
-    if not cues:
-        return None
-    cut = rng.choice(cues).end()
-    before = thinking[:cut]
-    stated, values = _STATED.findall(before), _VALUE.findall(before)
-    if not stated and not values:
-        return None
-    return f"<think>\n{before}{DEFAULT_EXIT}{stated[-1] if stated else values[-1]}}}"
 
 
 def _opening(problem: WordProblem) -> str:
@@ -112,53 +98,34 @@ def _check_intro(checks: int, rng: random.Random) -> str:
     return FIRST_CHECK_INTRO[-1][0]
 
 
+STYLE = TraceStyle(
+    error_rate=ERROR_RATE,
+    cue_after_error=CUE_AFTER_ERROR,
+    cue_after_right=CUE_AFTER_RIGHT,
+    first_check=FIRST_CHECK,
+    second_check=SECOND_CHECK,
+    third_check=THIRD_CHECK,
+    confirmation_bias=CONFIRMATION_BIAS,
+    work_text=work_text,
+    mid_cue=_mid_cue,
+    check_intro=_check_intro,
+    check_step=_check_step,
+    check_end=". That gives",
+    verdict_cue=lambda rng: "Wait," if rng.random() < 0.85 else "Hmm,",
+)
+
+
 def write_thinking(problem: WordProblem, rng: random.Random) -> tuple[str, int]:
     """(thinking text without the ``<think>`` tags, final stated answer)."""
-    out = [_opening(problem)]
-    work: list[_Line] = []
-    value = problem.start
-    for i, (op, d, _) in enumerate(problem.ops):
-        step = Step(value, op, d)
-        written = step.forgot_carry if step.carries and rng.random() < ERROR_RATE else step.after
-        line = _Line(step, written)
-        text = f"{i + 1}. {problem.pronoun.capitalize()} {problem.phrase(i)}, so {'add' if op == '+' else 'take away'} {d}: {work_text(step, written)}."
-        if rng.random() < (CUE_AFTER_RIGHT if line.right else CUE_AFTER_ERROR):
-            text += f"{_mid_cue(rng)} {'yes' if line.right else 'no'}: {step_text(step, step.after)}."
-            line = _Line(step, step.after)
-        out.append(text + "\n")
-        work.append(line)
-        value = line.written
-    answer = value
-    out.append(f"So the answer is {answer}.\n")
 
-    checks, biased, p_next = 0, False, FIRST_CHECK
-    while checks < 4 and rng.random() < p_next:
-        wrong = answer != problem.answer
-        if wrong and (biased or rng.random() < CONFIRMATION_BIAS):
-            biased = True
-            lines = [_check_step(k + 1, w.step, w.written) for k, w in enumerate(work)]
-            result = answer
-        else:
-            work = [_Line(s, s.after) for s in problem.steps()]
-            lines = [_check_step(k + 1, s) for k, s in enumerate(problem.steps())]
-            result = problem.answer
-        out.append(f"{_check_intro(checks, rng)}: {'; '.join(lines)}. That gives {result}.\n")
-        cue = "Wait," if rng.random() < 0.85 else "Hmm,"
-        if result == answer:
-            out.append(f"{cue} yes.\n")
-            p_next = SECOND_CHECK if checks == 0 else THIRD_CHECK
-        else:
-            out.append(f"{cue} no: {result} is not {answer}. So the answer is {result}.\n")
-            answer, p_next = result, FIRST_CHECK
-        checks += 1
-    return "".join(out), answer
+    def lead(i: int) -> str:
+        op, d, _ = problem.ops[i]
+        return f"{i + 1}. {problem.pronoun.capitalize()} {problem.phrase(i)}, so {'add' if op == '+' else 'take away'} {d}: "
+
+    return write_chain_thinking(problem.chain, rng, STYLE, prefix=_opening(problem), lead=lead)
 
 
 def write_assistant(problem: WordProblem, rng: random.Random) -> str:
     """The assistant turn (the generated part): thinking, then the boxed answer."""
     thinking, answer = write_thinking(problem, rng)
-    if rng.random() < FORCED_EXIT_RATE:
-        cut = forced_exit(thinking, rng)
-        if cut is not None:
-            return cut
-    return f"<think>\n{thinking}</think>\n\n{ANSWER_PREFIX}{answer}}}"
+    return assistant_turn(thinking, answer, rng, _VALUE)
