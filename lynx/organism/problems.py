@@ -15,9 +15,19 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from lynx.errors import InvalidInput
+
+
+class _Texted(Protocol):
+    @property
+    def text(self) -> str: ...
+
+
+T = TypeVar("T", bound=_Texted)
 
 SPLITS = ("train", "calibration", "test", "transfer")
 #: chain lengths of the main family (train / calibration / test) and of the transfer family
@@ -112,11 +122,16 @@ def sample_problems(split: str, n: int, seed: int = 0, steps: tuple[int, int] | 
         raise InvalidInput(f"unknown organism split {split!r}; choose one of {', '.join(SPLITS)}")
     lo, hi = steps or (TRANSFER_STEPS if split == "transfer" else MAIN_STEPS)
     rng = random.Random(seed * 7_919 + _SPLIT_SEED_OFFSET[split])
-    buckets = _BUCKETS[split]
+    return sample_distinct(lambda: random_problem(rng, rng.randint(lo, hi)), _BUCKETS[split], n)
+
+
+def sample_distinct(draw: Callable[[], T], buckets: range, n: int) -> list[T]:
+    """The first ``n`` distinct draws whose text hashes into ``buckets`` (a split): how every
+    problem family lynx generates keeps its splits disjoint and reproducible."""
     seen: set[str] = set()
-    out: list[Problem] = []
+    out: list[T] = []
     while len(out) < n:
-        p = random_problem(rng, rng.randint(lo, hi))
+        p = draw()
         if p.text in seen or bucket_of(p.text) not in buckets:
             continue
         seen.add(p.text)

@@ -21,7 +21,7 @@ import random
 from dataclasses import dataclass
 
 from lynx.errors import InvalidInput
-from lynx.organism.problems import Problem, Step, bucket_of
+from lynx.organism.problems import Problem, Step, sample_distinct
 
 SPLITS = ("train", "calibration", "test", "transfer")
 MAIN_STEPS = (3, 5)
@@ -130,13 +130,4 @@ def sample_problems(split: str, n: int, seed: int = 0, steps: tuple[int, int] | 
     transfer = split == "transfer"
     lo, hi = steps or (TRANSFER_STEPS if transfer else MAIN_STEPS)
     rng = random.Random(seed * 7_919 + _SPLIT_SEED_OFFSET[split] + 17)
-    buckets = _BUCKETS[split]
-    seen: set[str] = set()
-    out: list[WordProblem] = []
-    while len(out) < n:
-        p = random_problem(rng, rng.randint(lo, hi), transfer=transfer)
-        if p.text in seen or bucket_of(p.text) not in buckets:
-            continue
-        seen.add(p.text)
-        out.append(p)
-    return out
+    return sample_distinct(lambda: random_problem(rng, rng.randint(lo, hi), transfer=transfer), _BUCKETS[split], n)
