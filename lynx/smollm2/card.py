@@ -40,8 +40,11 @@ to think in `<think>…</think>` with R1-style cues, made by lynx's own code
 - **Adapter**: LoRA rank {rank}, alpha {alpha}, on {modules} of all 30 layers; no new tokens
   (`<think>` stays the three tokens `<`, `think`, `>`); {params:,} parameters, {size_mb:.1f} MB.
 - **Data**: {n_problems} generated word problems (`Mia has 23 stickers. She buys 8 more. ...`,
-  3-5 single-digit steps), scripted traces with slips on carry steps, `Wait, no:` corrections,
-  a stated answer, rechecks and overthinking (`Hmm, let me check once more`), answer
+  3-5 single-digit steps), scripted traces that number each step and work it ones then tens
+  (`2. She buys 8 more, so add 8: 37 + 8: ones 7 + 8 = 15, tens 3 + 1 = 4, so 45.`), with slips on
+  carry steps (the forgotten carry), `Wait, no:` corrections, a stated answer, a cue and a recheck
+  (`Wait, let me check again: 1. ...; 2. ... That gives 45.`), overthinking (`Hmm, let me check
+  once more`), answer
   `Final answer: \\boxed{{N}}`; 12% of traces are cut at a cue by lynx's exit string (loss on the
   answer only). The `transfer` split starts with a product ("4 packs with 6 in each"), a kind
   never trained on.
@@ -63,6 +66,21 @@ def verdict(figs: dict) -> str:
     met = meets_requirements(figs, REQUIREMENTS)
     missed = [REQUIREMENTS[k][2] for k, ok in met.items() if not ok and k in REQUIREMENTS]
     return "Every required figure is in range.\n" if not missed else f"**Out of the required range: {', '.join(missed)}.**\n"
+
+
+REAL_TEXT_FILE = "real-text.json"
+
+
+def real_text_paragraph(real: dict | None) -> str:
+    """The card's paragraph on real text (GSM8K), from ``real-text.json`` (written by ``--real-text``)."""
+    if not real:
+        return ""
+    return (
+        f"On real text it transfers poorly, as expected of templated single-digit training: on the first {real['n_problems']} "
+        f"GSM8K test problems (`../shared/benchmarks/gsm8k`, T = {real['temperature']:g}, vLLM) accuracy **{real['accuracy']:.3f}**, "
+        f"{real['closed_thinking']:.0%} of traces close their thinking and {real['boxed_answer']:.0%} box an answer, with "
+        f"{real['cues_per_trace']:.2f} cues per trace (`{real['command']}`, {real['seconds']:.0f} s).\n"
+    )
 
 
 def render_card(figs: dict, command: str, record: dict, gsm8k: str = "") -> str:
@@ -91,8 +109,10 @@ def render_card(figs: dict, command: str, record: dict, gsm8k: str = "") -> str:
     )
 
 
-def update_docs(figs: dict, command: str, readme: Path, gsm8k: str = "") -> None:
+def update_docs(figs: dict, command: str, readme: Path) -> None:
     record = json.loads((ADAPTER_DIR / "finetune.json").read_text())
+    real = ADAPTER_DIR / REAL_TEXT_FILE
+    gsm8k = real_text_paragraph(json.loads(real.read_text()) if real.exists() else None)
     (ADAPTER_DIR / "README.md").write_text(render_card(figs, command, record, gsm8k))
     (ADAPTER_DIR / "figures.json").write_text(json.dumps(figs, indent=2) + "\n")
     table = figures_markdown(figs, command, REQUIREMENTS)
@@ -148,13 +168,22 @@ def real_text_figures(path: Path, n: int, temperature: float = 0.6, seed: int = 
 def main() -> None:
     from lynx.organism.info import measure
 
+    readme = Path(__file__).resolve().parents[2] / "README.md"
     if len(sys.argv) > 2 and sys.argv[1] == "--real-text":  # python -m lynx.smollm2.card --real-text FILE [N]
-        print(json.dumps(real_text_figures(Path(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 200)))
+        n = int(sys.argv[3]) if len(sys.argv) > 3 else 200
+        real = real_text_figures(Path(sys.argv[2]), n) | {"command": f"python -m lynx.smollm2.card --real-text {sys.argv[2]} {n}"}
+        (ADAPTER_DIR / REAL_TEXT_FILE).write_text(json.dumps(real, indent=2) + "\n")
+        figures = ADAPTER_DIR / "figures.json"
+        if figures.exists():  # the card again, with the paragraph
+            figs = json.loads(figures.read_text())
+            update_docs(figs, figs["command"], readme)
+        print(json.dumps(real))
         return
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 300
-    figs = measure(model="smollm2-reasoner", n_problems=n, engine="vllm", batch_size=32) | {"requirements_met": None}
+    command = f"lynx organism info --model smollm2-reasoner --engine vllm --n-problems {n}"
+    figs = measure(model="smollm2-reasoner", n_problems=n, engine="vllm", batch_size=32) | {"requirements_met": None, "command": command}
     figs["requirements_met"] = meets_requirements(figs, REQUIREMENTS)
-    update_docs(figs, f"lynx organism info --model smollm2-reasoner --engine vllm --n-problems {n}", Path(__file__).resolve().parents[2] / "README.md")
+    update_docs(figs, command, readme)
     print(json.dumps(figs))
 
 
