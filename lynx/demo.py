@@ -27,11 +27,13 @@ SIZES = {
     "small": {"train": 400, "calibration": 500, "test": 300, "transfer": 100, "second_temperature": 200, "recalibration": 300, "transfer_recalibration": 150},
     "tiny": {"train": 60, "calibration": 80, "test": 40, "transfer": 20, "second_temperature": 20, "recalibration": 80, "transfer_recalibration": 60},
 }
-#: SmolLM2-reasoner is ~50x the organism's size (vLLM CPU, float32: ~290 tokens/s greedy, ~140 sampled
-#: with per-request seeds at batch 64): far fewer problems, so ``lynx demo --model smollm2`` stays
-#: within 25 minutes on 2 cores; the figures at >= 300 test problems come from ``lynx eval``
+#: SmolLM2-reasoner is ~50x the organism's size (vLLM CPU, float32: ~280 tokens/s greedy, ~145 sampled
+#: with per-request seeds at batch 64) and its traces are ~350 thinking tokens: far fewer problems. Not
+#: yet timed end to end: with 150/150/60 the two collections took ~5 min each and the run was past 16 min
+#: inside the test evaluation, so "small" is now 100/100/40 (estimated ~25 min from those stage times);
+#: the figures at >= 300 test problems come from ``lynx eval`` with the demo's probe
 SMOLLM2_SIZES = {
-    "small": {"train": 150, "calibration": 150, "test": 60, "transfer": 30, "second_temperature": 40, "recalibration": 80, "transfer_recalibration": 30},
+    "small": {"train": 100, "calibration": 100, "test": 40, "transfer": 20, "second_temperature": 24, "recalibration": 60, "transfer_recalibration": 20},
     "tiny": {"train": 24, "calibration": 30, "test": 16, "transfer": 8, "second_temperature": 8, "recalibration": 30, "transfer_recalibration": 20},
 }
 #: the test evaluation's settings: every baseline on both; on SmolLM2 (~50x the organism's compute per
