@@ -68,3 +68,35 @@ def test_final_answers_are_mostly_right_and_sometimes_wrong():
     problems = sample_problems("train", 600)
     right = [write_thinking(p, rng)[1] == p.answer for p in problems]
     assert 0.75 < sum(right) / len(right) < 0.99
+
+
+def test_every_line_of_work_is_ones_then_tens_and_its_arithmetic_is_right_or_a_forgotten_carry():
+    """The v3 decomposition a 135M model learns from: each numbered step works the ones digit,
+    then the tens digit (lowered or raised exactly when the ones cross 10), then the result; the
+    only wrong result the script writes is the forgotten carry, with the tens left unchanged."""
+    line = re.compile(r"^(\d+)\. .*: (\d+) ([+-]) (\d): ones (\d+) ([+-]) (\d) = (\d+), tens (\d+)(?: ([+-]) 1 = (\d+))?, so (\d+)\.", re.M)
+    rng = random.Random(2)
+    seen = {"carry": 0, "plain": 0, "slip": 0}
+    for p in sample_problems("train", 300):
+        thinking, _ = write_thinking(p, rng)
+        numbers = []
+        for m in line.finditer(thinking):
+            k, before, op, d, top, op2, d2, ones, tens, op3, tens_after, result = m.groups()
+            before, d, top, ones, tens, result = int(before), int(d), int(top), int(ones), int(tens), int(result)
+            numbers.append(int(k))
+            assert op == op2 and d == int(d2) and tens == before // 10
+            assert ones == (top + d if op == "+" else top - d)
+            carries = before % 10 + d >= 10 if op == "+" else before % 10 < d
+            assert top == (before % 10 + 10 if op == "-" and carries else before % 10)
+            right = before + d if op == "+" else before - d
+            if op3 is not None:
+                assert carries and op3 == op and int(tens_after) == (tens + 1 if op == "+" else tens - 1) and result == right
+                seen["carry"] += 1
+            elif carries:
+                assert result == (right - 10 if op == "+" else right + 10)  # the forgotten carry
+                seen["slip"] += 1
+            else:
+                assert result == right
+                seen["plain"] += 1
+        assert numbers == list(range(1, len(p.ops) + 1))  # every step, numbered, in order
+    assert min(seen.values()) > 0 and seen["slip"] < 0.15 * (seen["carry"] + seen["slip"])
