@@ -28,9 +28,8 @@ SIZES = {
     "tiny": {"train": 60, "calibration": 80, "test": 40, "transfer": 20, "second_temperature": 20, "recalibration": 80, "transfer_recalibration": 60},
 }
 #: SmolLM2-reasoner is ~50x the organism's size (vLLM CPU, float32: ~280 tokens/s greedy, ~145 sampled
-#: with per-request seeds at batch 64) and its traces are ~350 thinking tokens: far fewer problems. Not
-#: yet timed end to end: with 150/150/60 the two collections took ~5 min each and the run was past 16 min
-#: inside the test evaluation, so "small" is now 100/100/40 (estimated ~25 min from those stage times);
+#: with per-request seeds at batch 64) and its traces are ~350 thinking tokens: far fewer problems.
+#: "small" (100/100/40) ran end to end in 1,450 s on 2 idle cores (`lynx demo --model smollm2 --json`);
 #: the figures at >= 300 test problems come from ``lynx eval`` with the demo's probe
 SMOLLM2_SIZES = {
     "small": {"train": 100, "calibration": 100, "test": 40, "transfer": 20, "second_temperature": 24, "recalibration": 60, "transfer_recalibration": 20},
