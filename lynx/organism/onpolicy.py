@@ -19,7 +19,7 @@ from rich.console import Console
 from lynx.engines import hf
 from lynx.organism.examples import encode_example
 from lynx.organism.problems import Problem, Step, sample_problems
-from lynx.organism.traces import ANSWER_PREFIX, CUE_AFTER_ERROR, _Line, step_text, write_thinking
+from lynx.organism.traces import ANSWER_PREFIX, ORGANISM_STYLE, _Line, step_text, write_thinking
 from lynx.prompting import chat_prompt
 
 _WORK = re.compile(r"(\d+) ([+-]) (\d+) = (\d+)\.(?P<cue>( wait,|\nWait,) (yes|no): (\d+) ([+-]) (\d+) = (\d+)\.)?\n")
@@ -50,7 +50,7 @@ def rewrite(problem: Problem, thinking: str, rng: random.Random) -> tuple[str, b
         elif verdict_ok:  # its own slip, caught and fixed by itself: keep all of it
             done.append(_Line(step, step.after))
             prefix = thinking[: m.end()]
-        elif rng.random() < CUE_AFTER_ERROR:  # its own slip, then a correct verdict
+        elif rng.random() < ORGANISM_STYLE.cue_after_error:  # its own slip, then a correct verdict
             cue = "\nWait," if rng.random() < 0.8 else " wait,"
             done.append(_Line(step, step.after))
             prefix = thinking[:work_end] + f"{cue} no: {step_text(step, step.after)}.\n"

@@ -3,7 +3,7 @@
 A trace imitates what matters in DeepSeek-R1 / Qwen3 thinking for early exit:
 
 * step-by-step work, one ``a op d = r.`` line per step, where carry steps are sometimes
-  wrong (the "forgot the carry" slip, ``ERROR_RATE``);
+  wrong (the "forgot the carry" slip, ``ORGANISM_STYLE.error_rate``);
 * a cue (``Wait,``) that follows a wrong step more often than a right one and is
   immediately followed by the verdict (``yes`` / ``no``) and, after ``no``, a correction;
 * ``So the answer is N.`` followed by a *careful* recheck that spells out each carry
@@ -14,7 +14,7 @@ A trace imitates what matters in DeepSeek-R1 / Qwen3 thinking for early exit:
   for a *global* verdict right after the answer; a 4-layer model never learned it.)
 * overthinking after a confirmed answer: ``Hmm, let me check once more: …``,
   ``Alternatively, …`` (quick copies of the work); a recheck of a wrong answer is sometimes
-  hasty (copies the slip, ``CONFIRMATION_BIAS``), so some traces end wrong;
+  hasty (copies the slip, ``ORGANISM_STYLE.confirmation_bias``), so some traces end wrong;
 * the answer section ``Final answer: \\boxed{N}``.
 
 One dominant cue word per context (``Wait,`` for verdicts, ``Hmm,`` / ``Alternatively,``
@@ -37,13 +37,6 @@ _CUE_AT = re.compile(r"(?i)\b(?:wait|hmm|alternatively),")
 _STATED = re.compile(r"So the answer is (\d+)\.")
 _VALUE = re.compile(r"= (\d+)\.")
 
-ERROR_RATE = 0.35  # P(forgot carry) on a carry step of the main work
-CUE_AFTER_ERROR = 0.5  # P(Wait) right after a slip ...
-CUE_AFTER_RIGHT = 0.3  # ... and after a right step
-FIRST_CHECK = 0.85  # P(a recheck) once an answer is stated or corrected
-SECOND_CHECK = 0.8  # P(another recheck) after the first one confirmed the answer (overthinking)
-THIRD_CHECK = 0.5  # ... and after later confirmations
-CONFIRMATION_BIAS = 0.1  # P(a recheck of a wrong answer is hasty: copies the slip and "confirms" it)
 NO_THINK_RATE = 0.05  # traces trained with thinking switched off (direct answer)
 FORCED_EXIT_RATE = 0.12  # traces cut at a cue by lynx's exit string (loss on the answer only)
 
@@ -114,13 +107,13 @@ class TraceStyle:
 
 
 ORGANISM_STYLE = TraceStyle(
-    error_rate=ERROR_RATE,
-    cue_after_error=CUE_AFTER_ERROR,
-    cue_after_right=CUE_AFTER_RIGHT,
-    first_check=FIRST_CHECK,
-    second_check=SECOND_CHECK,
-    third_check=THIRD_CHECK,
-    confirmation_bias=CONFIRMATION_BIAS,
+    error_rate=0.35,
+    cue_after_error=0.5,
+    cue_after_right=0.3,
+    first_check=0.85,
+    second_check=0.8,
+    third_check=0.5,
+    confirmation_bias=0.1,
     work_text=step_text,
     mid_cue=_organism_cue,
     check_intro=lambda checks, rng: _CHECK_INTRO[min(checks, 3)],

@@ -31,14 +31,6 @@ from lynx.organism.problems import Step
 from lynx.organism.traces import TraceStyle, assistant_turn, step_text, write_chain_thinking
 from lynx.smollm2.problems import WordProblem
 
-ERROR_RATE = 0.08  # P(forgot carry) on a carry step of the main work (a 135M model adds slips of its own)
-CUE_AFTER_ERROR = 0.6  # P(a cue) right after a slip ...
-CUE_AFTER_RIGHT = 0.3  # ... and after a right step
-FIRST_CHECK = 0.85  # P(a recheck) once an answer is stated or corrected
-SECOND_CHECK = 0.75  # P(another recheck) after the first one confirmed the answer (overthinking)
-THIRD_CHECK = 0.45
-CONFIRMATION_BIAS = 0.1  # P(a recheck of a wrong answer is hasty: copies the slip)
-
 #: how the first recheck after a stated answer opens: mostly with a cue, as R1 does ("So the answer
 #: is 45. Wait, let me check again"), sometimes without one
 FIRST_CHECK_INTRO = (("Wait, let me check again", 0.6), ("Hmm, let me double-check", 0.2), ("Let me check again", 0.2))
@@ -98,14 +90,16 @@ def _check_intro(checks: int, rng: random.Random) -> str:
     return FIRST_CHECK_INTRO[-1][0]
 
 
+#: the organism's policy at SmolLM2's rates: fewer scripted slips (8% of carry steps; a 135M model
+#: adds slips of its own), a cue after 60% of them, and a little less overthinking
 STYLE = TraceStyle(
-    error_rate=ERROR_RATE,
-    cue_after_error=CUE_AFTER_ERROR,
-    cue_after_right=CUE_AFTER_RIGHT,
-    first_check=FIRST_CHECK,
-    second_check=SECOND_CHECK,
-    third_check=THIRD_CHECK,
-    confirmation_bias=CONFIRMATION_BIAS,
+    error_rate=0.08,
+    cue_after_error=0.6,
+    cue_after_right=0.3,
+    first_check=0.85,
+    second_check=0.75,
+    third_check=0.45,
+    confirmation_bias=0.1,
     work_text=work_text,
     mid_cue=_mid_cue,
     check_intro=_check_intro,
