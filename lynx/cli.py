@@ -305,7 +305,7 @@ def show_calibration(rows: list[dict], probe: Path, as_json: bool) -> None:
         print(json.dumps([r | {"threshold": None if math.isinf(r["threshold"]) else r["threshold"]} for r in rows]))
         return
     table = Table(title=f"calibration of {probe}, condition {rows[0]['condition']}")
-    for col in ("scorer", "alpha", "guarantee", "threshold", "exits", "saving", "risk", "risk*", "saving*"):
+    for col in ("scorer", "alpha", "guarantee", "threshold", "exits", "saving", "risk", "risk*", "p90 risk*", ">alpha*", "saving*"):
         table.add_column(col)
     for r in rows:
         name = ("cue" if r["mode"] == "per-cue" else f"problem/{r['method']}") + (" (default)" if r["default"] else "")
@@ -318,10 +318,12 @@ def show_calibration(rows: list[dict], probe: Path, as_json: bool) -> None:
             f"{r['saving']:.1%}",
             f"{r['risk']:.3f}",
             f"{r['held_out_risk']:.3f}",
+            f"{r['held_out_risk_p90']:.3f}",
+            f"{r['held_out_above_alpha']:.0%}",
             f"{r['held_out_saving']:.1%}",
         )
     out.print(table)
-    out.print("risk = share of problems the exit harmed on calibration data; * = mean over held-out half splits")
+    out.print("risk = share of problems the exit harmed on calibration data; * = over held-out half splits (mean, 90th percentile, share of splits above alpha)")
     for r in rows:
         if r["default"] and r.get("scorer", "probe") == "probe":
             out.print(f"alpha={r['alpha']:g}: {r['promise']}")

@@ -180,7 +180,7 @@ def run_demo(out: Path, *, engine: str = "auto", size: str = "small", model: str
         "stage_seconds": timings,
         "probe": {"folder": str(probe_dir), "test_auc": meta["metrics"].get("test", {}).get("auc")},
         "calibration": [
-            {k: r[k] for k in ("alpha", "mode", "method", "threshold", "exit_rate", "saving", "risk", "held_out_risk")}
+            {k: r[k] for k in ("alpha", "mode", "method", "threshold", "exit_rate", "saving", "risk", "held_out_risk", "held_out_risk_p90", "held_out_above_alpha")}
             | {"threshold": None if r["threshold"] == float("inf") else r["threshold"]}
             for r in cal_rows
             if r["default"] and r.get("scorer", "probe") == "probe"

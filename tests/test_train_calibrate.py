@@ -44,6 +44,12 @@ def test_calibration_report_and_plots(calibrated):
     assert exits == sorted(exits)
     for r in defaults:
         assert r["risk"] <= r["alpha"]
+    # the held-out spread beside its mean: how often one calibration draw misses its alpha
+    assert "half splits above alpha" in report and "average over calibration draws" in report
+    for r in rows:
+        assert r["held_out_risk_p90"] >= r["held_out_risk"] - 1e-12 and 0.0 <= r["held_out_above_alpha"] <= 1.0
+        if r["held_out_risk_p90"] <= r["alpha"]:
+            assert r["held_out_above_alpha"] <= 0.1 + 1e-9  # at most the splits above the 90th percentile
 
 
 def test_threshold_for_any_alpha_at_inference_time(calibrated):
