@@ -27,6 +27,9 @@ def test_row_pairs_every_figure_with_vanilla():
     r = row("lynx", "alpha=0.1", meth, base, 1.0, 0.1)
     assert r["accuracy"] == 0.75 and r["accuracy_vs_vanilla"] == 0.0
     assert r["premature_exit_rate"] == 0.25  # problem 2: vanilla right, lynx wrong; problem 3 (the reverse) is not premature
+    assert (r["premature_ci_low"], r["premature_ci_high"]) == wilson(1, 4)
+    (check,) = [m for name, _, m in acceptance(pd.DataFrame([row("vanilla", "", base, base, 1.0), r]), 0.1) if name.startswith("premature")]
+    assert check.startswith("0.250 (95% ") and check.endswith(", n 4)")
     assert r["saving"] == pytest.approx(1 - 62.5 / 100) and r["exit_rate"] == 0.75 and r["median_thinking_tokens"] == 55
     lo, hi = wilson(3, 4)
     assert lo < 0.75 < hi and 0 <= lo and hi <= 1

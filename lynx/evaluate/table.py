@@ -49,6 +49,8 @@ def row(method: str, setting: str, samples, base, seconds: float, alpha: float |
     diff = correct - base_correct
     half = Z95 * diff.std(ddof=1) / math.sqrt(n) if n > 1 else float("nan")
     lo, hi = wilson(int(correct.sum()), n)
+    harmed = (base_correct == 1) & (correct == 0)
+    plo, phi = wilson(int(harmed.sum()), n)  # the test set's own sampling error, beside the promise
     return {
         "method": method,
         "setting": setting,
@@ -63,7 +65,9 @@ def row(method: str, setting: str, samples, base, seconds: float, alpha: float |
         "median_thinking_tokens": float(np.median(think)),
         "saving": 1.0 - float(think.mean()) / base_think if base_think > 0 else 0.0,
         "exit_rate": float(np.mean([s.exited for s in samples])),
-        "premature_exit_rate": float(np.mean((base_correct == 1) & (correct == 0))),
+        "premature_exit_rate": float(harmed.mean()),
+        "premature_ci_low": plo,
+        "premature_ci_high": phi,
         "answer_change_rate": float(changed_answers(samples, base, graders).mean()) if graders is not None else float("nan"),
         "extra_tokens": float(np.mean([s.extra_tokens for s in samples])),
         "seconds": round(seconds, 2),
@@ -241,6 +245,13 @@ def context_markdown(cmp: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _interval(r: pd.Series) -> str:
+    """`` (95% lo-hi, n N)`` for a row's premature rate: how far the test set alone can put it from the promise."""
+    if pd.isna(r.get("premature_ci_low", float("nan"))):
+        return ""
+    return f" (95% {r['premature_ci_low']:.3f}-{r['premature_ci_high']:.3f}, n {int(r['n'])})"
+
+
 def acceptance(df: pd.DataFrame, alpha: float = 0.1, context: list[dict] | None = None) -> list[tuple[str, bool, str]]:
     """The issue's acceptance figures for lynx at ``alpha``: (check, passed, measured).
     ``context``: :func:`context_comparison`'s rows, for the paired interval of the difference."""
@@ -250,7 +261,7 @@ def acceptance(df: pd.DataFrame, alpha: float = 0.1, context: list[dict] | None 
         return []
     ly = ly.iloc[0]
     checks = [
-        (f"premature-exit rate <= {alpha}", ly.premature_exit_rate <= alpha, f"{ly.premature_exit_rate:.3f}"),
+        (f"premature-exit rate <= {alpha}", ly.premature_exit_rate <= alpha, f"{ly.premature_exit_rate:.3f}" + _interval(ly)),
         (
             "accuracy >= vanilla - 0.1",
             ly.accuracy >= v.accuracy - 0.1,
