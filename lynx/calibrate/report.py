@@ -79,13 +79,14 @@ def held_out(cal: Calibration, alphas, risk: str, delta: float, n_splits: int = 
                 o = ev.outcome(ev.index(s[0], s[1], a, delta, a_half), b_half)
                 res[s][a]["risk"].append(o["risk"])
                 res[s][a]["saving"].append(o["saving"])
-    return {
-        s: {
-            a: {k: float(np.mean(v)) for k, v in d.items()} | {"risk_p90": float(np.quantile(d["risk"], 0.9)), "above_alpha": float(np.mean(np.asarray(d["risk"]) > a))}
-            for a, d in per.items()
-        }
-        for s, per in res.items()
-    }
+    return {s: {a: _split_summary(d, a) for a, d in per.items()} for s, per in res.items()}
+
+
+def _split_summary(splits: dict, alpha: float) -> dict:
+    """One setting's half splits at ``alpha``: mean risk and saving, the risk's 90th percentile,
+    the share of splits whose risk exceeds alpha."""
+    risk = np.asarray(splits["risk"])
+    return {"risk": float(risk.mean()), "saving": float(np.mean(splits["saving"])), "risk_p90": float(np.quantile(risk, 0.9)), "above_alpha": float(np.mean(risk > alpha))}
 
 
 def write_report(cal: Calibration, folder: Path, alphas: list[float], n_splits: int = 100) -> list[dict]:
