@@ -348,3 +348,45 @@ def test_hf_eval_runs_every_method(tmp_path):
         assert r.accuracy <= r.oracle_at_lynx_tokens <= 1 and r.regret == pytest.approx(r.oracle_at_lynx_tokens - r.accuracy)
     assert df[~df.method.isin(["lynx", "context-only"])].regret.isna().all()
     assert "oracle at its tokens (regret)" in (tmp_path / "hf" / "results.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_a_killed_local_eval_resumes_its_finished_methods_and_equals_an_uninterrupted_one(vctx, tmp_path, monkeypatch):
+    """A kill after some methods (here: the oracle fails) loses none of them: the rerun reads
+    vanilla and lynx back (neither runs again) and its table and samples equal those of a run
+    that was never interrupted. Other settings into the same folder start afresh, with a note."""
+    from lynx.evaluate import EvalConfig, evaluate
+    from lynx.evaluate import methods as M
+
+    def cfg(out, **kw):
+        return EvalConfig(probe=str(PROBE), out=out, n_problems=8, alphas=(0.1,), engine="vllm", baselines=("vanilla", "oracle"), max_new_tokens=400, **kw)
+
+    whole = evaluate(cfg(tmp_path / "whole"), backend=vctx.backend)
+    out = tmp_path / "killed"
+    with monkeypatch.context() as m:
+        m.setattr(M, "oracle", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt("killed")))
+        with pytest.raises(KeyboardInterrupt):
+            evaluate(cfg(out), backend=vctx.backend)
+    assert sorted(p.name for p in (out / "runs").glob("*.parquet")) == ["00-vanilla-full_CoT.parquet", "01-lynx-alpha=0.1.parquet"]
+    assert not (out / "results.csv").exists()
+
+    ran = []
+    for name in ("vanilla", "lynx", "oracle"):
+        real = getattr(M, name)
+        monkeypatch.setattr(M, name, lambda *a, _real=real, _name=name, **k: ran.append(_name) or _real(*a, **k))
+    resumed = evaluate(cfg(out), backend=vctx.backend)
+    assert ran == ["oracle"] and resumed["meta"]["resumed_runs"] == 2
+    cols = ["method", "setting", "accuracy", "mean_thinking_tokens", "saving", "exit_rate", "premature_exit_rate"]
+    pd.testing.assert_frame_equal(resumed["table"][cols], whole["table"][cols])
+    a, b = pd.read_parquet(out / "samples.parquet"), pd.read_parquet(tmp_path / "whole" / "samples.parquet")
+    assert a.drop(columns=["exit"]).equals(b.drop(columns=["exit"]))
+
+    def audit(x):  # the exit's audit record, without what differs between runs (its tag and clock)
+        return None if not isinstance(x, str) else {k: v for k, v in json.loads(x).items() if k not in ("tag", "time")}
+
+    assert [audit(x) for x in a.exit] == [audit(x) for x in b.exit] and a.exit.notna().any()
+
+    ran.clear()
+    other = evaluate(cfg(out, temperature=0.0), backend=vctx.backend)  # another evaluation: nothing reused
+    assert ran == ["vanilla", "lynx", "oracle"] and "resumed_runs" not in other["meta"]

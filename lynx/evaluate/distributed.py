@@ -26,17 +26,12 @@ Per-method ``seconds`` in the table are summed over the slices (worker time, not
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import time
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from lynx import __version__
 from lynx.collect.ray_pool import DEFAULT_RETRIES, check_pool, guarded, map_on_pool, raise_failures, rows_of, start_ray
 from lynx.config import EvalConfig
 from lynx.errors import InvalidInput
@@ -58,26 +53,28 @@ from lynx.evaluate.pipeline import (
     run_methods,
     write_results,
 )
-from lynx.models import model_fingerprint, resolve_model, resolve_probe_folder
+from lynx.evaluate.runstore import (
+    CorruptRunFile,
+    check_readable,
+    identity_diff,
+    plan_identity,
+    read_plan,
+    read_runs,
+    write_plan,
+    write_runs,
+)
 from lynx.store.folders import exclusive_writer
 from lynx.store.manifest import IncompatibleFolder
 
 SLICES = "slices"
-PLAN = "plan.json"
+PLAN = "plan.json"  # the same name as a local evaluation's (lynx.evaluate.runstore.PLAN), in its own folder
 #: the passes of a run: vanilla alone (when the plan reads its mean over all problems), then everything
 VANILLA, METHODS = "vanilla", "slice"
 #: slices per worker when ``--ray-slice`` is not given: small enough to balance the load, few enough
 #: that each slice still batches well
 SLICES_PER_WORKER = 4
-#: EvalConfig fields that do not change a sample (where it is written, how it is titled); the
-#: monitor and the audit file are refused with --ray
-NOT_IDENTITY = ("out", "title", "extra", "monitor", "audit_path", "engine", "n_problems")
-#: Sample fields stored as JSON text (their shape varies from row to row)
-JSON_FIELDS = ("exit",)
-
-
-class CorruptSlice(InvalidInput):
-    """A slice file exists but cannot be read."""
+#: a slice file that cannot be read
+CorruptSlice = CorruptRunFile
 
 
 # -- slices on disk ---------------------------------------------------------------------------
@@ -98,95 +95,20 @@ def finished_slices(out: Path, kind: str, n_slices: int) -> set[int]:
     for i in range(n_slices):
         path = slice_path(out, kind, i)
         if path.exists():
-            try:
-                pq.read_metadata(path)
-            except Exception as e:
-                raise CorruptSlice(f"corrupt slice file {path} ({type(e).__name__}); delete it to evaluate that slice again") from None
+            check_readable(path, what="slice")
             done.add(i)
     return done
 
 
-def runs_table(runs: list[Run]) -> pa.Table:
-    """A slice's runs as rows: one per (run, problem), the run's name, alpha and seconds repeated."""
-    cols: dict[str, list] = {k: [] for k in ("run", "method", "setting", "alpha", "seconds")}
-    names = [f.name for f in dataclasses.fields(M.Sample)]
-    cols |= {k: [] for k in names}
-    for r, (method, setting, alpha, samples, secs) in enumerate(runs):
-        for s in samples:
-            for k, v in (("run", r), ("method", method), ("setting", setting), ("alpha", alpha), ("seconds", float(secs))):
-                cols[k].append(v)
-            for k in names:
-                v = getattr(s, k)
-                cols[k].append(json.dumps(v) if k in JSON_FIELDS and v is not None else v)
-    types = {
-        "run": pa.int64(),
-        "method": pa.string(),
-        "setting": pa.string(),
-        "alpha": pa.float64(),
-        "seconds": pa.float64(),
-        "generated": pa.list_(pa.int64()),
-        "answer": pa.string(),
-        "problem_id": pa.string(),
-    } | {k: pa.string() for k in JSON_FIELDS}
-    return pa.table({k: pa.array(v, type=types.get(k)) for k, v in cols.items()})
-
-
-def table_runs(table: pa.Table) -> list[Run]:
-    """:func:`runs_table` read back: the runs with their samples rebuilt."""
-    names = [f.name for f in dataclasses.fields(M.Sample)]
-    runs: list[Run] = []
-    current = None
-    for rec in table.to_pylist():
-        if rec["run"] != current:
-            current = rec["run"]
-            runs.append((rec["method"], rec["setting"], rec["alpha"], [], rec["seconds"]))
-        kw = {k: (json.loads(rec[k]) if k in JSON_FIELDS and rec[k] is not None else rec[k]) for k in names}
-        runs[-1][3].append(M.Sample(**kw))
-    return runs
-
-
 def write_slice(path: Path, runs: list[Run]) -> None:
-    """Atomically: a temporary name, then a rename, so an interrupted write leaves no half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    pq.write_table(runs_table(runs), tmp)
-    tmp.replace(path)
+    write_runs(path, runs)
 
 
 def read_slice(path: Path) -> list[Run]:
-    try:
-        return table_runs(pq.read_table(path))
-    except Exception as e:
-        raise CorruptSlice(f"corrupt slice file {path} ({type(e).__name__}); delete it to evaluate that slice again") from None
+    return read_runs(path, what="slice")
 
 
 # -- the plan: what a folder's slices were made with ------------------------------------------
-
-
-def _probe_digest(folder: Path | None) -> str | None:
-    """A hash of every file of the probe folder (probe, calibrations, baselines): another
-    calibration can change lynx's rows, so resuming across one is refused."""
-    if folder is None:
-        return None
-    h = hashlib.sha256()
-    for p in sorted(q for q in Path(folder).rglob("*") if q.is_file()):
-        h.update(str(p.relative_to(folder)).encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def plan_identity(cfg: EvalConfig, engine: str, n_problems: int, policy) -> dict:
-    """Everything that determines an evaluation's samples (every EvalConfig field but where it
-    is written and how it is titled, so a field added later counts too), JSON-normalised."""
-    fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in NOT_IDENTITY}
-    ident = fields | {
-        "engine": engine,
-        "n_problems": n_problems,
-        "model_fingerprint": model_fingerprint(resolve_model(cfg.model)),
-        "probe": str(resolve_probe_folder(cfg.probe).resolve()) if cfg.probe else None,
-        "probe_digest": _probe_digest(policy.folder if policy is not None else None),
-    }
-    return json.loads(json.dumps(ident, default=str))
 
 
 def open_plan(out: Path, identity: dict, slice_size: int | None, workers: int) -> int:
@@ -194,11 +116,8 @@ def open_plan(out: Path, identity: dict, slice_size: int | None, workers: int) -
     keeps the folder's own, so resuming with another ``--ray-workers`` cuts the same slices)."""
     path = Path(out) / SLICES / PLAN
     if path.exists():
-        try:
-            plan = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise InvalidInput(f"{path} is corrupt ({e.msg}); delete {path.parent} to start the evaluation again") from None
-        diff = sorted(k for k in set(plan["identity"]) | set(identity) if plan["identity"].get(k) != identity.get(k))
+        plan = read_plan(path)
+        diff = identity_diff(plan["identity"], identity)
         if diff:
             raise IncompatibleFolder(f"{out} holds slices of another evaluation (differs in: {', '.join(diff)}); use a new --out or the original settings")
         if slice_size is not None and slice_size != plan["slice_size"]:
@@ -207,10 +126,7 @@ def open_plan(out: Path, identity: dict, slice_size: int | None, workers: int) -
     if slice_size is not None and slice_size < 1:
         raise InvalidInput(f"--ray-slice must be at least 1, got {slice_size}")
     size = slice_size or max(1, math.ceil(identity["n_problems"] / (workers * SLICES_PER_WORKER)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"lynx_version": __version__, "slice_size": size, "identity": identity}, indent=2) + "\n")
-    tmp.replace(path)
+    write_plan(path, identity, slice_size=size)
     return size
 
 

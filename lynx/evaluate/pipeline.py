@@ -3,7 +3,9 @@
 The engine is built once (:func:`build_backend`) and can serve several evaluations — the
 demo evaluates the main split, the transfer split and a second temperature on one engine.
 Outputs per evaluation folder: ``samples.parquet`` (one row per problem and method),
-``results.csv`` / ``results.parquet`` / ``results.md`` (the table), ``pareto.png``.
+``results.csv`` / ``results.parquet`` / ``results.md`` (the table), ``pareto.png``, and under
+``runs/`` each method's finished run as it completes: a killed evaluation rerun with the same
+command reads those back and runs only what is left (:class:`~lynx.evaluate.runstore.MethodStore`).
 
 :func:`evaluate` is made of pieces that :mod:`lynx.evaluate.distributed` (``lynx eval --ray``)
 reuses, so a distributed run cannot drift from a local one: :func:`eval_context` (problems,
@@ -24,11 +26,13 @@ from lynx.cues import DEFAULT_CUES, CueMatcher
 from lynx.datasets import load as load_dataset
 from lynx.errors import InvalidInput
 from lynx.evaluate import methods as M
+from lynx.evaluate.runstore import MethodStore, plan_identity
 from lynx.evaluate.table import acceptance, context_comparison, context_markdown, pareto_comparison, pareto_markdown, pareto_plot, regret, row, to_markdown
 from lynx.exit_policy import ExitPolicy, HookConfig
 from lynx.grading import grader_for
 from lynx.models import resolve_model, resolve_probe_folder
 from lynx.prompting import INSTRUCTION, chat_prompt
+from lynx.store.folders import exclusive_writer
 
 console = Console(stderr=True)
 
@@ -215,14 +219,19 @@ def method_plan(cfg: EvalConfig, ctx: M.EvalContext, base: list, mean_think: flo
     return plan
 
 
-def run_methods(cfg: EvalConfig, ctx: M.EvalContext, base: list, mean_think: float | None, status=None) -> list[Run]:
-    """Run :func:`method_plan` on ``ctx``'s problems, timing each method."""
+def run_methods(cfg: EvalConfig, ctx: M.EvalContext, base: list, mean_think: float | None, status=None, store=None) -> list[Run]:
+    """Run :func:`method_plan` on ``ctx``'s problems, timing each method. ``store``: a
+    :class:`~lynx.evaluate.runstore.MethodStore` that writes each finished method and hands back
+    the ones a killed run already finished (method ``i`` of the plan is its run ``i + 1``)."""
     runs: list[Run] = []
-    for method, setting, alpha, fn in method_plan(cfg, ctx, base, mean_think):
+    for i, (method, setting, alpha, fn) in enumerate(method_plan(cfg, ctx, base, mean_think), start=1):
         if status is not None:
             status.update(f"{method} {setting}")
-        samples, secs = M.timed(fn)
-        runs.append((method, setting, alpha, samples, secs))
+        if store is not None:
+            runs.append(store.run(i, method, setting, alpha, fn))
+        else:
+            samples, secs = M.timed(fn)
+            runs.append((method, setting, alpha, samples, secs))
     return runs
 
 
@@ -242,16 +251,30 @@ def evaluate(cfg: EvalConfig, backend=None, vanilla_of: dict | None = None) -> d
     records = load_records(cfg)
     ctx = eval_context(cfg, backend, records)
     meta = eval_meta(cfg, len(records), backend.name, backend.hook.fallback, lynx_meta)
-    with console.status("vanilla") as status:
+    with exclusive_writer(cfg.out), console.status("vanilla") as status:
+        store = None
+        if resumable(cfg):
+            store = MethodStore(cfg.out, plan_identity(cfg, backend.name, len(records), backend.policy), note=lambda m: console.print(f"[yellow]note[/]: {m}"))
         if vanilla_of is not None:
             diff = [k for k in SAME_VANILLA if vanilla_of["meta"].get(k) != meta[k]]
             if diff:
                 raise InvalidInput(f"cannot reuse vanilla samples of an evaluation with other {', '.join(diff)}")
             base, secs = vanilla_of["vanilla"], vanilla_of["vanilla_seconds"]
+        elif store is not None:
+            *_, base, secs = store.run(0, "vanilla", "full CoT", None, lambda: M.vanilla(ctx))
         else:
             base, secs = M.timed(M.vanilla, ctx)
-        runs = [("vanilla", "full CoT", None, base, secs)] + run_methods(cfg, ctx, base, mean_thinking(base), status)
-    return write_results(cfg, runs, records, meta, lynx_meta, backend.name, backend.monitoring)
+        runs = [("vanilla", "full CoT", None, base, secs)] + run_methods(cfg, ctx, base, mean_thinking(base), status, store)
+        if store is not None and store.resumed:
+            console.print(f"resumed: {store.resumed} finished method run(s) read back from {store.folder}")
+            meta["resumed_runs"] = store.resumed
+        return write_results(cfg, runs, records, meta, lynx_meta, backend.name, backend.monitoring)
+
+
+def resumable(cfg: EvalConfig) -> bool:
+    """A local evaluation resumes unless a live monitor or an audit file watches it: their state
+    (alarms, responses, the audit log) lives in the engine and cannot be read back with the runs."""
+    return cfg.monitor is None and cfg.audit_path is None
 
 
 def write_results(cfg: EvalConfig, runs: list[Run], records: list, meta: dict, lynx_meta: dict, engine: str, monitoring=None) -> dict:
