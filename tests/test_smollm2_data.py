@@ -67,7 +67,7 @@ def test_final_answers_are_mostly_right_and_sometimes_wrong():
     rng = random.Random(1)
     problems = sample_problems("train", 600)
     right = [write_thinking(p, rng)[1] == p.answer for p in problems]
-    assert 0.75 < sum(right) / len(right) < 0.99
+    assert 0.75 < sum(right) / len(right) < 0.995
 
 
 def test_every_line_of_work_is_ones_then_tens_and_its_arithmetic_is_right_or_a_forgotten_carry():

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from lynx.organism.card import figures_markdown, meets_requirements
+from lynx.smollm2.traces import STYLE
 
 #: figure -> (minimum, maximum, description); what issue #26 requires of the reasoner
 REQUIREMENTS = {
@@ -42,9 +43,10 @@ to think in `<think>…</think>` with R1-style cues, made by lynx's own code
 - **Data**: {n_problems} generated word problems (`Mia has 23 stickers. She buys 8 more. ...`,
   3-5 single-digit steps), scripted traces that number each step and work it ones then tens
   (`2. She buys 8 more, so add 8: 37 + 8: ones 7 + 8 = 15, tens 3 + 1 = 4, so 45.`), with slips on
-  carry steps (the forgotten carry), `Wait, no:` corrections, a stated answer, a cue and a recheck
-  (`Wait, let me check again: 1. ...; 2. ... That gives 45.`), overthinking (`Hmm, let me check
-  once more`), answer
+  carry steps (the forgotten carry), `Wait, no:` corrections, a stated answer, then a cue and a
+  recheck (`Wait, let me check again: 1. ...; 2. ... That gives 45.`; {first_check:.0%} of stated answers are
+  rechecked, every recheck opened by a cue), overthinking after a confirmed answer (`Hmm, let me
+  check once more`, `Alternatively, ...`: another recheck {second_check:.0%}, then {third_check:.0%}), answer
   `Final answer: \\boxed{{N}}`; 12% of traces are cut at a cue by lynx's exit string (loss on the
   answer only). The `transfer` split starts with a product ("4 packs with 6 in each"), a kind
   never trained on.
@@ -92,6 +94,9 @@ def render_card(figs: dict, command: str, record: dict, gsm8k: str = "") -> str:
         params = sum(int(f.get_slice(k).get_shape()[0]) * int(f.get_slice(k).get_shape()[1]) for k in f.keys())
     size = weights.stat().st_size
     return MODEL_CARD.format(
+        first_check=STYLE.first_check,
+        second_check=STYLE.second_check,
+        third_check=STYLE.third_check,
         rank=cfg["rank"],
         alpha=cfg["lora_alpha"],
         modules=", ".join(f"`{m}`" for m in cfg["target_modules"]),

@@ -31,9 +31,11 @@ from lynx.organism.problems import Step
 from lynx.organism.traces import TraceStyle, assistant_turn, step_text, write_chain_thinking
 from lynx.smollm2.problems import WordProblem
 
-#: how the first recheck after a stated answer opens: mostly with a cue, as R1 does ("So the answer
-#: is 45. Wait, let me check again"), sometimes without one
-FIRST_CHECK_INTRO = (("Wait, let me check again", 0.6), ("Hmm, let me double-check", 0.2), ("Let me check again", 0.2))
+#: how the first recheck after a stated answer opens: always with a cue, as R1 does ("So the answer
+#: is 45. Wait, let me check again"). (An earlier recipe opened a fifth of them without one; the
+#: model then had no exit point between its stated answer and the end of the first recheck, and
+#: the oracle saved 25.5% of thinking, under the 30% lynx's reasoner must leave to be saved.)
+FIRST_CHECK_INTRO = (("Wait, let me check again", 0.75), ("Hmm, let me double-check", 0.25))
 #: how later rechecks open (overthinking), each with a cue
 CHECK_INTRO = ("Hmm, let me check once more", "Alternatively, let me count it another way", "Hmm, one more time")
 
@@ -91,14 +93,17 @@ def _check_intro(checks: int, rng: random.Random) -> str:
 
 
 #: the organism's policy at SmolLM2's rates: fewer scripted slips (8% of carry steps; a 135M model
-#: adds slips of its own), a cue after 60% of them, and a little less overthinking
+#: adds slips of its own), a cue after 60% of them, and more overthinking than the organism (a
+#: stated answer is nearly always rechecked, and a confirmed one often again): a 135M model drops
+#: cues and rechecks it was taught, so its traces keep ~2/3 of the scripted exit headroom
+#: (scripted oracle saving 0.375 gave 0.255 sampled; these rates script 0.51)
 STYLE = TraceStyle(
     error_rate=0.08,
     cue_after_error=0.6,
     cue_after_right=0.3,
-    first_check=0.85,
-    second_check=0.75,
-    third_check=0.45,
+    first_check=0.95,
+    second_check=0.9,
+    third_check=0.7,
     confirmation_bias=0.1,
     work_text=work_text,
     mid_cue=_mid_cue,
