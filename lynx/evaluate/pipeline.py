@@ -227,12 +227,16 @@ def run_methods(cfg: EvalConfig, ctx: M.EvalContext, base: list, mean_think: flo
     for i, (method, setting, alpha, fn) in enumerate(method_plan(cfg, ctx, base, mean_think), start=1):
         if status is not None:
             status.update(f"{method} {setting}")
-        if store is not None:
-            runs.append(store.run(i, method, setting, alpha, fn))
-        else:
-            samples, secs = M.timed(fn)
-            runs.append((method, setting, alpha, samples, secs))
+        runs.append(run_one(store, i, method, setting, alpha, fn))
     return runs
+
+
+def run_one(store, index: int, method: str, setting: str, alpha: float | None, fn) -> Run:
+    """``fn()`` timed as one run, or through ``store`` (written, or read back when finished)."""
+    if store is not None:
+        return store.run(index, method, setting, alpha, fn)
+    samples, secs = M.timed(fn)
+    return (method, setting, alpha, samples, secs)
 
 
 def evaluate(cfg: EvalConfig, backend=None, vanilla_of: dict | None = None) -> dict:
@@ -260,10 +264,8 @@ def evaluate(cfg: EvalConfig, backend=None, vanilla_of: dict | None = None) -> d
             if diff:
                 raise InvalidInput(f"cannot reuse vanilla samples of an evaluation with other {', '.join(diff)}")
             base, secs = vanilla_of["vanilla"], vanilla_of["vanilla_seconds"]
-        elif store is not None:
-            *_, base, secs = store.run(0, "vanilla", "full CoT", None, lambda: M.vanilla(ctx))
         else:
-            base, secs = M.timed(M.vanilla, ctx)
+            *_, base, secs = run_one(store, 0, "vanilla", "full CoT", None, lambda: M.vanilla(ctx))
         runs = [("vanilla", "full CoT", None, base, secs)] + run_methods(cfg, ctx, base, mean_thinking(base), status, store)
         if store is not None and store.resumed:
             console.print(f"resumed: {store.resumed} finished method run(s) read back from {store.folder}")

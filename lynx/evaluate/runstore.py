@@ -92,11 +92,15 @@ def write_runs(path: Path, runs: list) -> None:
     tmp.replace(path)
 
 
+def _corrupt(path: Path, what: str, e: Exception) -> CorruptRunFile:
+    return CorruptRunFile(f"corrupt {what} file {path} ({type(e).__name__}); delete it to evaluate that {what} again")
+
+
 def read_runs(path: Path, what: str = "runs") -> list:
     try:
         return table_runs(pq.read_table(path))
     except Exception as e:
-        raise CorruptRunFile(f"corrupt {what} file {path} ({type(e).__name__}); delete it to evaluate that {what} again") from None
+        raise _corrupt(path, what, e) from None
 
 
 def check_readable(path: Path, what: str = "runs") -> None:
@@ -104,7 +108,7 @@ def check_readable(path: Path, what: str = "runs") -> None:
     try:
         pq.read_metadata(path)
     except Exception as e:
-        raise CorruptRunFile(f"corrupt {what} file {path} ({type(e).__name__}); delete it to evaluate that {what} again") from None
+        raise _corrupt(path, what, e) from None
 
 
 def probe_digest(folder: Path | None) -> str | None:
