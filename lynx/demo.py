@@ -28,11 +28,12 @@ SIZES = {
     "tiny": {"train": 60, "calibration": 80, "test": 40, "transfer": 20, "second_temperature": 20, "recalibration": 80, "transfer_recalibration": 60},
 }
 #: SmolLM2-reasoner is ~50x the organism's size (vLLM CPU, float32: ~280 tokens/s greedy, ~145 sampled
-#: with per-request seeds at batch 64) and its traces are ~350 thinking tokens: far fewer problems.
-#: "small" (100/100/40) ran end to end in 1,450 s on 2 idle cores (`lynx demo --model smollm2 --json`);
-#: the figures at >= 300 test problems come from ``lynx eval`` with the demo's probe
+#: with per-request seeds at batch 64) and its traces are ~455 thinking tokens with ~7 cues (adapter v4):
+#: far fewer problems. v3's shorter traces ran 100/100/40 in 1,450 s; v4's cost ~1.6x per problem, so
+#: "small" is cut to about half to stay well inside the 25 minutes (`lynx demo --model smollm2 --json`,
+#: measured in the README); the figures at >= 300 test problems come from ``lynx eval``
 SMOLLM2_SIZES = {
-    "small": {"train": 100, "calibration": 100, "test": 40, "transfer": 20, "second_temperature": 24, "recalibration": 60, "transfer_recalibration": 20},
+    "small": {"train": 50, "calibration": 60, "test": 20, "transfer": 10, "second_temperature": 12, "recalibration": 30, "transfer_recalibration": 20},
     "tiny": {"train": 24, "calibration": 30, "test": 16, "transfer": 8, "second_temperature": 8, "recalibration": 30, "transfer_recalibration": 20},
 }
 #: the test evaluation's settings: every baseline on both; on SmolLM2 (~50x the organism's compute per
