@@ -28,9 +28,12 @@ def _adapter(folder):
     return load_file(str(folder / "adapter" / "adapter_model.safetensors"))
 
 
-def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tiny_base, tmp_path):
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tiny_base, tmp_path, monkeypatch):
+    import dataclasses
+
+    import lynx.smollm2.traces
     from lynx.errors import InvalidInput
-    from lynx.smollm2.finetune import HISTORY_FILE, FinetuneConfig, finetune
+    from lynx.smollm2.finetune import HISTORY_FILE, RECORD_FILE, FinetuneConfig, finetune
 
     cfg = FinetuneConfig(n_problems=12, batch_size=3, save_every=3, rank=2, lora_alpha=4, warmup_steps=1)
     whole = finetune(tmp_path / "whole", cfg, base=tiny_base, log=lambda m: None)
@@ -49,3 +52,12 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tiny_base, tmp_
     assert any(not bool((a[k] == _adapter(tmp_path / "seed1")[k]).all()) for k in a)
     with pytest.raises(InvalidInput):
         finetune(tmp_path / "cut", other, base=tiny_base, log=lambda m: None, stop_after=1)
+    # the record says which trace rates the adapter learned (the model card states them from it) ...
+    record = json.loads((tmp_path / "cut" / RECORD_FILE).read_text())
+    assert record["trace_style"] == lynx.smollm2.traces.STYLE.rates() and record["trace_style"]["first_check"] == lynx.smollm2.traces.STYLE.first_check
+    # ... and a run whose traces changed under it (a new recipe) is not resumed into a mixed adapter
+    cut2 = tmp_path / "cut2"
+    assert finetune(cut2, cfg, base=tiny_base, log=lambda m: None, stop_after=1) is None
+    monkeypatch.setattr(lynx.smollm2.traces, "STYLE", dataclasses.replace(lynx.smollm2.traces.STYLE, first_check=0.2, second_check=0.1))
+    with pytest.raises(InvalidInput, match="trace recipe changed"):
+        finetune(cut2, cfg, base=tiny_base, log=lambda m: None)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from lynx.config import DEFAULT_EXIT
 from lynx.organism.problems import Problem, Step
@@ -104,6 +104,11 @@ class TraceStyle:
     check_step: Callable[[int, Step, int, bool], str]  # (index, step, written, careful) -> one step of a recheck
     check_end: str  # between the recheck's steps and its result ("; that gives")
     verdict_cue: Callable[[random.Random], str]  # the cue that carries a recheck's verdict
+
+    def rates(self) -> dict[str, float]:
+        """The style's rates (its numbers, not its wording): what a fine-tune records it was
+        trained with, so a model card states them from the record, not from today's recipe."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), float)}
 
 
 ORGANISM_STYLE = TraceStyle(

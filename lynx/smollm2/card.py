@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 from lynx.organism.card import figures_markdown, meets_requirements
-from lynx.smollm2.traces import STYLE
 
 #: figure -> (minimum, maximum, description); what issue #26 requires of the reasoner
 REQUIREMENTS = {
@@ -87,6 +86,7 @@ def real_text_paragraph(real: dict | None) -> str:
 
 def render_card(figs: dict, command: str, record: dict, gsm8k: str = "") -> str:
     cfg = record["config"]
+    style = record["trace_style"]  # the rates the adapter was trained with, not today's recipe
     from safetensors import safe_open
 
     weights = ADAPTER_DIR / "adapter_model.safetensors"
@@ -94,9 +94,9 @@ def render_card(figs: dict, command: str, record: dict, gsm8k: str = "") -> str:
         params = sum(int(f.get_slice(k).get_shape()[0]) * int(f.get_slice(k).get_shape()[1]) for k in f.keys())
     size = weights.stat().st_size
     return MODEL_CARD.format(
-        first_check=STYLE.first_check,
-        second_check=STYLE.second_check,
-        third_check=STYLE.third_check,
+        first_check=style["first_check"],
+        second_check=style["second_check"],
+        third_check=style["third_check"],
         rank=cfg["rank"],
         alpha=cfg["lora_alpha"],
         modules=", ".join(f"`{m}`" for m in cfg["target_modules"]),

@@ -56,6 +56,17 @@ def build_examples(cfg: FinetuneConfig, tokenizer) -> list[tuple[list[int], int]
     return [encode_example(tokenizer, p.text, write_assistant(p, rng)) for p in sample_problems("train", cfg.n_problems, seed=cfg.seed)]
 
 
+def examples_digest(examples: list[tuple[list[int], int]]) -> str:
+    """A digest of every training example's tokens and loss start: the data a run trains on, so a
+    resume after the trace recipe changed is refused rather than mixing two recipes in one adapter."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for ids, start in examples:
+        h.update(json.dumps([start, ids]).encode())
+    return h.hexdigest()[:16]
+
+
 def batch_plan(examples: list[tuple[list[int], int]], cfg: FinetuneConfig) -> list[list[int]]:
     """Indices of every batch of every epoch: shuffled, then grouped by length (less padding)."""
     rng = random.Random(cfg.seed + 2)
@@ -94,7 +105,7 @@ def _lr(cfg: FinetuneConfig, step: int, total: int) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * frac))
 
 
-def _save_state(out: Path, model, opt, step: int, cfg: FinetuneConfig) -> None:
+def _save_state(out: Path, model, opt, step: int, cfg: FinetuneConfig, digest: str) -> None:
     """Adapter + optimizer moments + step, written to a temporary folder and renamed."""
     import torch
     from safetensors.torch import save_file
@@ -107,7 +118,7 @@ def _save_state(out: Path, model, opt, step: int, cfg: FinetuneConfig) -> None:
     moments = {f"{i}.{k}": v.clone() for i, s in sd["state"].items() for k, v in s.items() if torch.is_tensor(v) and v.dim() > 0}
     steps = {str(i): float(s["step"]) for i, s in sd["state"].items()}
     save_file(moments, str(tmp / "optimizer.safetensors"))
-    (tmp / "state.json").write_text(json.dumps({"step": step, "config": asdict(cfg), "adam_steps": steps}, indent=1))
+    (tmp / "state.json").write_text(json.dumps({"step": step, "config": asdict(cfg), "examples_digest": digest, "adam_steps": steps}, indent=1))
     final = out / STATE_DIR
     old = out / (STATE_DIR + ".old")
     if final.exists():
@@ -119,7 +130,7 @@ def _save_state(out: Path, model, opt, step: int, cfg: FinetuneConfig) -> None:
         old.rmdir()
 
 
-def _load_state(out: Path, model, opt, cfg: FinetuneConfig) -> int:
+def _load_state(out: Path, model, opt, cfg: FinetuneConfig, digest: str) -> int:
     import torch
     from safetensors.torch import load_file
 
@@ -129,6 +140,8 @@ def _load_state(out: Path, model, opt, cfg: FinetuneConfig) -> int:
     meta = json.loads((state / "state.json").read_text())
     if meta["config"] != json.loads(json.dumps(asdict(cfg))):
         raise InvalidInput(f"{out} holds a fine-tune with another config; use a new --out or the same options")
+    if meta.get("examples_digest") != digest:
+        raise InvalidInput(f"{out} holds a fine-tune on other traces (the trace recipe changed since it started); use a new --out")
     trainable = load_file(str(state / "trainable.safetensors"))
     with torch.no_grad():
         for n, p in model.named_parameters():
@@ -154,6 +167,7 @@ def finetune(out: Path, cfg: FinetuneConfig, base: Path | None = None, log=print
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lynx.smollm2.convert import converted_folder
+    from lynx.smollm2.traces import STYLE
 
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -167,7 +181,8 @@ def finetune(out: Path, cfg: FinetuneConfig, base: Path | None = None, log=print
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     examples = build_examples(cfg, tok)
     plan = batch_plan(examples, cfg)
-    start = _load_state(out, model, opt, cfg)
+    digest = examples_digest(examples)
+    start = _load_state(out, model, opt, cfg, digest)
     if start:
         log(f"resuming at step {start}/{len(plan)}")
     model.train()
@@ -188,7 +203,7 @@ def finetune(out: Path, cfg: FinetuneConfig, base: Path | None = None, log=print
             hist.write(json.dumps({"step": done, "loss": round(float(loss), 5), "lr": opt.param_groups[0]["lr"], "tokens": int(mask.sum())}) + "\n")
             hist.flush()
             if done % cfg.save_every == 0 or done == len(plan) or done == stop_after:
-                _save_state(out, model, opt, done, cfg)
+                _save_state(out, model, opt, done, cfg, digest)
             if done == stop_after and done < len(plan):
                 log(f"stopped after step {done}/{len(plan)}; rerun to resume")
                 return None
@@ -199,6 +214,8 @@ def finetune(out: Path, cfg: FinetuneConfig, base: Path | None = None, log=print
         "config": asdict(cfg),
         "steps": len(plan),
         "examples": len(examples),
+        "examples_digest": digest,
+        "trace_style": STYLE.rates(),
         "seconds": round(time.time() - t0, 1),
         "pid": os.getpid(),
     }
