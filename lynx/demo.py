@@ -30,8 +30,8 @@ SIZES = {
 #: SmolLM2-reasoner is ~50x the organism's size (vLLM CPU, float32: ~280 tokens/s greedy, ~145 sampled
 #: with per-request seeds at batch 64) and its traces are ~455 thinking tokens with ~7 cues (adapter v4):
 #: far fewer problems. v3's shorter traces ran 100/100/40 in 1,450 s; v4's cost ~1.6x per problem, so
-#: "small" is cut to about half to stay well inside the 25 minutes (`lynx demo --model smollm2 --json`,
-#: measured in the README); the figures at >= 300 test problems come from ``lynx eval``
+#: "small" is 50/60/20: 1,335 s end to end on 2 idle cores (`lynx demo --model smollm2 --json`, README);
+#: the figures at >= 300 test problems come from ``lynx eval``
 SMOLLM2_SIZES = {
     "small": {"train": 50, "calibration": 60, "test": 20, "transfer": 10, "second_temperature": 12, "recalibration": 30, "transfer_recalibration": 20},
     "tiny": {"train": 24, "calibration": 30, "test": 16, "transfer": 8, "second_temperature": 8, "recalibration": 30, "transfer_recalibration": 20},
