@@ -12,6 +12,7 @@ import re
 import sys
 from pathlib import Path
 
+from lynx.errors import InvalidInput
 from lynx.organism.card import figures_markdown, meets_requirements
 
 #: figure -> (minimum, maximum, description); what issue #26 requires of the reasoner
@@ -86,7 +87,9 @@ def real_text_paragraph(real: dict | None) -> str:
 
 def render_card(figs: dict, command: str, record: dict, gsm8k: str = "") -> str:
     cfg = record["config"]
-    style = record["trace_style"]  # the rates the adapter was trained with, not today's recipe
+    style = record.get("trace_style")  # the rates the adapter was trained with, not today's recipe
+    if style is None:
+        raise InvalidInput("the adapter's finetune.json does not record its trace rates (written before lynx recorded them); retrain it with `lynx smollm2 finetune`")
     from safetensors import safe_open
 
     weights = ADAPTER_DIR / "adapter_model.safetensors"
