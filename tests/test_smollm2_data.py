@@ -100,3 +100,22 @@ def test_every_line_of_work_is_ones_then_tens_and_its_arithmetic_is_right_or_a_f
                 seen["plain"] += 1
         assert numbers == list(range(1, len(p.ops) + 1))  # every step, numbered, in order
     assert min(seen.values()) > 0 and seen["slip"] < 0.15 * (seen["carry"] + seen["slip"])
+
+
+def test_the_model_card_states_the_rates_its_adapter_learned_not_todays_recipe():
+    """The card reads the recheck rates from the adapter's finetune.json (what it was trained on); a
+    record from before lynx wrote them is refused in one line, not rendered with today's rates."""
+    import json
+
+    from lynx.smollm2.card import render_card
+    from lynx.smollm2.reasoner import ADAPTER_DIR
+
+    figs = json.loads((ADAPTER_DIR / "figures.json").read_text())
+    record = json.loads((ADAPTER_DIR / "finetune.json").read_text())
+    card = render_card(figs, figs["command"], record)
+    assert f"{record['trace_style']['first_check']:.0%} of stated answers" in card
+    other = {**record, "trace_style": {**record["trace_style"], "first_check": 0.5, "second_check": 0.4}}
+    card = render_card(figs, figs["command"], other)
+    assert "50% of stated answers" in card and "another recheck 40%" in card
+    with pytest.raises(InvalidInput, match="does not record its trace rates"):
+        render_card(figs, figs["command"], {k: v for k, v in record.items() if k != "trace_style"})
